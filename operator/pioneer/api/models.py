@@ -1,0 +1,445 @@
+"""The Pioneer API (group ``pioneer.dev``, version ``v1alpha1``) as pydantic models.
+
+These models are the single source of truth: ``crds/`` is generated from them
+(``pioneer crds``), ``pioneer validate`` checks specs with them, and the controller,
+trainer and operator read and write them.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from pioneer import defaults as d
+
+API_VERSION = f"{d.API_GROUP}/{d.API_VERSION}"
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields refused (kubectl's strict field validation)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True, validate_default=True
+    )
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Mode(str, Enum):
+    cold_start = "coldStart"
+    production = "production"
+
+
+class TaskType(str, Enum):
+    classification = "classification"
+    ner = "ner"
+    generation = "generation"
+
+
+class Metric(str, Enum):
+    accuracy = "accuracy"
+    macro_f1 = "macroF1"
+    f1 = "f1"
+
+
+class Method(str, Enum):
+    full = "full"
+    lora = "lora"
+
+
+class Planner(str, Enum):
+    deterministic = "deterministic"
+    claude = "claude"
+
+
+class DataFormat(str, Enum):
+    auto = "auto"
+    csv = "csv"
+    tsv = "tsv"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class Phase(str, Enum):
+    pending = "Pending"
+    preparing = "Preparing"
+    running = "Running"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class ObjectMeta(ApiModel):
+    """The subset of Kubernetes object metadata Pioneer reads; other metadata is kept as given."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    name: str = Field(description="Object name (DNS-1123 subdomain).", max_length=63)
+    namespace: str | None = Field(default=None, description="Namespace of the object.")
+    generation: int | None = Field(default=None, description="Set by the API server.")
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _dns_name(self) -> ObjectMeta:
+        if not DNS1123.match(self.name):
+            raise ValueError(
+                f"name {self.name!r} must be a lowercase DNS-1123 name (letters, digits, '-', '.')"
+            )
+        return self
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style status condition."""
+
+    type: str = Field(description="Condition type, e.g. Ready, EvalSetFrozen, TargetReached.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase machine-readable reason.")
+    message: str = Field(default="", description="Human-readable explanation.")
+    last_transition_time: str | None = Field(default=None, description="RFC 3339 time of the last change.")
+    observed_generation: int | None = Field(default=None, description="Generation the condition was computed for.")
+
+
+# --------------------------------------------------------------------------- ModelAdaptation spec
+
+
+class Task(ApiModel):
+    """What the model must do and how success is measured."""
+
+    description: str = Field(description="Natural-language description of the task.", min_length=1)
+    type: TaskType = Field(default=TaskType.classification, description="Task family: classification, ner or generation.")
+    labels: list[str] | None = Field(
+        default=None, description="Allowed labels. Inferred from the data when omitted; data rows with other labels are rejected when given."
+    )
+    metric: Metric = Field(default=Metric.accuracy, description="Score on the evaluation set: accuracy, macroF1, or f1 of positiveLabel.")
+    positive_label: str | None = Field(default=None, description="Label scored by metric f1 (e.g. spam).")
+    negative_label: str | None = Field(
+        default=None, description="Label meaning 'no label fires' (e.g. ham, out_of_scope); fills the evaluation set's negative slice."
+    )
+
+    @model_validator(mode="after")
+    def _f1_needs_positive_label(self) -> Task:
+        if self.metric == Metric.f1.value and not self.positive_label:
+            raise ValueError("positiveLabel is required when metric is f1")
+        if self.labels is not None:
+            if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+                raise ValueError("labels must hold at least two distinct labels")
+            for field, value in (("positiveLabel", self.positive_label), ("negativeLabel", self.negative_label)):
+                if value is not None and value not in self.labels:
+                    raise ValueError(f"{field} {value!r} is not one of labels")
+        return self
+
+
+class DataSource(ApiModel):
+    """One source of labelled examples. Exactly one of path, s3, hub or builtin."""
+
+    path: str | None = Field(default=None, description="Local file (CSV, TSV, JSON or JSONL), relative to the spec file.")
+    s3: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+", description="S3 URI of a data file, s3://bucket/key.")
+    hub: str | None = Field(default=None, description="Hugging Face dataset id, 'owner/name[:file]' (needs network).")
+    builtin: Literal["home-assistant-intents"] | None = Field(
+        default=None, description="Data a registry package ships: home-assistant-intents (utterances generated with hassil)."
+    )
+    format: DataFormat = Field(default=DataFormat.auto, description="File format; auto uses the file extension.")
+    text_field: str = Field(default="text", description="Column or key holding the input text.")
+    label_field: str = Field(default="label", description="Column or key holding the label.")
+    limit_per_label: int | None = Field(default=None, ge=1, description="builtin only: utterances generated per label.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSource:
+        given = [k for k in ("path", "s3", "hub", "builtin") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of path, s3, hub, builtin must be set (got {given or 'none'})")
+        return self
+
+
+class Evaluation(ApiModel):
+    """The held-out evaluation set, built and frozen before any training (paper §2.5)."""
+
+    size: int = Field(default=d.EVAL_SIZE, ge=10, description="Number of examples in the evaluation set.")
+    boundary_share: float = Field(
+        default=d.EVAL_BOUNDARY_SHARE, ge=0, le=0.9, description="Share of the set given to confusable boundary pairs."
+    )
+
+
+class Curation(ApiModel):
+    """Quality controls applied to every training set (paper §2.3)."""
+
+    max_train_examples: int = Field(default=d.MAX_TRAIN_EXAMPLES, ge=10, description="Upper bound on training examples in the first dataset.")
+    max_label_ratio: float = Field(default=d.MAX_LABEL_RATIO, ge=1, description="No label may have more than this times the examples of any other.")
+    hard_negative_share: float = Field(
+        default=d.HARD_NEGATIVE_SHARE, ge=0, le=0.6, description="Target share of hard negatives (2-for-1 rule)."
+    )
+    near_duplicate_similarity: float = Field(
+        default=d.NEAR_DUPLICATE_SIMILARITY, gt=0, le=1, description="Cosine similarity (char n-gram TF-IDF) above which two inputs are near-duplicates."
+    )
+    length_matching: bool = Field(default=True, description="Sample training lengths to follow the real input length distribution.")
+
+
+class Data(ApiModel):
+    sources: list[DataSource] = Field(min_length=1, description="Where labelled examples come from; all are pooled.")
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    curation: Curation = Field(default_factory=Curation)
+
+
+class Gate(ApiModel):
+    """Acceptance rule: score >= tau and at most epsilon regressions (paper eq. 1, §2.7)."""
+
+    tau: float = Field(default=d.TAU, gt=0, le=1, description="Target score on the evaluation set.")
+    epsilon: int = Field(default=d.EPSILON, ge=0, description="Most previously-correct examples a candidate may get wrong (absolute count).")
+    cross_checkpoint: bool = Field(default=True, description="Also require the gate on the previous checkpoint's evaluation set.")
+
+
+class Search(ApiModel):
+    """Budget and policy of the search over training pipelines."""
+
+    max_attempts: int = Field(default=d.MAX_ATTEMPTS, ge=1, le=200, description="Training attempts in total (the untrained baseline is not counted).")
+    parallelism: int = Field(default=d.PARALLELISM, ge=1, le=64, description="Attempts trained at the same time.")
+    configurations_per_iteration: int = Field(
+        default=d.CONFIGURATIONS_PER_ITERATION, ge=1, le=16, description="Configurations tried in each iteration (the paper uses at least two)."
+    )
+    planner: Planner = Field(default=Planner.deterministic, description="deterministic (default) or claude (needs ANTHROPIC_API_KEY).")
+    seed: int = Field(default=d.SEED, ge=0, description="Seed for data sampling and training.")
+
+
+class Hyperparameters(ApiModel):
+    """H of a pipeline pi = (D, H, S)."""
+
+    base_model: str = Field(default=d.BASE_MODEL, description="'minilm' (offline default), a local directory, or a hub id.")
+    method: Method = Field(default=Method.full, description="full fine-tune or lora.")
+    learning_rate: float = Field(default=d.LEARNING_RATE, gt=0, lt=1, description="Peak learning rate.")
+    epochs: float = Field(default=d.EPOCHS, ge=0, le=100, description="Training epochs (0 evaluates the untrained model).")
+    batch_size: int = Field(default=d.BATCH_SIZE, ge=1, le=4096, description="Examples per optimisation step.")
+    max_length: int = Field(default=d.MAX_LENGTH, ge=8, le=8192, description="Tokens kept per input.")
+    lora_rank: int = Field(default=d.LORA_RANK, ge=1, le=512, description="LoRA rank (method lora).")
+    weight_decay: float = Field(default=d.WEIGHT_DECAY, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(default=d.WARMUP_RATIO, ge=0, le=0.5, description="Share of steps spent warming up.")
+
+
+class Resources(ApiModel):
+    cpu: str = Field(default="2", description="CPU request of each training Job.")
+    memory: str = Field(default="8Gi", description="Memory request of each training Job.")
+    gpu: int = Field(default=0, ge=0, description="nvidia.com/gpu count of each training Job.")
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Trainer(ApiModel):
+    """Where and how training Jobs run (operator); the local runner uses timeoutSeconds and maxRetries."""
+
+    image: str = Field(default=d.TRAINER_IMAGE, description="Trainer image for Kubernetes Jobs.")
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] | None = Field(default=None, description="Node selector of training Jobs.")
+    tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of training Jobs.")
+    service_account_name: str | None = Field(default=None, description="Service account of training Jobs.")
+    s3_credentials_secret: str | None = Field(default=None, description="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL).")
+    timeout_seconds: int = Field(default=d.TRAINER_TIMEOUT_SECONDS, ge=10, description="A training attempt running longer fails.")
+    max_retries: int = Field(default=d.TRAINER_MAX_RETRIES, ge=0, le=10, description="Retries of a crashed attempt before it counts as failed.")
+
+
+class Artifacts(ApiModel):
+    uri: str = Field(default=d.ARTIFACTS_URI, description="Local directory or s3://bucket/prefix for datasets, models, metrics and reports.")
+
+
+class ModelAdaptationSpec(ApiModel):
+    mode: Mode = Field(default=Mode.cold_start, description="coldStart (task + data -> model) or production (deployed model + judged traces -> repaired model).")
+    task: Task
+    data: Data
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="First configuration; the planner derives the others.")
+    gate: Gate = Field(default_factory=Gate)
+    search: Search = Field(default_factory=Search)
+    trainer: Trainer = Field(default_factory=Trainer)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    deployed_model: str | None = Field(default=None, description="Name of the DeployedModel this adaptation may promote to.")
+
+    @model_validator(mode="after")
+    def _supported(self) -> ModelAdaptationSpec:
+        if self.task.type != TaskType.classification.value:
+            raise ValueError(f"task.type {self.task.type!r} has no trainer yet; supported: classification")
+        if self.mode == Mode.production.value and not self.deployed_model:
+            raise ValueError("deployedModel is required in production mode")
+        return self
+
+
+class AttemptCounts(ApiModel):
+    total: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class ModelAdaptationStatus(ApiModel):
+    phase: Phase | None = Field(default=None, description="Pending, Preparing, Running, Succeeded or Failed.")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    eval_set_sha256: str | None = Field(default=None, description="Content hash of the frozen evaluation set.")
+    baseline_score: float | None = Field(default=None, description="Score of the untrained base model.")
+    best_score: float | None = None
+    best_attempt: str | None = None
+    attempts: AttemptCounts = Field(default_factory=AttemptCounts)
+    iteration: int = 0
+    report_uri: str | None = None
+    message: str | None = None
+
+
+class ModelAdaptation(ApiModel):
+    """Adapt a small model to a task (coldStart) or repair a deployed one from judged traces (production)."""
+
+    api_version: Literal["pioneer.dev/v1alpha1"] = Field(default=API_VERSION, description="pioneer.dev/v1alpha1")
+    kind: Literal["ModelAdaptation"] = "ModelAdaptation"
+    metadata: ObjectMeta
+    spec: ModelAdaptationSpec
+    status: ModelAdaptationStatus | None = None
+
+
+# --------------------------------------------------------------------------- TrainingAttempt
+
+
+class DataRecipe(ApiModel):
+    """D of a pipeline: how the training set is built from the pool. The same recipe always builds the same set."""
+
+    max_examples: int = Field(ge=2, description="Upper bound on gold + hard-negative examples.")
+    hard_negative_share: float = Field(ge=0, le=0.6, description="Target share of hard negatives.")
+    max_label_ratio: float = Field(ge=1, description="Label balance cap.")
+    length_matching: bool = True
+    near_duplicate_similarity: float = Field(gt=0, le=1)
+    augment_from: str | None = Field(default=None, description="Attempt whose evaluation failures drive surgical augmentation.")
+    augment_per_pattern: int = Field(default=0, ge=0, description="Examples added per failure pattern (plus one hard negative each).")
+    seed: int = 0
+
+
+class Strategy(ApiModel):
+    """S of a pipeline."""
+
+    supervision: Literal["direct", "chainOfThought"] = "direct"
+    evaluation: str = Field(default="heldOutSet", description="How the attempt is scored.")
+
+
+class Pipeline(ApiModel):
+    data: DataRecipe
+    hyperparameters: Hyperparameters
+    strategy: Strategy = Field(default_factory=Strategy)
+
+
+class AttemptInputs(ApiModel):
+    """Artifact locations the trainer reads. Written by the controller before the attempt starts."""
+
+    train_uri: str | None = Field(default=None, description="JSONL training set (absent for the untrained baseline).")
+    eval_uri: str = Field(description="JSONL frozen evaluation set.")
+    eval_sha256: str = Field(description="Expected content hash of the evaluation set; the trainer refuses a mismatch.")
+    regression_uri: str | None = Field(default=None, description="JSONL of previously passing examples (production mode).")
+
+
+class TrainingAttemptSpec(ApiModel):
+    adaptation: str = Field(description="Owning ModelAdaptation.")
+    iteration: int = Field(ge=0, description="Search iteration (0 = untrained baseline).")
+    parent: str | None = Field(default=None, description="Attempt this one was derived from.")
+    modification: str = Field(description="What changed relative to the parent.")
+    rationale: str = Field(description="Why the planner chose this modification.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Facts the decision rested on.")
+    task: Task
+    labels: list[str] = Field(min_length=2, description="Label set, in the order of the classifier head.")
+    pipeline: Pipeline
+    inputs: AttemptInputs
+    output_uri: str = Field(description="Where the trainer writes model/, metrics.json, predictions.jsonl and _SUCCESS.")
+
+
+class TrainingAttemptStatus(ApiModel):
+    phase: Phase | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    job_name: str | None = None
+    score: float | None = None
+    regressions: int | None = None
+    slice_scores: dict[str, float] | None = None
+    train_loss: float | None = Field(default=None, description="Final training loss (underfit vs. overfit evidence).")
+    failure_patterns: list[dict[str, Any]] | None = Field(default=None, description="Most frequent (label -> prediction) confusions on the evaluation set.")
+    metrics_uri: str | None = None
+    model_uri: str | None = None
+    retries: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+
+
+class TrainingAttempt(ApiModel):
+    """One node of the search graph: a training pipeline (data, hyperparameters, strategy), its parent and why it was tried."""
+
+    api_version: Literal["pioneer.dev/v1alpha1"] = API_VERSION
+    kind: Literal["TrainingAttempt"] = "TrainingAttempt"
+    metadata: ObjectMeta
+    spec: TrainingAttemptSpec
+    status: TrainingAttemptStatus | None = None
+
+
+# --------------------------------------------------------------------------- DeployedModel
+
+
+class Revision(ApiModel):
+    revision: int = Field(ge=1)
+    model_uri: str
+    attempt: str | None = None
+    adaptation: str | None = None
+    score: float | None = None
+    eval_uri: str | None = Field(default=None, description="Evaluation set this revision passed (used by the cross-checkpoint gate).")
+    train_uri: str | None = Field(default=None, description="Training set of this revision (replay source for its children).")
+    promoted_at: str | None = None
+    reason: str | None = None
+
+
+class GateVerdict(ApiModel):
+    passed: bool
+    score: float | None = None
+    regressions: int | None = None
+    cross_checkpoint_regressions: int | None = None
+    reason: str = ""
+    regressed_examples: list[str] = Field(default_factory=list)
+    decided_at: str | None = None
+
+
+class DeployedModelSpec(ApiModel):
+    task: Task
+    base_model: str = Field(default=d.BASE_MODEL, description="Base model every retraining restarts from.")
+    initial_model_uri: str | None = Field(default=None, description="Model served as revision 1 when no revision exists yet.")
+    rollback_to: int | None = Field(default=None, ge=1, description="Set to restore an earlier revision (explicit user rollback).")
+
+
+class DeployedModelStatus(ApiModel):
+    current_revision: int | None = None
+    model_uri: str | None = None
+    revisions: list[Revision] = Field(default_factory=list)
+    last_verdict: GateVerdict | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+
+class DeployedModel(ApiModel):
+    """The model served for a task and its revision history; it changes only through a passing gate or an explicit rollback."""
+
+    api_version: Literal["pioneer.dev/v1alpha1"] = API_VERSION
+    kind: Literal["DeployedModel"] = "DeployedModel"
+    metadata: ObjectMeta
+    spec: DeployedModelSpec
+    status: DeployedModelStatus | None = None
+
+
+KINDS: dict[str, type[ApiModel]] = {
+    "ModelAdaptation": ModelAdaptation,
+    "TrainingAttempt": TrainingAttempt,
+    "DeployedModel": DeployedModel,
+}

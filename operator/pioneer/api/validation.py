@@ -1,0 +1,75 @@
+"""Load and validate Pioneer resources from YAML, with errors that name the offending field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pioneer.api.models import API_VERSION, KINDS, ApiModel
+
+
+class SpecError(ValueError):
+    """A resource is invalid. ``problems`` lists 'field.path: message' lines."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("str", "int"):
+            continue
+        else:
+            path += ("." if path else "") + str(part)
+    return path or "(root)"
+
+
+def _format(exc: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        field = _field_path(err["loc"])
+        problems.append(f"{prefix}{field}: {msg}")
+    return problems
+
+
+def parse_resource(doc: Any, source: str = "<input>") -> ApiModel:
+    """Validate one decoded YAML/JSON document as a Pioneer resource."""
+    if not isinstance(doc, dict):
+        raise SpecError(source, ["(root): expected a mapping with apiVersion, kind, metadata and spec"])
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if api_version != API_VERSION:
+        raise SpecError(source, [f"apiVersion: expected {API_VERSION!r}, got {api_version!r}"])
+    if kind not in KINDS:
+        raise SpecError(source, [f"kind: expected one of {sorted(KINDS)}, got {kind!r}"])
+    try:
+        return KINDS[kind].model_validate(doc)
+    except ValidationError as exc:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        raise SpecError(f"{source} ({kind} {name})", _format(exc)) from None
+
+
+def load_resources(path: str | Path) -> list[ApiModel]:
+    """All Pioneer resources in a (multi-document) YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), [f"(file): cannot read: {exc.strerror}"]) from None
+    try:
+        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [f"(yaml): {exc}"]) from None
+    if not docs:
+        raise SpecError(str(path), ["(file): no YAML documents"])
+    return [parse_resource(doc, f"{path}#{i}" if len(docs) > 1 else str(path)) for i, doc in enumerate(docs)]

@@ -1,0 +1,212 @@
+"""``pioneer``: run, inspect and validate adaptations on the embedded default (no cluster needed).
+
+Exit codes: 0 success; 1 the run failed (bad data, every attempt failed); 2 invalid input (spec or
+usage); 130 interrupted (re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _load_adaptation(path: str):
+    from pioneer.api.models import ModelAdaptation
+    from pioneer.api.validation import load_resources
+
+    docs = load_resources(path)
+    adaptations = [d for d in docs if isinstance(d, ModelAdaptation)]
+    if len(adaptations) != 1:
+        from pioneer.api.validation import SpecError
+
+        raise SpecError(path, [f"kind: expected exactly one ModelAdaptation in the file, found {len(adaptations)}"])
+    return adaptations[0]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pioneer.api.validation import SpecError, load_resources
+
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            for res in load_resources(path):
+                out.print(f"[green]valid[/green] {path}: {res.kind} {res.metadata.name}")
+        except SpecError as exc:
+            err.print(f"[red]invalid[/red] {exc}")
+            status = EXIT_INVALID
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pioneer.api.validation import SpecError
+    from pioneer.data.evalset import EvalSetTampered
+    from pioneer.data.examples import DataError
+    from pioneer.runner.display import Display
+    from pioneer.runner.local import LocalRunner, SpecChanged, adaptation_store
+
+    try:
+        ma = _load_adaptation(args.spec)
+    except SpecError as exc:
+        err.print(f"[red]invalid[/red] {exc}")
+        return EXIT_INVALID
+    if ma.spec.mode == "production":
+        err.print("[red]error[/red] production mode is not available in the local runner yet (coldStart only)")
+        return EXIT_INVALID
+    if args.artifacts:
+        ma.spec.artifacts.uri = args.artifacts
+    base_dir = Path(args.spec).resolve().parent
+    store = adaptation_store(ma, base_dir)
+    if args.fresh:
+        store.delete_prefix("")
+    display = Display(quiet=args.quiet)
+    runner = LocalRunner(ma, base_dir=base_dir, store=store, on_event=display.event)
+    try:
+        status = runner.run(on_tick=display.tick)
+    except KeyboardInterrupt:
+        display.close()
+        err.print("\n[yellow]interrupted[/yellow]: running attempts stopped; run the same command again to resume.")
+        return EXIT_INTERRUPTED
+    except (DataError, EvalSetTampered, SpecChanged) as exc:
+        display.close()
+        err.print(f"[red]error[/red] {exc}")
+        return EXIT_FAILED
+    finally:
+        display.close()
+    _print_summary(runner.state())
+    return EXIT_OK if status.phase == "Succeeded" else EXIT_FAILED
+
+
+def _print_summary(state: dict) -> None:
+    from pioneer.api.models import TrainingAttempt
+    from pioneer.runner.display import attempts_table
+
+    st = state["status"]
+    attempts = [TrainingAttempt.model_validate(a) for a in state["attempts"]]
+    metric = state["adaptation"]["spec"]["task"].get("metric", "accuracy")
+    out.print(attempts_table(attempts, metric, best=st.get("bestAttempt")))
+    comp = state.get("completion") or {}
+    out.print(f"[bold]{st.get('phase')}[/bold] {comp.get('reason', '')}: {comp.get('message', st.get('message', ''))}")
+    if st.get("baselineScore") is not None:
+        out.print(f"baseline {metric} {st['baselineScore']:.4f} -> best {st.get('bestScore') or 0:.4f} ({st.get('bestAttempt')})")
+    if st.get("reportUri"):
+        out.print(f"report: {st['reportUri']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pioneer.api.validation import SpecError
+    from pioneer.runner.local import STATE_KEY, adaptation_store
+    from pioneer.store import read_json
+
+    try:
+        ma = _load_adaptation(args.spec)
+    except SpecError as exc:
+        err.print(f"[red]invalid[/red] {exc}")
+        return EXIT_INVALID
+    if args.artifacts:
+        ma.spec.artifacts.uri = args.artifacts
+    store = adaptation_store(ma, Path(args.spec).resolve().parent)
+    if not store.exists(STATE_KEY):
+        err.print(f"no run yet for {ma.metadata.name} at {store.uri('')}")
+        return EXIT_FAILED
+    state = read_json(store, STATE_KEY)
+    if args.json:
+        out.print_json(json.dumps(state["status"]))
+    else:
+        _print_summary(state)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pioneer import report
+    from pioneer.runner.local import STATE_KEY, adaptation_store
+    from pioneer.store import read_json
+
+    ma = _load_adaptation(args.spec)
+    store = adaptation_store(ma, Path(args.spec).resolve().parent)
+    if not store.exists(STATE_KEY):
+        err.print(f"no run yet for {ma.metadata.name} at {store.uri('')}")
+        return EXIT_FAILED
+    out.print(report.write(store, read_json(store, STATE_KEY)))
+    return EXIT_OK
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from pioneer.api import crd
+
+    if args.check:
+        stale = [name for name, text in crd.render_all().items()
+                 if not (Path(args.out) / name).exists() or (Path(args.out) / name).read_text() != text]
+        if stale:
+            err.print(f"[red]stale[/red] {', '.join(stale)} in {args.out}: run `pioneer crds --out {args.out}`")
+            return EXIT_FAILED
+        out.print(f"{args.out}: up to date")
+        return EXIT_OK
+    for path in crd.write_all(args.out):
+        out.print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pioneer.bench import BENCHMARKS
+
+    return BENCHMARKS[args.name](args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pioneer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a ModelAdaptation spec locally (resumes when run again)")
+    p.add_argument("spec", help="YAML file with one ModelAdaptation (the same you would kubectl apply)")
+    p.add_argument("--artifacts", help="override spec.artifacts.uri (directory or s3://bucket/prefix)")
+    p.add_argument("--fresh", action="store_true", help="discard earlier artifacts of this adaptation and start over")
+    p.add_argument("--quiet", action="store_true", help="print only the outcome")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check specs as the cluster would; exit 2 naming the offending field")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("status", help="show the search graph and the best attempt of a run")
+    p.add_argument("spec")
+    p.add_argument("--artifacts")
+    p.add_argument("--json", action="store_true", help="print status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="(re)write the Markdown and HTML report of a run")
+    p.add_argument("spec")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("crds", help="generate the CustomResourceDefinitions from the API models")
+    p.add_argument("--out", default="crds")
+    p.add_argument("--check", action="store_true", help="exit 1 when the files in --out are stale")
+    p.set_defaults(func=cmd_crds)
+
+    from pioneer.bench import add_parsers
+
+    p = sub.add_parser("bench", help="benchmarks (separate from the test suite)")
+    add_parsers(p.add_subparsers(dest="name", required=True))
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The controller core: (spec, attempts so far) -> next actions. Pure and idempotent.
+
+Both adapters call :func:`reconcile` the same way: the local runner in a loop, the Kopf operator on
+every change of a ModelAdaptation or its TrainingAttempts. Given the same inputs it returns the same
+plan; attempts it asks for have deterministic names, so asking twice creates nothing twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pioneer.api.models import ModelAdaptationSpec, Phase, Pipeline, TrainingAttempt
+from pioneer.core import planner
+from pioneer.core.graph import TERMINAL, Graph, phase, pipeline_key, score
+
+BASELINE_SUFFIX = "baseline"
+MAX_CONSECUTIVE_FAILED_ITERATIONS = 2
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    name: str
+    iteration: int
+    parent: str | None
+    pipeline: Pipeline
+    modification: str
+    rationale: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    succeeded: bool
+    reason: str  # CamelCase, for status.conditions
+    message: str
+    best: str | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    create: tuple[NewAttempt, ...] = ()
+    complete: Completion | None = None
+    note: str = ""  # what the controller is waiting for, when it does nothing
+
+
+def attempt_name(adaptation: str, iteration: int, index: int) -> str:
+    if iteration == 0:
+        return f"{adaptation}-{BASELINE_SUFFIX}"
+    return f"{adaptation}-i{iteration}-{chr(ord('a') + index)}"
+
+
+def baseline_pipeline(spec: ModelAdaptationSpec) -> Pipeline:
+    base = planner.initial_pipeline(spec)
+    return Pipeline(data=base.data, hyperparameters=base.hyperparameters.model_copy(update={"epochs": 0}), strategy=base.strategy)
+
+
+def _new(adaptation: str, iteration: int, proposals: list[planner.Proposal], parent: str | None, seen: set[str], k: int,
+         prefix: str = "") -> list[NewAttempt]:
+    out = []
+    for prop in proposals:
+        key = pipeline_key(prop.pipeline)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(NewAttempt(attempt_name(adaptation, iteration, len(out)), iteration, parent, prop.pipeline,
+                              prop.modification, (prefix + " " + prop.rationale).strip(), prop.evidence))
+        if len(out) == k:
+            break
+    return out
+
+
+def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int) -> Plan:
+    """Decide what to do next for one ModelAdaptation (cold-start search)."""
+    graph = Graph.of(attempts)
+    search, gate = spec.search, spec.gate
+
+    if not graph.attempts:
+        k = min(search.configurations_per_iteration, search.max_attempts)
+        baseline = NewAttempt(attempt_name(adaptation, 0, 0), 0, None, baseline_pipeline(spec), "none (untrained base model)",
+                              "The untrained base model is scored on the frozen evaluation set as the reference point.",
+                              {"base_model": spec.hyperparameters.base_model})
+        first = _new(adaptation, 1, planner.initial_proposals(spec, k), baseline.name, {pipeline_key(baseline.pipeline)}, k)
+        return Plan(create=(baseline, *first))
+
+    latest = graph.latest_iteration
+    pending = [a.metadata.name for a in graph.attempts if phase(a) not in TERMINAL]
+    if any(graph.get(n).spec.iteration == latest for n in pending):
+        return Plan(note=f"waiting for iteration {latest}: {', '.join(pending)}")
+
+    best = graph.best()
+    n_trained = len(graph.trained)
+    if best is not None and score(best) >= gate.tau:
+        return _finish(graph, True, "TargetReached", f"{best.metadata.name} scored {score(best):.4f} >= tau {gate.tau}", pending)
+    if n_trained >= search.max_attempts:
+        if best is None:
+            return _finish(graph, False, "AllAttemptsFailed", f"all {n_trained} attempts failed", pending)
+        return _finish(graph, True, "BudgetExhausted",
+                       f"attempt budget {search.max_attempts} used; best {best.metadata.name} scored {score(best):.4f} (tau {gate.tau})", pending)
+
+    k = min(search.configurations_per_iteration, search.max_attempts - n_trained)
+    seen = graph.keys()
+    nxt = latest + 1
+    current = graph.iteration(latest)
+    cur_best = graph.best(current)
+    prev_best = graph.best([a for a in graph.trained if a.spec.iteration < latest])
+
+    if cur_best is None:  # the whole iteration failed
+        failed_streak = 0
+        for i in range(latest, 0, -1):
+            if graph.best(graph.iteration(i)) is None:
+                failed_streak += 1
+            else:
+                break
+        messages = [a.status.message or "" for a in current if a.status]
+        if failed_streak >= MAX_CONSECUTIVE_FAILED_ITERATIONS:
+            return _finish(graph, best is not None, "RepeatedFailures" if best is None else "StoppedAfterFailures",
+                           f"{failed_streak} iterations in a row failed: {messages[:2]}", pending)
+        anchor = prev_best or current[0]
+        props = planner.pivot_after_failure(anchor.spec.pipeline, messages)
+        created = _new(adaptation, nxt, props, prev_best.metadata.name if prev_best else current[0].spec.parent, seen, k,
+                       prefix=f"Iteration {latest} failed entirely ({'; '.join(m[:80] for m in messages[:2])}).")
+        return Plan(create=tuple(created)) if created else _finish(graph, best is not None, "NothingLeftToTry", "no pivot left after failures", pending)
+
+    rollback = prev_best is not None and score(cur_best) < score(prev_best)
+    if rollback:
+        parent = prev_best
+        prefix = (f"Rollback: iteration {latest}'s best ({cur_best.metadata.name}, {score(cur_best):.4f}) regressed from "
+                  f"{prev_best.metadata.name} ({score(prev_best):.4f}); continue from {prev_best.metadata.name}'s data and configuration.")
+        uct_values: dict[str, float] = {}
+    else:
+        parent, uct_values = graph.select(latest)
+        prefix = f"Selected {parent.metadata.name} (UCT {uct_values.get(parent.metadata.name)})."
+
+    props = planner.proposals(parent, pool_size)
+    stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
+    if stagnated or rollback:
+        props = _fusion_candidates(graph) + props
+    created = _new(adaptation, nxt, props, parent.metadata.name, seen, k, prefix)
+    for i, c in enumerate(created):
+        ev = dict(c.evidence)
+        if uct_values:
+            ev["uct"] = uct_values
+        if rollback:
+            ev["rollback"] = {"from": cur_best.metadata.name, "from_score": score(cur_best),
+                              "to": prev_best.metadata.name, "to_score": score(prev_best)}
+        created[i] = NewAttempt(c.name, c.iteration, c.parent, c.pipeline, c.modification, c.rationale, ev)
+    if not created:
+        return _finish(graph, True, "SearchExhausted", f"no untried modification of {parent.metadata.name} is left", pending)
+    return Plan(create=tuple(created))
+
+
+def _fusion_candidates(graph: Graph) -> list[planner.Proposal]:
+    """Top nodes of two different branches, fused both ways."""
+    by_branch: dict[str, TrainingAttempt] = {}
+    for a in graph.scored:
+        root = graph.branch_root(a.metadata.name)
+        if root not in by_branch or score(a) > score(by_branch[root]):
+            by_branch[root] = a
+    tops = sorted(by_branch.values(), key=lambda a: -score(a))[:2]
+    if len(tops) < 2:
+        return []
+    return [planner.fusion(tops[0], tops[1]), planner.fusion(tops[1], tops[0])]
+
+
+def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str]) -> Plan:
+    if pending:  # e.g. the baseline is still running: wait so the report has it
+        return Plan(note=f"done searching ({reason}); waiting for {', '.join(pending)}")
+    best = graph.best()
+    ev = {"scores": {a.metadata.name: score(a) for a in graph.trained}}
+    if graph.baseline is not None:
+        ev["baseline"] = score(graph.baseline)
+    return Plan(complete=Completion(ok, reason, message, best.metadata.name if best else None, ev))
+
+
+def summarize(attempts: list[TrainingAttempt]) -> dict[str, Any]:
+    """Status numbers for a ModelAdaptation."""
+    graph = Graph.of(attempts)
+    best = graph.best()
+    counts = {"total": len(graph.trained), "running": 0, "succeeded": 0, "failed": 0}
+    for a in graph.trained:
+        ph = phase(a)
+        if ph == Phase.succeeded.value:
+            counts["succeeded"] += 1
+        elif ph == Phase.failed.value:
+            counts["failed"] += 1
+        else:
+            counts["running"] += 1
+    return {
+        "best_attempt": best.metadata.name if best else None,
+        "best_score": score(best) if best else None,
+        "baseline_score": score(graph.baseline) if graph.baseline else None,
+        "iteration": graph.latest_iteration,
+        "attempts": counts,
+    }

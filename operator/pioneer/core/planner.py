@@ -1,0 +1,163 @@
+"""The deterministic planner: the iteration policy of paper §2.4 as candidate modifications.
+
+Given a parent attempt, its score band decides what kind of change comes next:
+
+* score < 0.80        -> rework the data (a data problem, not a hyperparameter problem)
+* 0.80 <= score < 0.95 -> tune hyperparameters with the data held fixed
+* score >= 0.95       -> surgical augmentation: 2-3 examples per remaining failure pattern
+
+Each proposal carries its rationale and evidence. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pioneer import defaults as d
+from pioneer.api.models import DataRecipe, Hyperparameters, ModelAdaptationSpec, Pipeline, TrainingAttempt
+
+LR_CEILING = {"full": 5e-4, "lora": 3e-3}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    pipeline: Pipeline
+    modification: str
+    rationale: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+def band(score: float) -> str:
+    if score < d.DATA_REWORK_BELOW:
+        return "data-rework"
+    if score < d.SURGICAL_FROM:
+        return "hyperparameter-tuning"
+    return "surgical-augmentation"
+
+
+def initial_pipeline(spec: ModelAdaptationSpec) -> Pipeline:
+    cur = spec.data.curation
+    return Pipeline(
+        data=DataRecipe(
+            max_examples=cur.max_train_examples, hard_negative_share=cur.hard_negative_share,
+            max_label_ratio=cur.max_label_ratio, length_matching=cur.length_matching,
+            near_duplicate_similarity=cur.near_duplicate_similarity, seed=spec.search.seed,
+        ),
+        hyperparameters=spec.hyperparameters,
+    )
+
+
+def _with(p: Pipeline, data: dict[str, Any] | None = None, hp: dict[str, Any] | None = None) -> Pipeline:
+    return Pipeline(
+        data=p.data.model_copy(update=data or {}),
+        hyperparameters=p.hyperparameters.model_copy(update=hp or {}),
+        strategy=p.strategy,
+    )
+
+
+def _switch_method(h: Hyperparameters) -> dict[str, Any]:
+    if h.method == "full":
+        return {"method": "lora", "learning_rate": max(h.learning_rate * 10, d.LORA_LEARNING_RATE)}
+    return {"method": "full", "learning_rate": min(h.learning_rate / 10, d.LEARNING_RATE * 2)}
+
+
+def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
+    """Iteration 1: the configured pipeline and contrasting alternatives, trained in parallel (paper §2.5)."""
+    base = initial_pipeline(spec)
+    h = base.hyperparameters
+    ev = {"pool_cap": base.data.max_examples, "method": h.method, "learning_rate": h.learning_rate}
+    out = [
+        Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.", ev),
+        Proposal(_with(base, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}",
+                 "The paper trains at least two configurations per iteration; full fine-tuning vs. LoRA is the first contrast.", ev),
+        Proposal(_with(base, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])}), "learning rate x2",
+                 "A third contrast: a higher learning rate on the same data.", ev),
+        Proposal(_with(base, data={"hard_negative_share": min(0.5, base.data.hard_negative_share + 0.1)}), "hard negatives +10 points",
+                 "A fourth contrast: more confusable pairs in the same budget.", ev),
+    ]
+    return out[:k]
+
+
+def proposals(parent: TrainingAttempt, pool_size: int) -> list[Proposal]:
+    """Candidate children of ``parent``, most promising first, by the score band of the parent."""
+    score = parent.status.score
+    p = parent.spec.pipeline
+    h, data = p.hyperparameters, p.data
+    loss = parent.status.train_loss
+    patterns = parent.status.failure_patterns or []
+    which = band(score)
+    ev = {"parent": parent.metadata.name, "parent_score": round(score, 4), "band": which,
+          "train_loss": loss, "failure_patterns": patterns[:5]}
+    out: list[Proposal] = []
+    if which == "data-rework":
+        if data.max_examples < pool_size:
+            grow = min(pool_size, data.max_examples * 2)
+            out.append(Proposal(_with(p, data={"max_examples": grow}), f"dataset size {data.max_examples} -> {grow}",
+                                f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: a data problem. The pool holds {pool_size} clean examples; double the coverage.", ev))
+        out.append(Proposal(_with(p, data={"hard_negative_share": min(0.5, data.hard_negative_share + 0.15)}),
+                            f"hard negatives {data.hard_negative_share:.2f} -> {min(0.5, data.hard_negative_share + 0.15):.2f}",
+                            f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: confusions {_fmt(patterns)} call for more boundary pairs.", ev))
+        out.append(Proposal(_with(p, data={"max_label_ratio": max(1.0, data.max_label_ratio / 2)}),
+                            f"label ratio cap {data.max_label_ratio:g} -> {max(1.0, data.max_label_ratio / 2):g}",
+                            f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: rebalance labels so minority labels are not drowned out.", ev))
+    elif which == "hyperparameter-tuning":
+        underfit = loss is None or loss > 0.05
+        more_epochs = _with(p, hp={"epochs": h.epochs + max(1, round(h.epochs * 0.66))})
+        higher_lr = _with(p, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])})
+        lower_lr = _with(p, hp={"learning_rate": h.learning_rate / 2})
+        switch = _with(p, hp=_switch_method(h))
+        if underfit:
+            why = f"training loss {loss} is still high: the model underfits"
+            out += [
+                Proposal(more_epochs, f"epochs {h.epochs:g} -> {more_epochs.hyperparameters.epochs:g}", f"Score {score:.3f} in the tuning band with the data held fixed; {why}.", ev),
+                Proposal(higher_lr, f"learning rate {h.learning_rate:g} -> {higher_lr.hyperparameters.learning_rate:g}", f"Score {score:.3f} in the tuning band; {why}, so step faster.", ev),
+                Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; try the other training method on the same data.", ev),
+            ]
+        else:
+            why = f"training loss {loss} is near zero while the held-out score lags: the model overfits"
+            out += [
+                Proposal(lower_lr, f"learning rate {h.learning_rate:g} -> {lower_lr.hyperparameters.learning_rate:g}", f"Score {score:.3f} in the tuning band; {why}.", ev),
+                Proposal(_with(p, hp={"epochs": max(1, h.epochs - 1), "weight_decay": min(0.1, h.weight_decay * 3 or 0.03)}),
+                         f"epochs {h.epochs:g} -> {max(1, h.epochs - 1):g}, more weight decay", f"Score {score:.3f} in the tuning band; {why}.", ev),
+                Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; LoRA/full contrast regularises differently.", ev),
+            ]
+    else:
+        if patterns:
+            per = d.SURGICAL_EXAMPLES_PER_PATTERN
+            aug = _with(p, data={"augment_from": parent.metadata.name, "augment_per_pattern": per})
+            out.append(Proposal(aug, f"surgical augmentation: {per} examples per failure pattern of {parent.metadata.name}",
+                                f"Score {score:.3f} >= {d.SURGICAL_FROM}: bulk changes risk regressions; add {per} pool examples (each with a hard negative) per remaining confusion {_fmt(patterns)}.", ev))
+            out.append(Proposal(_with(aug.pipeline, hp={"epochs": h.epochs + 1}),
+                                f"surgical augmentation + 1 epoch",
+                                f"Score {score:.3f} >= {d.SURGICAL_FROM}: the same targeted examples, one more pass so they are learned.", ev))
+        out.append(Proposal(_with(p, data={"seed": data.seed + 1}, hp={"learning_rate": h.learning_rate * 0.75}),
+                            "resample gold examples, learning rate x0.75",
+                            f"Score {score:.3f} >= {d.SURGICAL_FROM}: a gentle variation of the best pipeline.", ev))
+    return out
+
+
+def fusion(a: TrainingAttempt, b: TrainingAttempt) -> Proposal:
+    """Fuse two branches: data recipe of the better node, hyperparameters of the other (paper eq. 4)."""
+    pipe = Pipeline(data=a.spec.pipeline.data, hyperparameters=b.spec.pipeline.hyperparameters, strategy=a.spec.pipeline.strategy)
+    return Proposal(pipe, f"fusion: data of {a.metadata.name} + hyperparameters of {b.metadata.name}",
+                    "The search stagnated; the two best branches found different things, so combine them.",
+                    {"a": a.metadata.name, "a_score": a.status.score, "b": b.metadata.name, "b_score": b.status.score})
+
+
+def pivot_after_failure(parent_pipeline: Pipeline, messages: list[str]) -> list[Proposal]:
+    """Every attempt of an iteration failed: change what most often breaks training (paper's CoNLL run: LoRA -> full)."""
+    h = parent_pipeline.hyperparameters
+    ev = {"failures": messages[:5]}
+    return [
+        Proposal(_with(parent_pipeline, hp=_switch_method(h)), f"pivot: method {h.method} -> {_switch_method(h)['method']}",
+                 "Every attempt of the last iteration failed; switch the training method.", ev),
+        Proposal(_with(parent_pipeline, hp={"batch_size": max(1, h.batch_size // 2), "max_length": max(32, h.max_length // 2)}),
+                 "pivot: halve batch size and sequence length", "Every attempt failed; reduce memory per step.", ev),
+    ]
+
+
+def _fmt(patterns: list[dict[str, Any]]) -> str:
+    if not patterns:
+        return "(none)"
+    return ", ".join(f"{p['label']}->{p['prediction']} x{p['count']}" for p in patterns[:3])

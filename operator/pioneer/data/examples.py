@@ -1,0 +1,42 @@
+"""Labelled examples and their identity."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the source and, where known, the line."""
+
+
+def example_id(text: str) -> str:
+    """Stable id of an input text (two rows with the same text share an id)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str
+    id: str = ""
+    role: str = "gold"  # gold | hard_negative | augment | replay (training sets); positive | negative | boundary (eval set)
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if not self.id:
+            object.__setattr__(self, "id", example_id(self.text))
+
+    def with_role(self, role: str, **meta: Any) -> Example:
+        return Example(self.text, self.label, self.id, role, {**self.meta, **meta})
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        if not row["meta"]:
+            row.pop("meta")
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Example:
+        return cls(row["text"], row["label"], row.get("id", ""), row.get("role", "gold"), row.get("meta") or {})

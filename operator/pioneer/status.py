@@ -1,0 +1,63 @@
+"""ModelAdaptation status in Kubernetes conventions, computed the same way by both adapters."""
+
+from __future__ import annotations
+
+from pioneer.api.models import Condition, ModelAdaptationStatus, Phase, TrainingAttempt
+from pioneer.core.controller import Completion, summarize
+from pioneer.engine import Prepared, now
+
+
+def set_condition(conditions: list[Condition], cond: Condition) -> list[Condition]:
+    """Replace the condition of the same type; keep lastTransitionTime when the status did not change."""
+    out, replaced = [], False
+    for c in conditions:
+        if c.type == cond.type:
+            keep_time = c.status == cond.status and c.last_transition_time
+            out.append(cond.model_copy(update={"last_transition_time": c.last_transition_time if keep_time else now()}))
+            replaced = True
+        else:
+            out.append(c)
+    if not replaced:
+        out.append(cond.model_copy(update={"last_transition_time": now()}))
+    return out
+
+
+def adaptation_status(
+    previous: ModelAdaptationStatus | None,
+    generation: int | None,
+    prepared: Prepared | None,
+    attempts: list[TrainingAttempt],
+    completion: Completion | None,
+    error: str | None = None,
+    report_uri: str | None = None,
+) -> ModelAdaptationStatus:
+    st = (previous or ModelAdaptationStatus()).model_copy(deep=True)
+    summary = summarize(attempts)
+    st.observed_generation = generation
+    st.best_attempt, st.best_score = summary["best_attempt"], summary["best_score"]
+    st.baseline_score, st.iteration = summary["baseline_score"], summary["iteration"]
+    st.attempts = st.attempts.model_validate(summary["attempts"])
+    st.report_uri = report_uri or st.report_uri
+    conds = st.conditions
+    if prepared is not None:
+        st.eval_set_sha256 = prepared.eval_sha256
+        conds = set_condition(conds, Condition(type="EvalSetFrozen", status="True", reason="Frozen", observed_generation=generation,
+                                               message=f"{prepared.eval_uri} sha256 {prepared.eval_sha256[:12]}"))
+    if error:
+        st.phase, st.message = Phase.failed.value, error
+        conds = set_condition(conds, Condition(type="Ready", status="False", reason="Error", message=error, observed_generation=generation))
+    elif completion is not None:
+        st.phase = Phase.succeeded.value if completion.succeeded else Phase.failed.value
+        st.message = completion.message
+        conds = set_condition(conds, Condition(type="Ready", status="True" if completion.succeeded else "False",
+                                               reason=completion.reason, message=completion.message, observed_generation=generation))
+    elif prepared is None:
+        st.phase = Phase.preparing.value
+        conds = set_condition(conds, Condition(type="Ready", status="False", reason="Preparing",
+                                               message="building the evaluation set", observed_generation=generation))
+    else:
+        st.phase = Phase.running.value
+        msg = f"iteration {st.iteration}, {st.attempts.running} attempt(s) running"
+        conds = set_condition(conds, Condition(type="Ready", status="False", reason="Searching", message=msg, observed_generation=generation))
+    st.conditions = conds
+    return st

@@ -1,0 +1,198 @@
+"""Artifact stores: a local directory or an S3 prefix, behind one small interface.
+
+Keys are '/'-separated paths relative to the store root. ``uri(key)`` gives the absolute
+location (a filesystem path or ``s3://bucket/prefix/key``) that can be handed to another
+process, which reopens it with :func:`open_store`.
+
+S3 uses boto3's standard configuration (credentials chain, ``AWS_ENDPOINT_URL`` for MinIO
+or a test server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+from urllib.parse import urlparse
+
+
+class ArtifactStore(Protocol):
+    def uri(self, key: str) -> str: ...
+    def exists(self, key: str) -> bool: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def download(self, key: str, dest: Path) -> Path: ...
+    def upload_dir(self, src: Path, key: str) -> None: ...
+    def download_dir(self, key: str, dest: Path) -> Path: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalStore:
+    """Artifacts in a directory. Writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def uri(self, key: str) -> str:
+        return str(self.path(key))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        if not base.exists():
+            return []
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+
+    def download(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path(key), dest)
+        return dest
+
+    def upload_dir(self, src: Path, key: str) -> None:
+        target = self.path(key)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.partial"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        os.replace(tmp, target)
+
+    def download_dir(self, key: str, dest: Path) -> Path:
+        return self.path(key)  # already local: no copy
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+class S3Store:
+    """Artifacts under ``s3://bucket/prefix``."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None):
+        import boto3
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client or boto3.client("s3")
+
+    def __repr__(self) -> str:
+        return f"S3Store('s3://{self.bucket}/{self.prefix}')"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def list(self, prefix: str) -> list[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[strip:] for k in self._iter_keys(prefix))
+
+    def download(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(key), str(dest))
+        return dest
+
+    def upload_dir(self, src: Path, key: str) -> None:
+        for path in sorted(p for p in src.rglob("*") if p.is_file()):
+            self.client.upload_file(str(path), self.bucket, self._key(f"{key}/{path.relative_to(src)}"))
+
+    def download_dir(self, key: str, dest: Path) -> Path:
+        for rel in self.list(key):
+            self.download(rel, dest / Path(rel).relative_to(key))
+        return dest
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [{"Key": k} for k in self._iter_keys(prefix)]
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[i : i + 1000]})
+
+
+def open_store(uri: str, base_dir: str | Path | None = None) -> LocalStore | S3Store:
+    """A store for ``s3://bucket/prefix`` or a local directory (relative paths resolve against base_dir)."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise ValueError(f"S3 URI without a bucket: {uri!r}")
+        return S3Store(parsed.netloc, parsed.path)
+    path = Path(uri).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return LocalStore(path)
+
+
+def split_uri(uri: str) -> tuple[LocalStore | S3Store, str]:
+    """Store and key for one object URI: ``s3://b/p/k`` -> (S3Store(b), 'p/k'); '/a/b' -> (LocalStore('/a'), 'b')."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        return S3Store(parsed.netloc, ""), parsed.path.lstrip("/")
+    path = Path(uri).expanduser().resolve()
+    return LocalStore(path.parent), path.name
+
+
+def read_json(store: ArtifactStore, key: str) -> Any:
+    return json.loads(store.read_bytes(key))
+
+
+def write_json(store: ArtifactStore, key: str, value: Any) -> None:
+    store.write_bytes(key, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_jsonl(store: ArtifactStore, key: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line.strip()]
+
+
+def write_jsonl(store: ArtifactStore, key: str, rows: list[dict[str, Any]]) -> None:
+    store.write_bytes(key, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())

@@ -1,0 +1,1 @@
+"""The trainer: a separate program that talks to the controller only through artifacts."""

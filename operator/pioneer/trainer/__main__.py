@@ -1,0 +1,5 @@
+import sys
+
+from pioneer.trainer.run import main
+
+sys.exit(main())

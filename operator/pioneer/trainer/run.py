@@ -1,0 +1,164 @@
+"""The trainer program: ``python -m pioneer.trainer ATTEMPT_URI``.
+
+Reads the attempt spec (a TrainingAttempt's spec as JSON) from a local path or S3, trains, evaluates
+on the frozen evaluation set, and writes into the attempt folder named by the spec's outputUri::
+
+    progress.json              while running
+    output/model/              Hugging Face format (from_pretrained)
+    output/metrics.json        score, per-label scores, confusion matrix, regressions
+    output/predictions.jsonl   one line per evaluation example
+    output/_SUCCESS            written last: only then is the output valid
+    failure.json               instead of output/, when the attempt fails (message and error type)
+
+Runs the same as a Kubernetes Job and as a local process. Exit code 0 on success, 1 on a failed
+attempt (bad data, tampered evaluation set, training error), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pioneer.api.models import TrainingAttemptSpec
+from pioneer.data.evalset import EvalSetTampered, verify
+from pioneer.data.examples import DataError
+from pioneer.store import ArtifactStore, open_store, split_uri, write_json
+
+OUTPUT = "output"
+SUCCESS = "_SUCCESS"
+FAILURE = "failure.json"
+PROGRESS = "progress.json"
+
+
+class AttemptFailed(RuntimeError):
+    pass
+
+
+def _rows(data: bytes, where: str, labels: list[str] | None) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}:{n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
+            raise DataError(f"{where}:{n}: expected an object with 'text' and 'label'")
+        if labels is not None and row["label"] not in labels:
+            raise DataError(f"{where}:{n}: label {row['label']!r} is not one of {labels}")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{where}: no examples")
+    return rows
+
+
+def _read(uri: str) -> bytes:
+    store, key = split_uri(uri)
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        raise DataError(f"{uri}: not found") from None
+
+
+def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) -> dict[str, Any]:
+    """Train and evaluate one attempt; write its artifacts to ``store`` (rooted at the attempt's folder)."""
+    from pioneer.trainer import classification
+    from pioneer.trainer.metrics import classification_metrics
+
+    def progress(state: dict[str, Any]) -> None:
+        write_json(store, PROGRESS, {**state, "time": time.time()})
+
+    progress({"phase": "loading"})
+    labels = spec.labels
+    eval_bytes = _read(spec.inputs.eval_uri)
+    verify(eval_bytes, spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
+    eval_rows = _rows(eval_bytes, spec.inputs.eval_uri, labels)
+    train_rows = _rows(_read(spec.inputs.train_uri), spec.inputs.train_uri, labels) if spec.inputs.train_uri else []
+    regression_rows = _rows(_read(spec.inputs.regression_uri), spec.inputs.regression_uri, labels) if spec.inputs.regression_uri else []
+
+    hp = spec.pipeline.hyperparameters
+    tokenizer, model, facts = classification.train(
+        [r["text"] for r in train_rows], [r["label"] for r in train_rows], labels, hp, spec.pipeline.data.seed, workdir,
+        on_progress=progress,
+    )
+    progress({"phase": "evaluating"})
+    # verify again right before scoring: the set must be the frozen one at evaluation time
+    verify(_read(spec.inputs.eval_uri), spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
+    texts = [r["text"] for r in eval_rows]
+    preds, probs = classification.predict(model, tokenizer, texts, hp.max_length)
+    truth = [r["label"] for r in eval_rows]
+    metrics = classification_metrics(truth, preds, labels, spec.task.metric, spec.task.positive_label,
+                                     slices=[r.get("role", "positive") for r in eval_rows])
+    metrics.update(attempt=spec.model_dump(by_alias=True, include={"adaptation", "iteration", "parent"}),
+                   eval_sha256=spec.inputs.eval_sha256, training=facts)
+    if regression_rows:
+        reg_preds, _ = classification.predict(model, tokenizer, [r["text"] for r in regression_rows], hp.max_length)
+        regressed = [r for r, p in zip(regression_rows, reg_preds) if p != r["label"]]
+        metrics["regressions"] = len(regressed)
+        metrics["regressed_examples"] = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": p}
+                                         for r, p in zip(regression_rows, reg_preds) if p != r["label"]]
+
+    out = workdir / OUTPUT
+    out.mkdir()
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with open(out / "predictions.jsonl", "w") as fh:
+        for row, pred, p in zip(eval_rows, preds, probs):
+            fh.write(json.dumps({"id": row.get("id"), "text": row["text"], "label": row["label"], "prediction": pred,
+                                 "confidence": round(float(p.max()), 5), "correct": pred == row["label"],
+                                 "slice": row.get("role")}, ensure_ascii=False) + "\n")
+    progress({"phase": "uploading"})
+    store.upload_dir(out, OUTPUT)
+    store.write_bytes(f"{OUTPUT}/{SUCCESS}", b"")
+    progress({"phase": "done", "score": metrics["score"]})
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pioneer-trainer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("attempt_uri", help="attempt.json: local path or s3://bucket/key")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("PIONEER_THREADS", "0")),
+                        help="CPU threads for torch (0 = torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    store, spec_key = split_uri(args.attempt_uri)
+    try:
+        spec = TrainingAttemptSpec.model_validate_json(store.read_bytes(spec_key))
+    except Exception as exc:
+        print(f"pioneer-trainer: cannot read attempt spec {args.attempt_uri}: {exc}", file=sys.stderr)
+        return 2
+    # the attempt's folder holds the spec; everything the trainer writes goes beside it
+    attempt_store = open_store(spec.output_uri)
+    attempt_store.delete_prefix(OUTPUT)  # a rerun after a crash starts clean
+    attempt_store.delete_prefix(FAILURE)
+    workdir = Path(tempfile.mkdtemp(prefix="pioneer-attempt-"))
+    try:
+        metrics = run_attempt(spec, attempt_store, workdir)
+        print(f"pioneer-trainer: {spec.adaptation} iteration {spec.iteration}: {spec.task.metric} = {metrics['score']:.4f}")
+        return 0
+    except (DataError, EvalSetTampered, AttemptFailed, ValueError, RuntimeError, OSError) as exc:
+        kind = type(exc).__name__
+        print(f"pioneer-trainer: attempt failed: {kind}: {exc}", file=sys.stderr)
+        attempt_store.delete_prefix(OUTPUT)
+        write_json(attempt_store, FAILURE, {"error": kind, "message": str(exc), "traceback": traceback.format_exc()[-4000:]})
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
