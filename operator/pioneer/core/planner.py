@@ -79,7 +79,14 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
     return out[:k]
 
 
-def proposals(parent: TrainingAttempt, pool_size: int) -> list[Proposal]:
+def _larger_model(h: Hyperparameters, larger: list[str]) -> str | None:
+    if h.base_model in larger:
+        i = larger.index(h.base_model)
+        return larger[i + 1] if i + 1 < len(larger) else None
+    return larger[0] if larger else None
+
+
+def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] | None = None) -> list[Proposal]:
     """Candidate children of ``parent``, most promising first, by the score band of the parent."""
     score = parent.status.score
     p = parent.spec.pipeline
@@ -107,6 +114,11 @@ def proposals(parent: TrainingAttempt, pool_size: int) -> list[Proposal]:
         higher_lr = _with(p, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])})
         lower_lr = _with(p, hp={"learning_rate": h.learning_rate / 2})
         switch = _with(p, hp=_switch_method(h))
+        bigger = _larger_model(h, larger_models or [])
+        if bigger:
+            grow = Proposal(_with(p, hp={"base_model": bigger, "learning_rate": min(h.learning_rate, 5e-5) if h.method == "full" else h.learning_rate}),
+                            f"base model {h.base_model} -> {bigger}",
+                            f"Score {score:.3f} in the tuning band with the data held fixed; a larger base model has more capacity for the remaining confusions {_fmt(patterns)}.", ev)
         if underfit:
             why = f"training loss {loss} is still high: the model underfits"
             out += [
@@ -114,6 +126,8 @@ def proposals(parent: TrainingAttempt, pool_size: int) -> list[Proposal]:
                 Proposal(higher_lr, f"learning rate {h.learning_rate:g} -> {higher_lr.hyperparameters.learning_rate:g}", f"Score {score:.3f} in the tuning band; {why}, so step faster.", ev),
                 Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; try the other training method on the same data.", ev),
             ]
+            if bigger:
+                out.insert(1, grow)
         else:
             why = f"training loss {loss} is near zero while the held-out score lags: the model overfits"
             out += [
@@ -122,26 +136,45 @@ def proposals(parent: TrainingAttempt, pool_size: int) -> list[Proposal]:
                          f"epochs {h.epochs:g} -> {max(1, h.epochs - 1):g}, more weight decay", f"Score {score:.3f} in the tuning band; {why}.", ev),
                 Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; LoRA/full contrast regularises differently.", ev),
             ]
+            if bigger:
+                out.insert(1, grow)
     else:
         if patterns:
             per = d.SURGICAL_EXAMPLES_PER_PATTERN
             aug = _with(p, data={"augment_from": parent.metadata.name, "augment_per_pattern": per})
             out.append(Proposal(aug, f"surgical augmentation: {per} examples per failure pattern of {parent.metadata.name}",
                                 f"Score {score:.3f} >= {d.SURGICAL_FROM}: bulk changes risk regressions; add {per} pool examples (each with a hard negative) per remaining confusion {_fmt(patterns)}.", ev))
-            out.append(Proposal(_with(aug.pipeline, hp={"epochs": h.epochs + 1}),
-                                f"surgical augmentation + 1 epoch",
+            out.append(Proposal(_with(aug, hp={"epochs": h.epochs + 1}), "surgical augmentation + 1 epoch",
                                 f"Score {score:.3f} >= {d.SURGICAL_FROM}: the same targeted examples, one more pass so they are learned.", ev))
         out.append(Proposal(_with(p, data={"seed": data.seed + 1}, hp={"learning_rate": h.learning_rate * 0.75}),
                             "resample gold examples, learning rate x0.75",
                             f"Score {score:.3f} >= {d.SURGICAL_FROM}: a gentle variation of the best pipeline.", ev))
-    return out
+    return out + _exploration(p, score, pool_size, ev)
+
+
+def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any]) -> list[Proposal]:
+    """Further single changes, tried once the band's first choices are used up (e.g. after a rollback)."""
+    h, data = p.hyperparameters, p.data
+    why = f"The preferred modifications of this node were already tried; explore a neighbouring pipeline (score {score:.3f})."
+    moves = [
+        (_with(p, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}"),
+        (_with(p, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])}), "learning rate x2"),
+        (_with(p, hp={"learning_rate": h.learning_rate / 2}), "learning rate x0.5"),
+        (_with(p, hp={"epochs": h.epochs + 1}), "epochs +1"),
+        (_with(p, hp={"batch_size": max(4, h.batch_size // 2)}), "batch size /2"),
+        (_with(p, data={"hard_negative_share": min(0.5, data.hard_negative_share + 0.1)}), "hard negatives +10 points"),
+        (_with(p, data={"max_examples": min(pool_size, data.max_examples * 2)}), "dataset size x2"),
+        (_with(p, data={"seed": data.seed + 1}), "resample the dataset"),
+        (_with(p, hp={"epochs": h.epochs + 1, "learning_rate": min(h.learning_rate * 1.5, LR_CEILING[h.method])}), "epochs +1 and learning rate x1.5"),
+    ]
+    return [Proposal(pipe, mod, why, ev) for pipe, mod in moves]
 
 
 def fusion(a: TrainingAttempt, b: TrainingAttempt) -> Proposal:
-    """Fuse two branches: data recipe of the better node, hyperparameters of the other (paper eq. 4)."""
+    """Fuse two nodes: the data recipe of one, the hyperparameters of the other (paper eq. 4)."""
     pipe = Pipeline(data=a.spec.pipeline.data, hyperparameters=b.spec.pipeline.hyperparameters, strategy=a.spec.pipeline.strategy)
     return Proposal(pipe, f"fusion: data of {a.metadata.name} + hyperparameters of {b.metadata.name}",
-                    "The search stagnated; the two best branches found different things, so combine them.",
+                    "The search stagnated; two of the best nodes differ in data and in hyperparameters, so combine them.",
                     {"a": a.metadata.name, "a_score": a.status.score, "b": b.metadata.name, "b_score": b.status.score})
 
 

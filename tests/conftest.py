@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny real specs, a moto S3 server, the shared datasets folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def tiny_adaptation(name: str = "tiny", **spec_overrides) -> dict:
+    """A ModelAdaptation small enough to train in seconds on one CPU core (3 smart-home intents)."""
+    spec = {
+        "task": {"description": "route smart-home commands", "metric": "accuracy",
+                 "labels": ["HassTurnOn", "HassTurnOff", "HassLightSet"]},
+        "data": {"sources": [{"builtin": "home-assistant-intents", "limitPerLabel": 24}],
+                 "evaluation": {"size": 15}},
+        "hyperparameters": {"epochs": 1, "maxLength": 24, "batchSize": 16, "learningRate": 1e-4},
+        "search": {"maxAttempts": 2, "parallelism": 2},
+    }
+    for key, value in spec_overrides.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    def _write(doc: dict, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"shared datasets not present at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API (moto in server mode) on a loopback port; boto3 in this process and children reach it."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    import boto3
+
+    name = "pioneer-" + request.node.name.lower().replace("_", "-")[:40]
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

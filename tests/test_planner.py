@@ -1,0 +1,148 @@
+"""The controller core decides like the paper's iteration policy (§2.4), with lineage and evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from pioneer.api.models import AttemptInputs, ObjectMeta, TrainingAttempt, TrainingAttemptSpec, TrainingAttemptStatus
+from pioneer.api.validation import parse_resource
+from pioneer.core.controller import NewAttempt, reconcile
+
+from conftest import tiny_adaptation
+
+SPEC = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "parallelism": 2})).spec
+
+
+def as_attempt(new: NewAttempt, score: float | None, loss: float = 0.3, failed: bool = False,
+               patterns=({"label": "a", "prediction": "b", "count": 2},)) -> TrainingAttempt:
+    spec = TrainingAttemptSpec(adaptation="t", iteration=new.iteration, parent=new.parent, modification=new.modification,
+                               rationale=new.rationale, evidence=new.evidence, task=SPEC.task, labels=["a", "b"],
+                               pipeline=new.pipeline, inputs=AttemptInputs(eval_uri="e", eval_sha256="h"), output_uri="o")
+    status = TrainingAttemptStatus(phase="Failed" if failed else "Succeeded", score=None if failed else score,
+                                   train_loss=loss, failure_patterns=list(patterns), message="boom" if failed else None)
+    return TrainingAttempt(metadata=ObjectMeta(name=new.name), spec=spec, status=status)
+
+
+def start(spec=SPEC):
+    plan = reconcile("t", spec, [], pool_size=500)
+    return plan
+
+
+def run_iteration(attempts, plan, scores, pool=500, **kw):
+    for new, s in zip(plan.create, scores):
+        attempts.append(as_attempt(new, s, **kw))
+    return reconcile("t", SPEC, attempts, pool_size=pool)
+
+
+def test_first_plan_is_a_baseline_and_at_least_two_parallel_configurations():
+    plan = start()
+    names = [n.name for n in plan.create]
+    assert names == ["t-baseline", "t-i1-a", "t-i1-b"]
+    assert plan.create[0].pipeline.hyperparameters.epochs == 0
+    methods = {n.pipeline.hyperparameters.method for n in plan.create[1:]}
+    assert methods == {"full", "lora"}
+    assert all(n.parent == "t-baseline" for n in plan.create[1:])
+
+
+def test_reconcile_is_idempotent():
+    assert start() == start()
+    attempts = []
+    plan = start()
+    attempts.append(as_attempt(plan.create[0], 0.1))
+    waiting = reconcile("t", SPEC, attempts + [as_attempt(plan.create[1], None, failed=False).model_copy(update={"status": None})], 500)
+    assert waiting.create == () and "waiting" in waiting.note
+
+
+@pytest.mark.parametrize("score, kind, word", [
+    (0.55, "data-rework", "dataset size"),
+    (0.88, "hyperparameter-tuning", "epochs"),
+    (0.955, "surgical-augmentation", "surgical augmentation"),
+])
+def test_the_score_band_decides_the_next_modification(score, kind, word):
+    attempts = []
+    plan = start()
+    attempts.append(as_attempt(plan.create[0], 0.1))
+    nxt = run_iteration(attempts, type(plan)(create=plan.create[1:]), [score, score - 0.05], pool=5000)
+    assert len(nxt.create) == 2
+    first = nxt.create[0]
+    assert first.iteration == 2 and first.parent == "t-i1-a"
+    assert first.evidence["band"] == kind
+    assert word in first.modification
+    assert first.rationale
+
+
+def test_overfitting_evidence_lowers_the_learning_rate_instead_of_adding_epochs():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    nxt = run_iteration(attempts, type(start())(create=start().create[1:]), [0.88, 0.80], loss=0.001)
+    assert "learning rate" in nxt.create[0].modification and "overfits" in nxt.create[0].rationale
+
+
+def test_a_regression_rolls_back_to_the_previous_best():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    it2 = run_iteration(attempts, type(start())(create=start().create[1:]), [0.90, 0.85])
+    it3 = run_iteration(attempts, it2, [0.87, 0.86])  # both below 0.90: regression
+    assert it3.create, it3
+    assert all(n.parent == "t-i1-a" for n in it3.create if not n.modification.startswith("fusion"))
+    assert "Rollback" in it3.create[0].rationale
+    assert it3.create[0].evidence["rollback"]["to"] == "t-i1-a"
+
+
+def test_stagnation_proposes_fusion_of_two_branches():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    it2 = run_iteration(attempts, type(start())(create=start().create[1:]), [0.70, 0.72], pool=5000)  # LoRA branch leads
+    it3 = run_iteration(attempts, it2, [0.71, 0.66], pool=5000)  # data rework on the LoRA branch: no gain
+    fused = [n for n in it3.create if n.modification.startswith("fusion")]
+    assert fused, [n.modification for n in it3.create]
+    assert "stagnated" in fused[0].rationale
+
+
+def test_search_stops_at_tau_with_the_best_attempt():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    done = run_iteration(attempts, type(start())(create=start().create[1:]), [0.97, 0.90])
+    assert done.complete is not None and done.complete.reason == "TargetReached"
+    assert done.complete.best == "t-i1-a" and done.create == ()
+
+
+def test_search_stops_when_the_budget_is_spent():
+    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 2})).spec
+    plan = reconcile("t", spec, [], 500)
+    attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.1, 0.7, 0.6])]
+    done = reconcile("t", spec, attempts, 500)
+    assert done.complete.reason == "BudgetExhausted" and done.complete.best == "t-i1-a"
+
+
+def test_a_fully_failed_iteration_pivots_then_gives_up():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    plan = type(start())(create=start().create[1:])
+    for new in plan.create:
+        attempts.append(as_attempt(new, None, failed=True))
+    pivot = reconcile("t", SPEC, attempts, 500)
+    assert pivot.create and pivot.create[0].modification.startswith("pivot")
+    for new in pivot.create:
+        attempts.append(as_attempt(new, None, failed=True))
+    gave_up = reconcile("t", SPEC, attempts, 500)
+    assert gave_up.complete is not None and not gave_up.complete.succeeded
+
+
+def test_the_same_pipeline_is_never_trained_twice():
+    attempts = [as_attempt(start().create[0], 0.1)]
+    plan = type(start())(create=start().create[1:])
+    seen = set()
+    for _ in range(4):
+        for new in plan.create:
+            from pioneer.core.graph import pipeline_key
+            key = pipeline_key(new.pipeline)
+            assert key not in seen
+            seen.add(key)
+        plan = run_iteration(attempts, plan, [0.85, 0.84])
+        if plan.complete:
+            break
+
+
+def test_the_tuning_band_may_move_to_a_larger_base_model():
+    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "largerBaseModels": ["mpnet"]})).spec
+    plan = reconcile("t", spec, [], 500)
+    attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.1, 0.90, 0.85])]
+    nxt = reconcile("t", spec, attempts, 500)
+    assert [n.modification for n in nxt.create][1] == "base model minilm -> mpnet"
+    assert nxt.create[1].pipeline.hyperparameters.base_model == "mpnet"

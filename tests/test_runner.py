@@ -1,0 +1,96 @@
+"""`pioneer run` end to end on the embedded default: real trainer processes, resume, clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pioneer.api.validation import parse_resource
+from pioneer.cli import main
+from pioneer.runner.local import STATE_KEY, LocalRunner, SpecChanged, adaptation_store
+from pioneer.store import read_json
+
+from conftest import tiny_adaptation
+
+pytestmark = pytest.mark.slow
+
+
+def test_cold_start_runs_to_completion_with_report_and_decisions(write_spec, tmp_path, capsys):
+    spec = write_spec(tiny_adaptation(search={"maxAttempts": 4}, gate={"tau": 0.999}))
+    assert main(["run", str(spec), "--quiet"]) == 0
+    root = tmp_path / "pioneer-artifacts" / "tiny"
+    state = json.loads((root / STATE_KEY).read_text())
+    names = [a["metadata"]["name"] for a in state["attempts"]]
+    assert names[:3] == ["tiny-baseline", "tiny-i1-a", "tiny-i1-b"]
+    assert len([n for n in names if "-i2-" in n]) == 2  # a second iteration, derived from the first
+    assert state["status"]["phase"] == "Succeeded"
+    assert state["status"]["attempts"]["total"] == 4
+    assert state["status"]["bestScore"] >= state["status"]["baselineScore"]
+    i2 = next(a for a in state["attempts"] if a["metadata"]["name"] == "tiny-i2-a")
+    assert i2["spec"]["parent"].startswith("tiny-i1-") and i2["spec"]["rationale"] and i2["spec"]["evidence"]
+    report = (root / "report" / "report.md").read_text()
+    for section in ("## Result", "## Search graph", "## Decision log", "## Best model", "## Data curation"):
+        assert section in report
+    assert "tiny-i2-a" in report and (root / "report" / "report.html").stat().st_size > 10_000
+    assert main(["status", str(spec)]) == 0
+    assert "tiny-i2-a" in capsys.readouterr().out
+
+
+def test_rerunning_resumes_instead_of_redoing_finished_attempts(write_spec, tmp_path):
+    doc = tiny_adaptation(search={"maxAttempts": 2, "parallelism": 1})
+    spec_path = write_spec(doc)
+    ma = parse_resource(doc)
+    store = adaptation_store(ma, tmp_path)
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def interrupt_after_first_result(runner):
+        if any(a.status.phase == "Succeeded" for a in runner.attempts.values()):
+            raise Stop()
+
+    with pytest.raises(Stop):
+        LocalRunner(ma, base_dir=tmp_path, store=store).run(on_tick=interrupt_after_first_result, poll_seconds=0.2)
+    state = read_json(store, STATE_KEY)
+    done = {a["metadata"]["name"] for a in state["attempts"] if a["status"]["phase"] == "Succeeded"}
+    interrupted = {a["metadata"]["name"] for a in state["attempts"] if a["status"]["phase"] == "Pending"}
+    assert done and interrupted
+    finished_marker = store.path(f"attempts/{sorted(done)[0]}/output/_SUCCESS")
+    mtime = finished_marker.stat().st_mtime_ns
+
+    assert main(["run", str(spec_path), "--quiet"]) == 0
+    state = read_json(store, STATE_KEY)
+    assert state["status"]["phase"] == "Succeeded"
+    assert finished_marker.stat().st_mtime_ns == mtime  # not retrained
+    assert any(e["kind"] == "resume" for e in state["events"])
+    # a third run has nothing to do
+    assert main(["run", str(spec_path), "--quiet"]) == 0
+
+
+def test_a_changed_task_or_data_is_not_resumed_silently(write_spec, tmp_path):
+    doc = tiny_adaptation(search={"maxAttempts": 1, "parallelism": 1})
+    write_spec(doc)
+    ma = parse_resource(doc)
+    store = adaptation_store(ma, tmp_path)
+    store.write_bytes(STATE_KEY, json.dumps({"fingerprint": "something-else", "attempts": []}).encode())
+    with pytest.raises(SpecChanged, match="different task or data"):
+        LocalRunner(ma, base_dir=tmp_path, store=store).run()
+
+
+def test_a_corrupt_data_file_gives_a_clear_error_and_no_model(write_spec, tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    data.write_text('text,label\n"turn on the light",on\n"turn off the light",off,EXTRA\n')
+    doc = tiny_adaptation(data={"sources": [{"path": "data.csv"}]}, task={"labels": None})
+    doc["spec"]["task"].pop("labels")
+    spec = write_spec(doc)
+    assert main(["run", str(spec)]) == 1
+    assert "data.csv:3: more fields than the header has" in capsys.readouterr().err
+    assert not list((tmp_path / "pioneer-artifacts").rglob("model"))
+
+
+def test_a_missing_data_file_is_named(write_spec, tmp_path, capsys):
+    doc = tiny_adaptation(data={"sources": [{"path": "nope.jsonl"}]})
+    assert main(["run", str(write_spec(doc))]) == 1
+    assert "nope.jsonl: no such data file" in capsys.readouterr().err
