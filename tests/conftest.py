@@ -15,6 +15,7 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("PIONEER_RECONCILE_SECONDS", "1")  # the operator reconciles every second in tests
 
 
 def tiny_adaptation(name: str = "tiny", **spec_overrides) -> dict:

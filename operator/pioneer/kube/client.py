@@ -1,0 +1,102 @@
+"""The few Kubernetes API calls the operator makes (the `kubernetes` client), idempotent where it matters."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pioneer import defaults as d
+
+GROUP, VERSION = d.API_GROUP, d.API_VERSION
+PLURALS = {"ModelAdaptation": "modeladaptations", "TrainingAttempt": "trainingattempts", "DeployedModel": "deployedmodels"}
+
+
+@functools.lru_cache(maxsize=1)
+def _api_client():
+    import os
+
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        # read KUBECONFIG now: the kubernetes package reads it once, at import time
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+def reset() -> None:
+    """Forget the cached configuration (tests point the operator at a new API server)."""
+    _api_client.cache_clear()
+
+
+def custom():
+    import kubernetes
+
+    return kubernetes.client.CustomObjectsApi(_api_client())
+
+
+def batch():
+    import kubernetes
+
+    return kubernetes.client.BatchV1Api(_api_client())
+
+
+def _is(exc: Exception, status: int) -> bool:
+    return getattr(exc, "status", None) == status
+
+
+def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return custom().get_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
+    except ApiException as exc:
+        if _is(exc, 404):
+            return None
+        raise
+
+
+def list_by_label(kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    return custom().list_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], label_selector=selector)["items"]
+
+
+def create(kind: str, namespace: str, body: dict[str, Any]) -> bool:
+    """Create unless it exists already; True when this call created it."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom().create_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], body)
+        return True
+    except ApiException as exc:
+        if _is(exc, 409):
+            return False
+        raise
+
+
+def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status})
+
+
+def create_job(namespace: str, body: dict[str, Any]) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        batch().create_namespaced_job(namespace, body)
+        return True
+    except ApiException as exc:
+        if _is(exc, 409):
+            return False
+        raise
+
+
+def get_job(namespace: str, name: str) -> dict[str, Any] | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return _api_client().sanitize_for_serialization(batch().read_namespaced_job(name, namespace))
+    except ApiException as exc:
+        if _is(exc, 404):
+            return None
+        raise

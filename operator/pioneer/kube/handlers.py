@@ -1,0 +1,276 @@
+"""Kopf handlers: thin adapters between the Kubernetes API and the controller core.
+
+* ModelAdaptation (timer + create): prepare the frozen evaluation set, ask the core what to do,
+  create TrainingAttempts (owned by the adaptation), write status, report and metrics; at the end,
+  the gate decides whether the target DeployedModel gets a new revision.
+* TrainingAttempt (create/resume): one batch/v1 Job running the trainer image.
+* Job (events): when it finishes, read the attempt's metrics from the artifact store into its status.
+* DeployedModel: first revision from spec.initialModelUri; spec.rollbackTo restores a past revision.
+
+Run with ``kopf run -m pioneer.kube.handlers`` (the operator image does), or ``pioneer operator``.
+Every decision is logged as a Kubernetes Event on the object it concerns.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+import kopf
+
+from pioneer import defaults as d
+from pioneer import engine, report
+from pioneer.api.models import (
+    Condition,
+    DeployedModelStatus,
+    ModelAdaptation,
+    ModelAdaptationStatus,
+    Phase,
+    Revision,
+    TrainingAttempt,
+    TrainingAttemptStatus,
+)
+from pioneer.api.validation import SpecError, parse_resource
+from pioneer.core import gate
+from pioneer.core.controller import reconcile
+from pioneer.kube import client, jobs, metrics
+from pioneer.runner.local import adaptation_store
+from pioneer.status import adaptation_status, set_condition
+
+GROUP, VERSION = d.API_GROUP, d.API_VERSION
+RECONCILE_SECONDS = float(os.environ.get("PIONEER_RECONCILE_SECONDS", "10"))
+TERMINAL = (Phase.succeeded.value, Phase.failed.value)
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    return _locks.setdefault((namespace, name), threading.Lock())
+
+
+@kopf.on.login()
+def login(**kwargs):
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.INFO
+    # Namespace scanning lists namespaces cluster-wide; a namespace-scoped install may turn it off.
+    settings.scanning.disabled = os.environ.get("PIONEER_SCANNING", "on") == "off"
+    port = int(os.environ.get("PIONEER_METRICS_PORT", "8080"))
+    if port:
+        metrics.serve(port)
+        logger.info(f"metrics on :{port}/metrics")
+
+
+# --------------------------------------------------------------------------- ModelAdaptation
+
+
+def _attempts(namespace: str, adaptation: str) -> list[TrainingAttempt]:
+    items = client.list_by_label("TrainingAttempt", namespace, f"{jobs.LABEL_ADAPTATION}={adaptation}")
+    return [TrainingAttempt.model_validate(item) for item in items]
+
+
+def _deadline(ma: ModelAdaptation) -> float:
+    s = ma.spec
+    return s.trainer.timeout_seconds * math.ceil((s.search.max_attempts + 1) / s.search.parallelism) + 600
+
+
+@kopf.on.create(GROUP, VERSION, "modeladaptations")
+@kopf.timer(GROUP, VERSION, "modeladaptations", interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+def reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch, logger, **_) -> None:
+    with _lock(namespace, name):
+        try:
+            _reconcile_adaptation(body, namespace, name, patch, logger)
+        except SpecError:
+            raise
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("ModelAdaptation").inc()
+            raise
+
+
+def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch, logger) -> None:
+    raw = {k: v for k, v in dict(body).items() if k in ("apiVersion", "kind", "metadata", "spec")}
+    raw["metadata"] = {k: v for k, v in raw["metadata"].items() if k in ("name", "namespace", "generation", "labels", "annotations")}
+    previous = ModelAdaptationStatus.model_validate(body.get("status") or {})
+    generation = body.get("metadata", {}).get("generation")
+    if previous.phase in TERMINAL and previous.observed_generation == generation:
+        return
+    try:
+        ma = parse_resource(raw, f"{namespace}/{name}")
+        assert isinstance(ma, ModelAdaptation)
+    except SpecError as exc:
+        message = "; ".join(exc.problems)
+        if previous.message != message:
+            kopf.warn(body, reason="InvalidSpec", message=message)
+        st = previous.model_copy(update={"phase": Phase.failed.value, "message": message, "observed_generation": generation})
+        st.conditions = set_condition(st.conditions, Condition(type="Ready", status="False", reason="InvalidSpec",
+                                                               message=message, observed_generation=generation))
+        patch.status.update(st.dump())
+        return
+
+    store = adaptation_store(ma, None)
+    if previous.phase is None:
+        kopf.info(body, reason="Preparing", message="building the frozen evaluation set")
+        metrics.ADAPTATION_STARTED.labels(namespace, name).set(time.time())
+        metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
+        metrics.ADAPTATION_DONE.labels(namespace, name).set(0)
+    prepared = engine.prepare(ma.spec, store)
+    if previous.eval_set_sha256 is None:
+        kopf.info(body, reason="EvalSetFrozen", message=f"{prepared.record['evaluation']['size']} examples, sha256 {prepared.eval_sha256[:12]}")
+
+    attempts = _attempts(namespace, name)
+    plan = reconcile(name, ma.spec, attempts, prepared.pool_size)
+    for new in plan.create:
+        attempt = engine.materialize(name, ma.spec, prepared, new, store, namespace)
+        child = attempt.dump()
+        child["metadata"]["labels"] = {**child["metadata"].get("labels", {}), jobs.LABEL_ADAPTATION: name}
+        kopf.adopt(child, owner=body)
+        if client.create("TrainingAttempt", namespace, child):
+            kopf.info(body, reason="AttemptCreated", message=f"{new.name} from {new.parent or '-'}: {new.modification}. {new.rationale}"[:1000])
+        attempts.append(attempt)
+
+    completion = plan.complete
+    report_uri = previous.report_uri
+    if completion is not None:
+        state = {"adaptation": ma.dump(), "attempts": [a.dump() for a in attempts],
+                 "completion": asdict(completion), "events": []}
+        report_uri = report.write(store, state)
+        kopf.info(body, reason=completion.reason, message=completion.message)
+        metrics.ADAPTATION_DONE.labels(namespace, name).set(1)
+        if ma.spec.deployed_model:
+            _gate_and_promote(body, ma, namespace, attempts, completion.best, store)
+
+    st = adaptation_status(previous, generation, prepared, attempts, completion, report_uri=report_uri)
+    patch.status.update(st.dump())
+    _export_metrics(namespace, name, st)
+
+
+def _export_metrics(namespace: str, name: str, st: ModelAdaptationStatus) -> None:
+    counts = st.attempts
+    for phase, n in (("Running", counts.running), ("Succeeded", counts.succeeded), ("Failed", counts.failed)):
+        metrics.ATTEMPTS.labels(namespace, name, phase).set(n)
+    if st.best_score is not None:
+        metrics.BEST_SCORE.labels(namespace, name).set(st.best_score)
+    if st.baseline_score is not None:
+        metrics.BASELINE_SCORE.labels(namespace, name).set(st.baseline_score)
+
+
+def _gate_and_promote(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list[TrainingAttempt],
+                      best_name: str | None, store) -> None:
+    target = client.get("DeployedModel", namespace, ma.spec.deployed_model)
+    if target is None:
+        kopf.warn(body, reason="DeployedModelMissing", message=f"DeployedModel {ma.spec.deployed_model} not found; nothing promoted")
+        return
+    dm_status = DeployedModelStatus.model_validate(target.get("status") or {})
+    best = next((a for a in attempts if a.metadata.name == best_name), None)
+    verdict = gate.cold_start_verdict(best.status.score if best else None, ma.spec.gate.tau, best_name, engine.now())
+    candidate = None
+    if best is not None and best.status.model_uri:
+        candidate = Revision(revision=1, model_uri=best.status.model_uri, attempt=best.metadata.name,
+                             adaptation=ma.metadata.name, score=best.status.score, eval_uri=best.spec.inputs.eval_uri,
+                             train_uri=best.spec.inputs.train_uri, promoted_at=engine.now(), reason=verdict.reason)
+    new_status = gate.promote(dm_status, verdict, candidate)
+    client.patch_status("DeployedModel", namespace, ma.spec.deployed_model, new_status.dump())
+    result = "passed" if verdict.passed else "failed"
+    metrics.GATE_VERDICTS.labels(namespace, ma.spec.deployed_model, result).inc()
+    if verdict.passed:
+        kopf.info(body, reason="Promoted", message=f"{ma.spec.deployed_model} revision {new_status.current_revision}: {verdict.reason}")
+    else:
+        kopf.warn(body, reason="GateFailed", message=f"{ma.spec.deployed_model} unchanged: {verdict.reason}")
+
+
+# --------------------------------------------------------------------------- TrainingAttempt -> Job
+
+
+@kopf.on.create(GROUP, VERSION, "trainingattempts")
+@kopf.on.resume(GROUP, VERSION, "trainingattempts")
+def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch, logger, **_) -> None:
+    attempt = TrainingAttempt.model_validate({k: v for k, v in dict(body).items() if k != "metadata"} |
+                                             {"metadata": {"name": name, "namespace": namespace}})
+    if attempt.status and attempt.status.phase in TERMINAL:
+        return
+    owner = client.get("ModelAdaptation", namespace, attempt.spec.adaptation)
+    if owner is None:
+        raise kopf.TemporaryError(f"ModelAdaptation {attempt.spec.adaptation} not found", delay=10)
+    ma = ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
+                                        | {"metadata": {"name": attempt.spec.adaptation}})
+    manifest = jobs.job_manifest(attempt, ma.spec, f"{attempt.spec.output_uri.rstrip('/')}/attempt.json")
+    kopf.adopt(manifest, owner=body)
+    created = client.create_job(namespace, manifest)
+    if created:
+        kopf.info(body, reason="JobCreated", message=f"Job {manifest['metadata']['name']} runs {ma.spec.trainer.image}")
+    patch.status.update({"phase": Phase.running.value, "jobName": manifest["metadata"]["name"],
+                         "startedAt": (attempt.status.started_at if attempt.status and attempt.status.started_at else engine.now())})
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_ATTEMPT: kopf.PRESENT})
+def job_event(body: kopf.Body, namespace: str, labels, logger, **_) -> None:
+    outcome = jobs.job_outcome(dict(body))
+    if outcome is None:
+        return
+    name = labels[jobs.LABEL_ATTEMPT]
+    raw = client.get("TrainingAttempt", namespace, name)
+    if raw is None:
+        return
+    attempt = TrainingAttempt.model_validate({k: v for k, v in raw.items() if k != "metadata"} | {"metadata": {"name": name}})
+    if attempt.status and attempt.status.phase in TERMINAL:
+        return
+    owner = client.get("ModelAdaptation", namespace, attempt.spec.adaptation)
+    if owner is None:
+        return
+    store = adaptation_store(ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
+                                                            | {"metadata": {"name": attempt.spec.adaptation}}), None)
+    result = engine.collect(store, attempt)
+    if result is None:  # the Job ended without a verdict in the store: it crashed past its retries
+        retries = (body.get("status") or {}).get("failed", 0)
+        result = (attempt.status or TrainingAttemptStatus()).model_copy(update={
+            "phase": Phase.failed.value, "finished_at": engine.now(), "retries": retries,
+            "message": f"Job {outcome} without results after {retries} pod failure(s) (backoffLimit reached)"})
+    client.patch_status("TrainingAttempt", namespace, name, result.dump())
+    started = (attempt.status.started_at if attempt.status else None)
+    if started:
+        took = time.time() - calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
+        metrics.TRAINING_SECONDS.labels(namespace, attempt.spec.adaptation, result.phase).observe(max(0.0, took))
+    owner_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingAttempt", "metadata": raw["metadata"]}
+    if result.phase == Phase.succeeded.value:
+        kopf.info(owner_body, reason="Succeeded", message=f"score {result.score:.4f}")
+    else:
+        kopf.warn(owner_body, reason="Failed", message=result.message or "failed")
+
+
+# --------------------------------------------------------------------------- DeployedModel
+
+
+@kopf.on.create(GROUP, VERSION, "deployedmodels")
+@kopf.on.resume(GROUP, VERSION, "deployedmodels")
+def initial_revision(body: kopf.Body, spec, status, patch: kopf.Patch, **_) -> None:
+    current = DeployedModelStatus.model_validate(status or {})
+    uri = spec.get("initialModelUri")
+    if current.revisions or not uri:
+        return
+    first = Revision(revision=1, model_uri=uri, promoted_at=engine.now(), reason="initial model from spec.initialModelUri")
+    patch.status.update(current.model_copy(update={"revisions": [first], "current_revision": 1, "model_uri": uri}).dump())
+    kopf.info(body, reason="Revision", message=f"revision 1: {uri}")
+
+
+@kopf.on.field(GROUP, VERSION, "deployedmodels", field="spec.rollbackTo")
+def rollback_revision(body: kopf.Body, new, status, patch: kopf.Patch, **_) -> None:
+    if not new:
+        return
+    current = DeployedModelStatus.model_validate(status or {})
+    try:
+        restored = gate.rollback(current, int(new), engine.now())
+    except ValueError as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    patch.status.update(restored.dump())
+    kopf.info(body, reason="RolledBack", message=f"serving revision {new} again ({restored.model_uri})")

@@ -1,0 +1,83 @@
+"""The batch/v1 Job that runs one TrainingAttempt: a pure function of the resources."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pioneer.api.models import ModelAdaptationSpec, TrainingAttempt
+
+LABEL_ADAPTATION = "pioneer.dev/adaptation"
+LABEL_ATTEMPT = "pioneer.dev/attempt"
+TTL_AFTER_FINISHED = 7 * 24 * 3600
+
+
+def _threads(cpu: str) -> int:
+    """CPU request -> torch threads ('2' -> 2, '1500m' -> 1)."""
+    cpu = cpu.strip()
+    value = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, math.floor(value))
+
+
+def job_name(attempt_name: str) -> str:
+    return attempt_name[:63].rstrip("-.")
+
+
+def job_manifest(attempt: TrainingAttempt, spec: ModelAdaptationSpec, attempt_spec_uri: str) -> dict[str, Any]:
+    """A Job running ``python -m pioneer.trainer <attempt spec URI>`` with the spec's trainer settings."""
+    trainer = spec.trainer
+    name = attempt.metadata.name
+    labels = {LABEL_ADAPTATION: attempt.spec.adaptation, LABEL_ATTEMPT: name, "app.kubernetes.io/part-of": "pioneer",
+              "app.kubernetes.io/component": "trainer"}
+    resources: dict[str, Any] = {"requests": {"cpu": trainer.resources.cpu, "memory": trainer.resources.memory},
+                                 "limits": {"memory": trainer.resources.memory}}
+    if trainer.resources.gpu:
+        resources["requests"]["nvidia.com/gpu"] = str(trainer.resources.gpu)
+        resources["limits"]["nvidia.com/gpu"] = str(trainer.resources.gpu)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": trainer.image,
+        "args": [attempt_spec_uri],
+        "resources": resources,
+        "env": [{"name": "PIONEER_THREADS", "value": str(_threads(trainer.resources.cpu))},
+                {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    if trainer.s3_credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": trainer.s3_credentials_secret}}]
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if trainer.service_account_name:
+        pod["serviceAccountName"] = trainer.service_account_name
+    if trainer.node_selector:
+        pod["nodeSelector"] = dict(trainer.node_selector)
+    if trainer.tolerations:
+        pod["tolerations"] = [t.dump() for t in trainer.tolerations]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name), "labels": labels},
+        "spec": {
+            # crashed pods are retried by the Job controller with exponential backoff, a bounded number of times
+            "backoffLimit": trainer.max_retries,
+            "activeDeadlineSeconds": trainer.timeout_seconds,
+            "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def job_outcome(job: dict[str, Any]) -> str | None:
+    """'succeeded', 'failed' or None (still running) from a Job's status conditions."""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "True" and cond.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "succeeded"
+        if cond.get("status") == "True" and cond.get("type") in ("Failed", "FailureTarget"):
+            return "failed"
+    if status.get("succeeded"):
+        return "succeeded"
+    return None

@@ -1,0 +1,220 @@
+"""The Kopf operator against a Kubernetes API emulator (kmock), with the real Kopf runtime, real trainer
+processes standing in for the kubelet, and S3 served by moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import tiny_adaptation
+from kube_emulator import Emulator
+
+pytestmark = pytest.mark.slow
+NS = "default"
+GROUP, VERSION = "pioneer.dev", "v1alpha1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path, s3_server, monkeypatch):
+    import kubernetes
+
+    from pioneer.kube import client
+
+    with Emulator() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("PIONEER_SCANNING", "off")
+        port = free_port()
+        monkeypatch.setenv("PIONEER_METRICS_PORT", str(port))
+        client.reset()
+        kubernetes.config.load_kube_config(str(kubeconfig))
+        api.custom = kubernetes.client.CustomObjectsApi()
+        api.batch = kubernetes.client.BatchV1Api()
+        api.core = kubernetes.client.CoreV1Api()
+        api.metrics_port = port
+        yield api
+        client.reset()
+
+
+def operator():
+    from kopf.testing import KopfRunner
+
+    return KopfRunner(["run", "--standalone", "--namespace", NS, "-m", "pioneer.kube.handlers"], timeout=60)
+
+
+def apply(api, plural: str, body: dict) -> None:
+    body["metadata"]["namespace"] = NS
+    api.custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural, body)
+
+
+def get(api, plural: str, name: str) -> dict:
+    return api.custom.get_namespaced_custom_object(GROUP, VERSION, NS, plural, name)
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def jobs(api) -> list:
+    return api.batch.list_namespaced_job(NS).items
+
+
+def run_jobs(api) -> int:
+    """Play the kubelet: run each unfinished Job's trainer command, then record the outcome in the Job's status."""
+    ran = 0
+    for job in jobs(api):
+        if job.status and job.status.conditions:
+            continue
+        container = job.spec.template.spec.containers[0]
+        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", *container.args, "--threads", "1"],
+                              capture_output=True, text=True, timeout=300, env={**os.environ})
+        ok = proc.returncode == 0
+        status = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True"}],
+                  "succeeded" if ok else "failed": 1}
+        api.batch.patch_namespaced_job_status(job.metadata.name, NS, {"status": status})
+        ran += 1
+    return ran
+
+
+def adaptation(bucket: str, **spec) -> dict:
+    spec.setdefault("deployedModel", "intents")
+    doc = tiny_adaptation("intents", search={"maxAttempts": 2, "parallelism": 2}, artifacts={"uri": f"s3://{bucket}/pioneer"},
+                          trainer={"image": "registry.example/pioneer-trainer:test", "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
+                                   "nodeSelector": {"pool": "gpu"}, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                                   "serviceAccountName": "pioneer-trainer", "s3CredentialsSecret": "pioneer-s3"},
+                          **spec)
+    return doc
+
+
+def deployed_model() -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeployedModel", "metadata": {"name": "intents"},
+            "spec": {"task": {"description": "route smart-home commands"}, "initialModelUri": "s3://models/intents/v0"}}
+
+
+def scrape(api) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{api.metrics_port}/metrics", timeout=5).read().decode()
+
+
+def metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def drive_to_completion(api, name: str = "intents", timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run_jobs(api)
+        ma = get(api, "modeladaptations", name)
+        if (ma.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return ma
+        time.sleep(1)
+    raise AssertionError(f"{name} did not finish: {get(api, 'modeladaptations', name).get('status')}")
+
+
+def test_apply_train_and_promote_through_the_gate(cluster, bucket):
+    api = cluster
+    with operator() as runner:
+        apply(api, "deployedmodels", deployed_model())
+        wait_for(lambda: (get(api, "deployedmodels", "intents").get("status") or {}).get("currentRevision") == 1, what="revision 1")
+        apply(api, "modeladaptations", adaptation(bucket, gate={"tau": 0.05}))
+
+        # attempts appear, owned by the adaptation, each with one Job carrying the spec's trainer settings
+        attempts = wait_for(lambda: api.custom.list_namespaced_custom_object(GROUP, VERSION, NS, "trainingattempts")["items"]
+                            if len(jobs(api)) >= 3 else None, what="three Jobs")
+        assert {a["metadata"]["name"] for a in attempts} == {"intents-baseline", "intents-i1-a", "intents-i1-b"}
+        assert all(a["metadata"]["ownerReferences"][0]["kind"] == "ModelAdaptation" for a in attempts)
+        job = next(j for j in jobs(api) if j.metadata.name == "intents-i1-a")
+        pod = job.spec.template.spec
+        container = pod.containers[0]
+        assert container.image == "registry.example/pioneer-trainer:test"
+        assert container.args == [f"s3://{bucket}/pioneer/intents/attempts/intents-i1-a/attempt.json"]
+        assert container.resources.requests == {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}
+        assert pod.node_selector == {"pool": "gpu"} and pod.tolerations[0].key == "nvidia.com/gpu"
+        assert pod.service_account_name == "pioneer-trainer"
+        assert container.env_from[0].secret_ref.name == "pioneer-s3"
+        assert job.metadata.owner_references[0].kind == "TrainingAttempt"
+        assert job.spec.backoff_limit == 2
+
+        ma = drive_to_completion(api)
+        status = ma["status"]
+        assert status["phase"] == "Succeeded"
+        assert status["attempts"]["total"] == 2 and status["bestAttempt"].startswith("intents-i1-")
+        assert any(c["type"] == "EvalSetFrozen" and c["status"] == "True" for c in status["conditions"])
+        assert status["reportUri"] == f"s3://{bucket}/pioneer/intents/report/report.html"
+
+        dm = get(api, "deployedmodels", "intents")["status"]
+        assert dm["currentRevision"] == 2 and dm["lastVerdict"]["passed"] is True
+        assert dm["modelUri"] == f"s3://{bucket}/pioneer/intents/attempts/{status['bestAttempt']}/output/model"
+        assert [r["revision"] for r in dm["revisions"]] == [1, 2]
+        text = scrape(api)
+        assert metric(text, "pioneer_gate_verdicts_total", deployed_model="intents", result="passed") >= 1
+        assert metric(text, "pioneer_best_score", adaptation="intents") == pytest.approx(status["bestScore"])
+        reasons = {e.reason for e in api.core.list_namespaced_event(NS).items}
+        assert {"AttemptCreated", "JobCreated", "EvalSetFrozen", "Promoted"} <= reasons
+    assert runner.exception is None
+
+
+def test_a_failing_gate_leaves_the_deployed_model_untouched(cluster, bucket):
+    api = cluster
+    with operator() as runner:
+        apply(api, "deployedmodels", deployed_model())
+        wait_for(lambda: (get(api, "deployedmodels", "intents").get("status") or {}).get("currentRevision") == 1, what="revision 1")
+        before = metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="intents", result="failed")
+        apply(api, "modeladaptations", adaptation(bucket, gate={"tau": 0.9999}))
+        drive_to_completion(api)
+        dm = wait_for(lambda: (get(api, "deployedmodels", "intents")["status"].get("lastVerdict") and get(api, "deployedmodels", "intents")["status"]),
+                      what="a gate verdict")
+        assert dm["lastVerdict"]["passed"] is False and "tau 0.9999" in dm["lastVerdict"]["reason"]
+        assert dm["currentRevision"] == 1 and dm["modelUri"] == "s3://models/intents/v0" and len(dm["revisions"]) == 1
+        assert metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="intents", result="failed") == before + 1
+        assert "GateFailed" in {e.reason for e in api.core.list_namespaced_event(NS).items}
+    assert runner.exception is None
+
+
+def test_an_operator_restart_mid_run_creates_no_duplicate_job(cluster, bucket):
+    api = cluster
+    with operator():
+        apply(api, "modeladaptations", adaptation(bucket, gate={"tau": 0.05}, deployedModel=None))
+        wait_for(lambda: len(jobs(api)) >= 3, what="three Jobs")
+        run_jobs(api)  # results land in S3 while ...
+    names = sorted(j.metadata.name for j in jobs(api))  # ... the operator is down
+    with operator() as runner:
+        ma = drive_to_completion(api)
+        assert sorted(j.metadata.name for j in jobs(api))[:3] == names
+        assert len({j.metadata.name for j in jobs(api)}) == len(jobs(api))
+        assert ma["status"]["phase"] == "Succeeded"
+    assert runner.exception is None
+
+
+def test_an_invalid_spec_is_refused_naming_the_field(cluster, bucket):
+    api = cluster
+    doc = adaptation(bucket)
+    doc["spec"]["search"]["maxAttempts"] = 0
+    with operator():
+        apply(api, "modeladaptations", doc)
+        status = wait_for(lambda: get(api, "modeladaptations", "intents").get("status"), what="a status")
+        assert status["phase"] == "Failed"
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "InvalidSpec" and "spec.search.maxAttempts" in ready["message"]
+        assert not jobs(api)
