@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/quickstart.yaml
 
-.PHONY: run test install crds bench-sms clean
+.PHONY: run test install tools crds bench-sms clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,17 @@ install: $(BIN)/.installed
 run: $(BIN)/.installed
 	$(BIN)/pioneer run $(SPEC)
 
-test: $(BIN)/.installed
+# promtool checks the chart's alert rules (Debian package `prometheus`)
+tools:
+	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
+	  || echo "warning: promtool unavailable; the alert-rule test will be skipped"
+
+test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest
 
 crds: $(BIN)/.installed
 	$(BIN)/pioneer crds --out crds
+	$(BIN)/pioneer crds --out charts/pioneer/crds
 
 bench-sms: $(BIN)/.installed
 	$(BIN)/pioneer bench coldstart-sms --data-dir ../shared/datasets --out bench-results/coldstart-sms.json

@@ -176,6 +176,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the Kopf operator (what the operator image runs); extra arguments go to `kopf run`."""
+    os.execvp(sys.executable, [sys.executable, "-m", "kopf", "run", "-m", "pioneer.kube.handlers", *(args.kopf_args or ["--standalone", "--all-namespaces"])])
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pioneer.bench import BENCHMARKS
 
@@ -216,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("name", nargs="?", default="mpnet")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("operator", help="run the Kubernetes operator against the current kubeconfig (kopf run)")
+    p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="arguments for kopf run (default: --standalone --all-namespaces)")
+    p.set_defaults(func=cmd_operator)
 
     from pioneer.bench import add_parsers
 

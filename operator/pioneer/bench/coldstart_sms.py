@@ -37,7 +37,7 @@ spec:
         textField: SMS
         labelField: Label
     evaluation: {{size: 400}}
-    curation: {{maxTrainExamples: 1200}}
+    curation: {{maxTrainExamples: 2000}}
   hyperparameters: {{learningRate: 1.0e-4, epochs: 2, maxLength: 64, batchSize: 16}}
   gate: {{tau: 0.99}}
   search: {{maxAttempts: {max_attempts}, parallelism: 2, configurationsPerIteration: 2, seed: {seed}}}

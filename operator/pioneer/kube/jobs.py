@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from pioneer.api.models import ModelAdaptationSpec, TrainingAttempt
@@ -34,9 +35,11 @@ def job_manifest(attempt: TrainingAttempt, spec: ModelAdaptationSpec, attempt_sp
     if trainer.resources.gpu:
         resources["requests"]["nvidia.com/gpu"] = str(trainer.resources.gpu)
         resources["limits"]["nvidia.com/gpu"] = str(trainer.resources.gpu)
+    # an image set in the spec wins; otherwise the operator-wide default (Helm value trainerImage)
+    image = trainer.image if "image" in trainer.model_fields_set else os.environ.get("PIONEER_TRAINER_IMAGE", trainer.image)
     container: dict[str, Any] = {
         "name": "trainer",
-        "image": trainer.image,
+        "image": image,
         "args": [attempt_spec_uri],
         "resources": resources,
         "env": [{"name": "PIONEER_THREADS", "value": str(_threads(trainer.resources.cpu))},

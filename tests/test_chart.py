@@ -1,0 +1,77 @@
+"""Deployment artifacts: the chart ships the generated CRDs, tested alert rules, and Argo CD health checks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from pioneer.api import crd
+
+from conftest import REPO
+
+CHART = REPO / "charts" / "pioneer"
+
+
+def test_chart_crds_are_the_generated_crds():
+    rendered = crd.render_all()
+    assert {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")} == rendered
+    assert {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")} == rendered
+
+
+def test_chart_metadata_and_values_parse():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "pioneer"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["prometheusRule"]["enabled"] and values["metrics"]["serviceMonitor"]["enabled"]
+    template = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    assert '.Files.Get "files/alerts.yaml"' in template  # the chart embeds exactly the file promtool tests
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus; `make test` installs it)")
+def test_alert_rules_pass_promtool():
+    check = subprocess.run(["promtool", "check", "rules", str(CHART / "files" / "alerts.yaml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(["promtool", "test", "rules", "alerts_test.yaml"], cwd=REPO / "tests" / "promtool",
+                          capture_output=True, text=True)
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert "SUCCESS" in test.stdout
+
+
+def argocd_health(kind: str, obj: dict) -> dict:
+    """Run the chart's Argo CD health script for ``kind`` on ``obj`` with a real Lua interpreter (lupa)."""
+    import lupa
+
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    script = (CHART / "files" / "argocd" / f"{kind}.lua").read_text()
+    result = lua.execute(script)
+    return {"status": result["status"], "message": result["message"]}
+
+
+@pytest.mark.parametrize("status, expected", [
+    (None, "Progressing"),
+    ({"phase": "Running", "message": "iteration 2"}, "Progressing"),
+    ({"phase": "Succeeded", "message": "TargetReached"}, "Healthy"),
+    ({"phase": "Failed", "message": "every attempt failed"}, "Degraded"),
+])
+def test_argocd_health_of_a_model_adaptation(status, expected):
+    obj = {"metadata": {"name": "x", "generation": 1}}
+    if status:
+        obj["status"] = {**status, "observedGeneration": 1}
+    assert argocd_health("ModelAdaptation", obj)["status"] == expected
+
+
+def test_argocd_health_waits_for_the_latest_generation():
+    obj = {"metadata": {"generation": 3}, "status": {"phase": "Succeeded", "observedGeneration": 2}}
+    assert argocd_health("ModelAdaptation", obj)["status"] == "Progressing"
+
+
+def test_argocd_health_of_attempts_and_deployed_models():
+    assert argocd_health("TrainingAttempt", {"status": {"phase": "Failed", "message": "OOM"}}) == {"status": "Degraded", "message": "OOM"}
+    refused = {"status": {"currentRevision": 3, "lastVerdict": {"passed": False, "reason": "2 regressions > epsilon"}}}
+    health = argocd_health("DeployedModel", refused)
+    assert health["status"] == "Healthy" and "refused" in health["message"] and "revision 3" in health["message"]
+    assert argocd_health("DeployedModel", {"metadata": {}})["status"] == "Progressing"
