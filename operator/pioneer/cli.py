@@ -102,7 +102,8 @@ def _print_summary(state: dict) -> None:
         out.print(f"report: {st['reportUri']}")
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _saved_run(args: argparse.Namespace):
+    """(store, state) of an earlier run of the spec, or an exit code."""
     from pioneer.api.validation import SpecError
     from pioneer.runner.local import STATE_KEY, adaptation_store
     from pioneer.store import read_json
@@ -111,14 +112,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         ma = _load_adaptation(args.spec)
     except SpecError as exc:
         err.print(f"[red]invalid[/red] {exc}")
-        return EXIT_INVALID
-    if args.artifacts:
+        return None, EXIT_INVALID
+    if getattr(args, "artifacts", None):
         ma.spec.artifacts.uri = args.artifacts
     store = adaptation_store(ma, Path(args.spec).resolve().parent)
     if not store.exists(STATE_KEY):
         err.print(f"no run yet for {ma.metadata.name} at {store.uri('')}")
-        return EXIT_FAILED
-    state = read_json(store, STATE_KEY)
+        return None, EXIT_FAILED
+    return store, read_json(store, STATE_KEY)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store, state = _saved_run(args)
+    if store is None:
+        return state
     if args.json:
         out.print_json(json.dumps(state["status"]))
     else:
@@ -128,15 +135,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from pioneer import report
-    from pioneer.runner.local import STATE_KEY, adaptation_store
-    from pioneer.store import read_json
 
-    ma = _load_adaptation(args.spec)
-    store = adaptation_store(ma, Path(args.spec).resolve().parent)
-    if not store.exists(STATE_KEY):
-        err.print(f"no run yet for {ma.metadata.name} at {store.uri('')}")
-        return EXIT_FAILED
-    out.print(report.write(store, read_json(store, STATE_KEY)))
+    store, state = _saved_run(args)
+    if store is None:
+        return state
+    out.print(report.write(store, state))
     return EXIT_OK
 
 

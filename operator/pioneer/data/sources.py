@@ -23,7 +23,7 @@ def _format_of(name: str, declared: str) -> str:
     raise DataError(f"{name}: cannot tell the format from the extension; set format (csv, tsv, json, jsonl)")
 
 
-def _rows(name: str, raw: bytes, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
+def read_rows(name: str, raw: bytes, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, row) pairs. Raises DataError naming the line on malformed input."""
     try:
         text = raw.decode("utf-8-sig")
@@ -73,7 +73,7 @@ def _rows(name: str, raw: bytes, fmt: str) -> Iterable[tuple[int, dict[str, Any]
 def parse_examples(name: str, raw: bytes, source: DataSource) -> list[Example]:
     fmt = _format_of(name, source.format)
     out = []
-    for line, row in _rows(name, raw, fmt):
+    for line, row in read_rows(name, raw, fmt):
         missing = [f for f in (source.text_field, source.label_field) if f not in row]
         if missing:
             raise DataError(f"{name}:{line}: missing field(s) {missing}; found {sorted(row)}")

@@ -30,6 +30,7 @@ from typing import Any
 from pioneer.api.models import TrainingAttemptSpec
 from pioneer.data.evalset import EvalSetTampered, verify
 from pioneer.data.examples import DataError
+from pioneer.data.sources import read_rows
 from pioneer.store import ArtifactStore, open_store, split_uri, write_json
 
 OUTPUT = "output"
@@ -44,14 +45,8 @@ class AttemptFailed(RuntimeError):
 
 def _rows(data: bytes, where: str, labels: list[str] | None) -> list[dict[str, Any]]:
     rows = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}:{n}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "label" not in row:
+    for n, row in read_rows(where, data, "jsonl"):
+        if not isinstance(row.get("text"), str) or "label" not in row:
             raise DataError(f"{where}:{n}: expected an object with 'text' and 'label'")
         if labels is not None and row["label"] not in labels:
             raise DataError(f"{where}:{n}: label {row['label']!r} is not one of {labels}")
