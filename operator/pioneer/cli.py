@@ -184,6 +184,45 @@ def cmd_operator(args: argparse.Namespace) -> int:
     os.execvp(sys.executable, [sys.executable, "-m", "kopf", "run", "-m", "pioneer.kube.handlers", *(args.kopf_args or ["--standalone", "--all-namespaces"])])
 
 
+def cmd_traces(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from pioneer.traces import store
+
+    engine = store.connect(args.db)
+    if args.action == "import":
+        bad = 0
+        for path in args.files:
+            try:
+                rep = store.import_file(engine, path)
+            except (ValueError, OSError) as exc:
+                err.print(f"[red]error[/red] {exc}")
+                return EXIT_INVALID
+            out.print(f"{path}: {rep.added} added, {rep.duplicates} duplicate(s), {len(rep.bad_rows)} bad row(s)")
+            for line, problem in rep.bad_rows:
+                err.print(f"{Path(path).name}:{line}: {problem}")
+            bad += len(rep.bad_rows)
+        return EXIT_FAILED if bad else EXIT_OK  # good rows are kept either way
+    try:
+        columns, rows = store.query(engine, args.sql, limit=args.limit)
+    except store.ReadOnlyQuery as exc:
+        err.print(f"[red]refused[/red] {exc}")
+        return EXIT_INVALID
+    except sa.exc.SQLAlchemyError as exc:
+        err.print(f"[red]error[/red] {getattr(exc, 'orig', exc)}")
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*("" if v is None else str(v) for v in r))
+    out.print(table)
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pioneer.bench import BENCHMARKS
 
@@ -228,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("operator", help="run the Kubernetes operator against the current kubeconfig (kopf run)")
     p.add_argument("kopf_args", nargs=argparse.REMAINDER, help="arguments for kopf run (default: --standalone --all-namespaces)")
     p.set_defaults(func=cmd_operator)
+
+    p = sub.add_parser("traces", help="the trace store: import judged traces, query them with read-only SQL")
+    tsub = p.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("import", help="import JSONL, CSV or Parquet traces; bad rows are named (exit 1), good rows kept")
+    t.add_argument("files", nargs="+")
+    t.add_argument("--db", default="pioneer-traces.db", help="SQLite file or SQLAlchemy URL (default: pioneer-traces.db)")
+    t.set_defaults(func=cmd_traces)
+    t = tsub.add_parser("query", help="run one read-only SQL statement (tables: traces, effective_traces)")
+    t.add_argument("sql")
+    t.add_argument("--db", default="pioneer-traces.db")
+    t.add_argument("--limit", type=int, default=None)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_traces)
 
     from pioneer.bench import add_parsers
 

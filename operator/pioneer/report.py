@@ -69,6 +69,7 @@ def plot_search_graph(graph: Graph, tau: float, metric: str) -> bytes:
     for a in failed:
         ax.scatter([a.spec.iteration], [0], marker="x", color="black", zorder=2)
     ax.axhline(tau, ls="--", color="#2ca02c", lw=1, label=f"tau = {tau}")
+    ax.set_xticks(range(graph.latest_iteration + 1))
     ax.set_xlabel("iteration")
     ax.set_ylabel(f"{metric} on the frozen evaluation set")
     ax.set_title("Search graph: score per attempt (edges: derived from)")

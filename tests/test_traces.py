@@ -1,0 +1,66 @@
+"""The trace store: every good row kept, every bad one named, human overrides win, queries are read-only."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pioneer.cli import main
+from pioneer.traces.store import ReadOnlyQuery, add, connect, import_file, query
+
+
+def test_import_keeps_good_rows_and_names_every_bad_one(tmp_path):
+    path = tmp_path / "traces.jsonl"
+    lines = [
+        {"id": "t1", "input": "turn on the lights", "prediction": "HassTurnOn", "verdict": "pass"},
+        "{not json",
+        {"id": "t2", "input": "", "prediction": "HassTurnOff"},
+        {"id": "t3", "input": "lights off", "prediction": "HassTurnOn", "verdict": "FAIL", "corrected": "HassTurnOff",
+         "judge_reasoning": "the user asked to switch off", "judge_meta": {"judge": "exact-match"}},
+        {"id": "t4", "input": "dim to 40%", "verdict": "maybe"},
+        {"id": "t1", "input": "turn on the lights", "prediction": "HassTurnOn", "verdict": "pass"},
+        {"input": "what time is it", "prediction": "HassGetCurrentTime", "region": "eu"},
+    ]
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    db = connect(tmp_path / "traces.db")
+    report = import_file(db, path)
+    assert report.added == 3 and report.duplicates == 1
+    assert report.bad_rows == [(2, "invalid JSON (Expecting property name enclosed in double quotes)"),
+                               (3, "missing or empty 'input'"),
+                               (5, "verdict must be 'pass' or 'fail', got 'maybe'")]
+    cols, rows = query(db, "SELECT id, verdict, corrected FROM effective_traces WHERE id = 't3'")
+    assert rows == [("t3", "fail", "HassTurnOff")]
+    _, meta = query(db, "SELECT meta FROM traces WHERE input = 'what time is it'")
+    assert json.loads(meta[0][0]) == {"region": "eu"}  # unknown columns are kept as metadata
+
+
+def test_a_human_override_supersedes_the_judge(tmp_path):
+    db = connect(tmp_path / "t.db")
+    add(db, [{"id": "a", "input": "x", "prediction": "on", "verdict": "fail", "corrected": "off",
+              "human_verdict": "pass", "human_corrected": "on"}])
+    _, rows = query(db, "SELECT verdict, corrected, overridden FROM effective_traces")
+    assert rows == [("pass", "on", 1)]
+
+
+def test_queries_cannot_write(tmp_path):
+    db = connect(tmp_path / "t.db")
+    add(db, [{"id": "a", "input": "x", "verdict": "pass"}])
+    with pytest.raises(ReadOnlyQuery):
+        query(db, "DELETE FROM traces")
+    with pytest.raises(ReadOnlyQuery):
+        query(db, "INSERT INTO traces (id, input) VALUES ('b', 'y')")
+    assert query(db, "SELECT count(*) FROM traces")[1] == [(1,)]
+
+
+def test_cli_import_and_query(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("id,input,prediction,verdict\n1,hello,greet,pass\n2,bye,greet,fail,EXTRA\n3,hey,greet,fail\n")
+    db = tmp_path / "t.db"
+    assert main(["traces", "import", str(path), "--db", str(db)]) == 1  # a bad row: reported, the others kept
+    out = capsys.readouterr()
+    assert "2 added" in out.out and "t.csv:3: more fields than the header has" in out.err
+    assert main(["traces", "query", "SELECT verdict, count(*) AS n FROM effective_traces GROUP BY verdict ORDER BY verdict",
+                 "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"verdict": "fail", "n": 1}, {"verdict": "pass", "n": 1}]
+    assert main(["traces", "query", "DROP TABLE traces", "--db", str(db)]) == 2
