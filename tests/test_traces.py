@@ -64,3 +64,33 @@ def test_cli_import_and_query(tmp_path, capsys):
                  "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"verdict": "fail", "n": 1}, {"verdict": "pass", "n": 1}]
     assert main(["traces", "query", "DROP TABLE traces", "--db", str(db)]) == 2
+
+
+@pytest.mark.parametrize("name, prediction, reference, verdict", [
+    ("exact-match", " Turn_On ", "turn_on", "pass"),
+    ("exact-match", "turn_off", "turn_on", "fail"),
+    ("token-f1", "the cat sat on the mat", "the cat sat on a mat", "pass"),
+    ("token-f1", "dogs bark", "the cat sat on a mat", "fail"),
+    ("numeric-answer", "She has 3 + 4 = 7 apples.\n#### 7", "#### 7", "pass"),
+    ("numeric-answer", "so the total is 1,250.", "#### 1250", "pass"),
+    ("numeric-answer", "#### 12", "#### 7", "fail"),
+    ("rouge-l", "the model repairs its own failures", "the model repairs its failures", "pass"),
+])
+def test_deterministic_judges(name, prediction, reference, verdict):
+    from pioneer.traces.judges import judge
+
+    j = judge(name, prediction, reference)
+    assert j.verdict == verdict and j.meta["judge"] == name and j.reasoning
+
+
+def test_judging_fills_only_missing_verdicts(tmp_path):
+    from pioneer.traces.store import judge_missing
+
+    db = connect(tmp_path / "t.db")
+    add(db, [{"id": "a", "input": "x", "prediction": "on", "corrected": "on"},
+             {"id": "b", "input": "y", "prediction": "on", "corrected": "off"},
+             {"id": "c", "input": "z", "prediction": "on", "corrected": "off", "verdict": "pass"},
+             {"id": "d", "input": "w", "prediction": "on"}])
+    assert judge_missing(db, "exact-match") == {"judged": 2, "pass": 1, "fail": 1, "no_reference": 1}
+    _, rows = query(db, "SELECT id, verdict FROM traces ORDER BY id")
+    assert rows == [("a", "pass"), ("b", "fail"), ("c", "pass"), ("d", None)]

@@ -203,6 +203,11 @@ def cmd_traces(args: argparse.Namespace) -> int:
                 err.print(f"{Path(path).name}:{line}: {problem}")
             bad += len(rep.bad_rows)
         return EXIT_FAILED if bad else EXIT_OK  # good rows are kept either way
+    if args.action == "judge":
+        counts = store.judge_missing(engine, args.judge)
+        out.print(f"judged {counts['judged']} trace(s): {counts['pass']} pass, {counts['fail']} fail; "
+                  f"{counts['no_reference']} without a reference (corrected) left unjudged")
+        return EXIT_OK
     try:
         columns, rows = store.query(engine, args.sql, limit=args.limit)
     except store.ReadOnlyQuery as exc:
@@ -273,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("import", help="import JSONL, CSV or Parquet traces; bad rows are named (exit 1), good rows kept")
     t.add_argument("files", nargs="+")
     t.add_argument("--db", default="pioneer-traces.db", help="SQLite file or SQLAlchemy URL (default: pioneer-traces.db)")
+    t.set_defaults(func=cmd_traces)
+    t = tsub.add_parser("judge", help="fill missing verdicts with a deterministic judge against the reference (corrected)")
+    t.add_argument("--judge", default="exact-match", choices=["exact-match", "token-f1", "numeric-answer", "rouge-l"])
+    t.add_argument("--db", default="pioneer-traces.db")
     t.set_defaults(func=cmd_traces)
     t = tsub.add_parser("query", help="run one read-only SQL statement (tables: traces, effective_traces)")
     t.add_argument("sql")

@@ -213,3 +213,23 @@ def _fetch(conn, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
         return [], []
     rows = result.fetchmany(limit) if limit else result.fetchall()
     return list(result.keys()), [tuple(r) for r in rows]
+
+
+def judge_missing(engine: sa.Engine, judge_name: str, batch: int = 500, **judge_kwargs: Any) -> dict[str, int]:
+    """Fill missing verdicts of traces that have a reference (``corrected``) with a deterministic judge."""
+    from pioneer.traces.judges import judge
+
+    counts = {"judged": 0, "pass": 0, "fail": 0, "no_reference": 0}
+    with engine.begin() as conn:
+        counts["no_reference"] = conn.execute(
+            sa.select(sa.func.count()).select_from(traces).where(traces.c.verdict.is_(None), traces.c.corrected.is_(None))).scalar_one()
+        rows = conn.execute(sa.select(traces.c.id, traces.c.prediction, traces.c.corrected)
+                            .where(traces.c.verdict.is_(None), traces.c.corrected.is_not(None))).fetchall()
+        for start in range(0, len(rows), batch):
+            for tid, prediction, corrected in rows[start:start + batch]:
+                j = judge(judge_name, prediction, corrected, **judge_kwargs)
+                conn.execute(traces.update().where(traces.c.id == tid).values(
+                    verdict=j.verdict, judge_reasoning=j.reasoning, judge_meta={**j.meta, "score": j.score}))
+                counts["judged"] += 1
+                counts[j.verdict] += 1
+    return counts
