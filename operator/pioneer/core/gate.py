@@ -41,3 +41,49 @@ def rollback(status: DeployedModelStatus, to: int, at: str) -> DeployedModelStat
     st.current_revision, st.model_uri = target.revision, target.model_uri
     st.last_verdict = GateVerdict(passed=True, reason=f"explicit rollback to revision {to}", decided_at=at)
     return st
+
+
+def regression_set_size(failures: int, passing: int, fraction: float = 1.0) -> int:
+    """Size of the regression set: fraction (clipped to 30-100%) of the failure-set size, at most all passing traces."""
+    fraction = min(1.0, max(0.3, fraction))
+    return min(passing, max(1, round(failures * fraction))) if failures and passing else 0
+
+
+def stratified_sample(rows: list[dict], size: int, key: str, seed: int) -> list[dict]:
+    """``size`` rows with each ``key`` value represented in proportion (largest remainder), seeded."""
+    import random
+
+    if size >= len(rows):
+        return list(rows)
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get(key)), []).append(row)
+    exact = {k: size * len(v) / len(rows) for k, v in groups.items()}
+    alloc = {k: int(x) for k, x in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - alloc[k]), k))[: size - sum(alloc.values())]:
+        alloc[k] += 1
+    rng = random.Random(seed)
+    out = []
+    for k in sorted(groups):
+        out += rng.sample(groups[k], alloc[k])
+    return out
+
+
+def production_verdict(score: float, tau: float, regressions: list[str], epsilon: int,
+                       cross_regressions: list[str] | None, decided_at: str) -> GateVerdict:
+    """Accept only if score >= tau on the failure set, regressions <= epsilon on previously passing traces,
+    and (when checked) <= epsilon on the previous checkpoint's evaluation set (paper eq. 16, §2.7)."""
+    reasons = []
+    if score < tau:
+        reasons.append(f"score {score:.4f} on the failure set < tau {tau}")
+    if len(regressions) > epsilon:
+        reasons.append(f"{len(regressions)} regressions on previously passing traces > epsilon {epsilon}")
+    if cross_regressions is not None and len(cross_regressions) > epsilon:
+        reasons.append(f"{len(cross_regressions)} regressions on the previous checkpoint's evaluation set > epsilon {epsilon}")
+    passed = not reasons
+    summary = (f"score {score:.4f} >= tau {tau}; {len(regressions)} regressions <= epsilon {epsilon}"
+               + (f"; cross-checkpoint {len(cross_regressions)} <= {epsilon}" if cross_regressions is not None else ""))
+    return GateVerdict(passed=passed, score=score, regressions=len(regressions),
+                       cross_checkpoint_regressions=None if cross_regressions is None else len(cross_regressions),
+                       reason=summary if passed else "; ".join(reasons),
+                       regressed_examples=list(regressions) + list(cross_regressions or []), decided_at=decided_at)
