@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pioneer import defaults as d
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -228,6 +230,28 @@ def cmd_traces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pioneer.serve import serve
+    from pioneer.store import open_store
+
+    serve(args.name, open_store(args.artifacts), args.db, args.host, args.port)
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pioneer import deploy
+    from pioneer.engine import now
+    from pioneer.store import open_store
+
+    try:
+        status = deploy.rollback(open_store(args.artifacts), args.name, args.to, now())
+    except ValueError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        return EXIT_INVALID
+    out.print(f"{args.name}: serving revision {status.current_revision} ({status.model_uri})")
+    return EXIT_OK
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pioneer.bench import BENCHMARKS
 
@@ -289,6 +313,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=int, default=None)
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_traces)
+
+    p = sub.add_parser("serve", help="serve a DeployedModel over HTTP, logging every inference into the trace store")
+    p.add_argument("name", help="DeployedModel name (spec.deployedModel of an adaptation)")
+    p.add_argument("--artifacts", default=d.ARTIFACTS_URI, help="artifact store holding deployed/<name>.json")
+    p.add_argument("--db", default="pioneer-traces.db", help="trace store (SQLite file or SQLAlchemy URL)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("rollback", help="serve an earlier revision of a DeployedModel again (history is kept)")
+    p.add_argument("name")
+    p.add_argument("--to", type=int, required=True, help="revision number")
+    p.add_argument("--artifacts", default=d.ARTIFACTS_URI)
+    p.set_defaults(func=cmd_rollback)
 
     from pioneer.bench import add_parsers
 

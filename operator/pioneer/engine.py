@@ -22,6 +22,7 @@ from pioneer.api.models import (
     ModelAdaptationSpec,
     ObjectMeta,
     Phase,
+    Revision,
     TrainingAttempt,
     TrainingAttemptSpec,
     TrainingAttemptStatus,
@@ -168,3 +169,12 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
         return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
                                          "message": f"{failure.get('error')}: {failure.get('message')}"})
     return None
+
+
+def candidate_revision(attempt: TrainingAttempt, adaptation: str, reason: str) -> Revision | None:
+    """The DeployedModel revision an attempt would become (numbered on promotion)."""
+    if attempt.status is None or not attempt.status.model_uri:
+        return None
+    return Revision(revision=1, model_uri=attempt.status.model_uri, attempt=attempt.metadata.name, adaptation=adaptation,
+                    score=attempt.status.score, eval_uri=attempt.spec.inputs.eval_uri, train_uri=attempt.spec.inputs.train_uri,
+                    promoted_at=now(), reason=reason)

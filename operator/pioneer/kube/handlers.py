@@ -174,11 +174,7 @@ def _gate_and_promote(body: kopf.Body, ma: ModelAdaptation, namespace: str, atte
     dm_status = DeployedModelStatus.model_validate(target.get("status") or {})
     best = next((a for a in attempts if a.metadata.name == best_name), None)
     verdict = gate.cold_start_verdict(best.status.score if best else None, ma.spec.gate.tau, best_name, engine.now())
-    candidate = None
-    if best is not None and best.status.model_uri:
-        candidate = Revision(revision=1, model_uri=best.status.model_uri, attempt=best.metadata.name,
-                             adaptation=ma.metadata.name, score=best.status.score, eval_uri=best.spec.inputs.eval_uri,
-                             train_uri=best.spec.inputs.train_uri, promoted_at=engine.now(), reason=verdict.reason)
+    candidate = engine.candidate_revision(best, ma.metadata.name, verdict.reason) if best is not None else None
     new_status = gate.promote(dm_status, verdict, candidate)
     client.patch_status("DeployedModel", namespace, ma.spec.deployed_model, new_status.dump())
     result = "passed" if verdict.passed else "failed"

@@ -21,10 +21,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pioneer import defaults as d
-from pioneer import report
+from pioneer import deploy, report
+from pioneer.core import gate
 from pioneer.api.models import ModelAdaptation, ModelAdaptationStatus, Phase, TrainingAttempt, TrainingAttemptStatus
 from pioneer.core.controller import Completion, reconcile
-from pioneer.engine import Prepared, attempt_key, attempt_spec_uri, collect, materialize, now, prepare, read_progress
+from pioneer.engine import (
+    Prepared,
+    attempt_key,
+    attempt_spec_uri,
+    candidate_revision,
+    collect,
+    materialize,
+    now,
+    prepare,
+    read_progress,
+)
 from pioneer.status import adaptation_status
 from pioneer.store import ArtifactStore, LocalStore, open_store, read_json, write_json
 
@@ -228,6 +239,18 @@ class LocalRunner:
             del self.procs[name]
         self._save_state()
 
+    def _gate_and_promote(self, best_name: str | None) -> None:
+        """Cold-start gate: the target DeployedModel (a file under artifacts/deployed/) changes only if it passes."""
+        root = open_store(self.spec.artifacts.uri, base_dir=self.base_dir)
+        best = self.attempts.get(best_name or "")
+        verdict = gate.cold_start_verdict(best.status.score if best else None, self.spec.gate.tau, best_name, now())
+        candidate = candidate_revision(best, self.name, verdict.reason) if best else None
+        status = deploy.decide(root, self.spec.deployed_model, verdict, candidate)
+        if verdict.passed:
+            self._event("promoted", f"{self.spec.deployed_model} revision {status.current_revision}: {verdict.reason}")
+        else:
+            self._event("gate", f"{self.spec.deployed_model} unchanged (revision {status.current_revision}): {verdict.reason}")
+
     # ------------------------------------------------------------------ main loop
 
     def progress(self) -> dict[str, dict[str, Any] | None]:
@@ -257,6 +280,8 @@ class LocalRunner:
                 if plan.complete and not self.procs:
                     self.completion = plan.complete
                     self._event("complete", f"{plan.complete.reason}: {plan.complete.message}")
+                    if self.spec.deployed_model:
+                        self._gate_and_promote(plan.complete.best)
                     self.status.report_uri = report.write(self.store, self.state())
                     self._event("report", f"report: {self.status.report_uri}")
                     return self.status
