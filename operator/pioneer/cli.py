@@ -61,9 +61,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SpecError as exc:
         err.print(f"[red]invalid[/red] {exc}")
         return EXIT_INVALID
-    if ma.spec.mode == "production":
-        err.print("[red]error[/red] production mode is not available in the local runner yet (coldStart only)")
-        return EXIT_INVALID
     if args.artifacts:
         ma.spec.artifacts.uri = args.artifacts
     base_dir = Path(args.spec).resolve().parent

@@ -110,20 +110,34 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
     """Write the attempt's dataset and spec; return it as a TrainingAttempt. Idempotent."""
     spec_key = attempt_key(new.name, "attempt.json")
     train_uri = None
+    production = spec.mode == "production"
+    pipeline = new.pipeline
+    if production and new.iteration == 0:  # the baseline of a repair is the deployed parent itself
+        parent_model = prepared.record.get("parent_model")
+        pipeline = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"base_model": parent_model})})
     if new.iteration >= 1:
         train_key = attempt_key(new.name, "train.jsonl")
         if not store.exists(train_key):
-            pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
             recipe = new.pipeline.data
-            failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
-            training, records = curation.build_training_set(pool, recipe, failures)
+            if production:
+                from pioneer.production import curriculum
+                from pioneer.production.prepare import curriculum_sources
+
+                training, records = curriculum.build(*curriculum_sources(store), recipe, recipe.replay_share)
+            else:
+                pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
+                failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
+                training, records = curation.build_training_set(pool, recipe, failures)
             write_json(store, attempt_key(new.name, "curation.json"), {"attempt": new.name, "size": len(training), "rules": records})
             write_jsonl(store, train_key, [ex.to_row() for ex in training])
         train_uri = store.uri(train_key)
     attempt_spec = TrainingAttemptSpec(
         adaptation=adaptation, iteration=new.iteration, parent=new.parent, modification=new.modification,
-        rationale=new.rationale, evidence=new.evidence, task=spec.task, labels=prepared.labels, pipeline=new.pipeline,
-        inputs=AttemptInputs(train_uri=train_uri, eval_uri=prepared.eval_uri, eval_sha256=prepared.eval_sha256),
+        rationale=new.rationale, evidence=new.evidence, task=spec.task, labels=prepared.labels, pipeline=pipeline,
+        inputs=AttemptInputs(train_uri=train_uri, eval_uri=prepared.eval_uri, eval_sha256=prepared.eval_sha256,
+                             regression_uri=store.uri("eval/regression.jsonl") if production else None,
+                             cross_checkpoint_uri=store.uri("eval/cross.jsonl") if production and store.exists("eval/cross.jsonl")
+                             and store.read_bytes("eval/cross.jsonl").strip() else None),
         output_uri=store.uri(attempt_key(new.name)),
     )
     if not store.exists(spec_key):
@@ -159,6 +173,7 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
         return status.model_copy(update={
             "phase": Phase.succeeded, "finished_at": now(), "score": metrics["score"],
             "regressions": metrics.get("regressions"), "slice_scores": metrics.get("slice_scores"),
+            "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
             "train_loss": (metrics.get("training") or {}).get("final_loss"),
             "failure_patterns": metrics.get("failure_patterns", [])[:5],
             "metrics_uri": store.uri(attempt_key(name, f"{OUTPUT}/metrics.json")),
@@ -175,6 +190,7 @@ def candidate_revision(attempt: TrainingAttempt, adaptation: str, reason: str) -
     """The DeployedModel revision an attempt would become (numbered on promotion)."""
     if attempt.status is None or not attempt.status.model_uri:
         return None
+    predictions = attempt.status.model_uri.rsplit("/model", 1)[0] + "/predictions.jsonl"
     return Revision(revision=1, model_uri=attempt.status.model_uri, attempt=attempt.metadata.name, adaptation=adaptation,
                     score=attempt.status.score, eval_uri=attempt.spec.inputs.eval_uri, train_uri=attempt.spec.inputs.train_uri,
-                    promoted_at=now(), reason=reason)
+                    predictions_uri=predictions, promoted_at=now(), reason=reason)

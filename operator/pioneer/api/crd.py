@@ -57,8 +57,8 @@ CRD_KINDS: dict[str, dict[str, Any]] = {
 CEL_RULES: dict[str, list[dict[str, str]]] = {
     "DataSource": [
         {
-            "rule": "[has(self.path), has(self.s3), has(self.hub), has(self.builtin)].filter(x, x).size() == 1",
-            "message": "exactly one of path, s3, hub, builtin must be set",
+            "rule": "[has(self.path), has(self.s3), has(self.hub), has(self.traces), has(self.builtin)].filter(x, x).size() == 1",
+            "message": "exactly one of path, s3, hub, traces, builtin must be set",
         }
     ],
     "Task": [

@@ -141,11 +141,12 @@ class Task(ApiModel):
 
 
 class DataSource(ApiModel):
-    """One source of labelled examples. Exactly one of path, s3, hub or builtin."""
+    """One source of labelled examples. Exactly one of path, s3, hub, traces or builtin."""
 
     path: str | None = Field(default=None, description="Local file (CSV, TSV, JSON or JSONL), relative to the spec file.")
     s3: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+", description="S3 URI of a data file, s3://bucket/key.")
     hub: str | None = Field(default=None, description="Hugging Face dataset id, 'owner/name[:file]' (needs network).")
+    traces: str | None = Field(default=None, description="Trace store (SQLite file or SQLAlchemy URL) holding judged inference traces (production mode).")
     builtin: Literal["home-assistant-intents"] | None = Field(
         default=None, description="Data a registry package ships: home-assistant-intents (utterances generated with hassil)."
     )
@@ -156,9 +157,9 @@ class DataSource(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:
-        given = [k for k in ("path", "s3", "hub", "builtin") if getattr(self, k)]
+        given = [k for k in ("path", "s3", "hub", "traces", "builtin") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"exactly one of path, s3, hub, builtin must be set (got {given or 'none'})")
+            raise ValueError(f"exactly one of path, s3, hub, traces, builtin must be set (got {given or 'none'})")
         return self
 
 
@@ -183,6 +184,7 @@ class Curation(ApiModel):
         default=d.NEAR_DUPLICATE_SIMILARITY, gt=0, le=1, description="Cosine similarity (char n-gram TF-IDF) above which two inputs are near-duplicates."
     )
     length_matching: bool = Field(default=True, description="Sample training lengths to follow the real input length distribution.")
+    replay_share: float = Field(default=0.15, ge=0, le=0.5, description="Production mode: share of the curriculum replayed from the parent's training data (paper: 10-20%).")
 
 
 class Data(ApiModel):
@@ -197,6 +199,9 @@ class Gate(ApiModel):
     tau: float = Field(default=d.TAU, gt=0, le=1, description="Target score on the evaluation set.")
     epsilon: int = Field(default=d.EPSILON, ge=0, description="Most previously-correct examples a candidate may get wrong (absolute count).")
     cross_checkpoint: bool = Field(default=True, description="Also require the gate on the previous checkpoint's evaluation set.")
+    regression_set_fraction: float = Field(
+        default=0.5, ge=0.3, le=1.0, description="Production mode: regression set size as a fraction of the failure set (30-100%)."
+    )
 
 
 class Search(ApiModel):
@@ -275,8 +280,11 @@ class ModelAdaptationSpec(ApiModel):
     def _supported(self) -> ModelAdaptationSpec:
         if self.task.type != TaskType.classification.value:
             raise ValueError(f"task.type {self.task.type!r} has no trainer yet; supported: classification")
-        if self.mode == Mode.production.value and not self.deployed_model:
-            raise ValueError("deployedModel is required in production mode")
+        if self.mode == Mode.production.value:
+            if not self.deployed_model:
+                raise ValueError("deployedModel is required in production mode")
+            if not any(src.traces for src in self.data.sources):
+                raise ValueError("production mode needs a data source with traces (the judged inference logs)")
         return self
 
 
@@ -324,6 +332,7 @@ class DataRecipe(ApiModel):
     near_duplicate_similarity: float = Field(gt=0, le=1)
     augment_from: str | None = Field(default=None, description="Attempt whose evaluation failures drive surgical augmentation.")
     augment_per_pattern: int = Field(default=0, ge=0, description="Examples added per failure pattern (plus one hard negative each).")
+    replay_share: float = Field(default=0.15, ge=0, le=0.5, description="Production mode: share of the set replayed from the parent's training data.")
     seed: int = 0
 
 
@@ -347,6 +356,7 @@ class AttemptInputs(ApiModel):
     eval_uri: str = Field(description="JSONL frozen evaluation set.")
     eval_sha256: str = Field(description="Expected content hash of the evaluation set; the trainer refuses a mismatch.")
     regression_uri: str | None = Field(default=None, description="JSONL of previously passing examples (production mode).")
+    cross_checkpoint_uri: str | None = Field(default=None, description="JSONL of the previous checkpoint's evaluation examples it got right.")
 
 
 class TrainingAttemptSpec(ApiModel):
@@ -370,6 +380,7 @@ class TrainingAttemptStatus(ApiModel):
     job_name: str | None = None
     score: float | None = None
     regressions: int | None = None
+    cross_checkpoint_regressions: int | None = None
     slice_scores: dict[str, float] | None = None
     train_loss: float | None = Field(default=None, description="Final training loss (underfit vs. overfit evidence).")
     failure_patterns: list[dict[str, Any]] | None = Field(default=None, description="Most frequent (label -> prediction) confusions on the evaluation set.")
@@ -401,6 +412,7 @@ class Revision(ApiModel):
     adaptation: str | None = None
     score: float | None = None
     eval_uri: str | None = Field(default=None, description="Evaluation set this revision passed (used by the cross-checkpoint gate).")
+    predictions_uri: str | None = Field(default=None, description="This revision's predictions on that evaluation set.")
     train_uri: str | None = Field(default=None, description="Training set of this revision (replay source for its children).")
     promoted_at: str | None = None
     reason: str | None = None

@@ -82,6 +82,10 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
                               "The untrained base model is scored on the frozen evaluation set as the reference point.",
                               {"base_model": spec.hyperparameters.base_model})
         first = _new(adaptation, 1, planner.initial_proposals(spec, k), baseline.name, {pipeline_key(baseline.pipeline)}, k)
+        if spec.mode == "production":
+            baseline = NewAttempt(baseline.name, 0, None, baseline.pipeline, "none (the deployed parent model)",
+                                  "The deployed model is scored on the frozen failure set, the regression set and the previous checkpoint's set.",
+                                  {"deployed_model": spec.deployed_model})
         return Plan(create=(baseline, *first))
 
     latest = graph.latest_iteration
@@ -89,15 +93,18 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
     if any(graph.get(n).spec.iteration == latest for n in pending):
         return Plan(note=f"waiting for iteration {latest}: {', '.join(pending)}")
 
-    best = graph.best()
+    production = spec.mode == "production"
+    safe = [a for a in graph.scored if not production or _within_epsilon(a, gate.epsilon)]
+    best = graph.best(safe) or graph.best()
     n_trained = len(graph.trained)
-    if best is not None and score(best) >= gate.tau:
-        return _finish(graph, True, "TargetReached", f"{best.metadata.name} scored {score(best):.4f} >= tau {gate.tau}", pending)
+    if best is not None and score(best) >= gate.tau and (not production or _within_epsilon(best, gate.epsilon)):
+        extra = f" with {best.status.regressions or 0} regression(s) <= epsilon {gate.epsilon}" if production else ""
+        return _finish(graph, True, "TargetReached", f"{best.metadata.name} scored {score(best):.4f} >= tau {gate.tau}{extra}", pending, best)
     if n_trained >= search.max_attempts:
         if best is None:
             return _finish(graph, False, "AllAttemptsFailed", f"all {n_trained} attempts failed", pending)
         return _finish(graph, True, "BudgetExhausted",
-                       f"attempt budget {search.max_attempts} used; best {best.metadata.name} scored {score(best):.4f} (tau {gate.tau})", pending)
+                       f"attempt budget {search.max_attempts} used; best {best.metadata.name} scored {score(best):.4f} (tau {gate.tau})", pending, best)
 
     k = min(search.configurations_per_iteration, search.max_attempts - n_trained)
     seen = graph.keys()
@@ -134,6 +141,8 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
         prefix = f"Selected {parent.metadata.name} (UCT {uct_values.get(parent.metadata.name)})."
 
     props = planner.proposals(parent, pool_size, spec.search.larger_base_models)
+    if production and not _within_epsilon(parent, gate.epsilon):
+        props = planner.more_replay(parent, gate.epsilon) + props
     stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
     if stagnated or rollback:
         props = _fusion_candidates(graph) + props
@@ -163,10 +172,15 @@ def _fusion_candidates(graph: Graph, k: int = 3) -> list[planner.Proposal]:
     return out
 
 
-def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str]) -> Plan:
+def _within_epsilon(a: TrainingAttempt, epsilon: int) -> bool:
+    st = a.status
+    return st is not None and (st.regressions or 0) <= epsilon and (st.cross_checkpoint_regressions or 0) <= epsilon
+
+
+def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str], best: TrainingAttempt | None = None) -> Plan:
     if pending:  # e.g. the baseline is still running: wait so the report has it
         return Plan(note=f"done searching ({reason}); waiting for {', '.join(pending)}")
-    best = graph.best()
+    best = best or graph.best()
     ev = {"scores": {a.metadata.name: score(a) for a in graph.trained}}
     if graph.baseline is not None:
         ev["baseline"] = score(graph.baseline)

@@ -42,7 +42,7 @@ def initial_pipeline(spec: ModelAdaptationSpec) -> Pipeline:
         data=DataRecipe(
             max_examples=cur.max_train_examples, hard_negative_share=cur.hard_negative_share,
             max_label_ratio=cur.max_label_ratio, length_matching=cur.length_matching,
-            near_duplicate_similarity=cur.near_duplicate_similarity, seed=spec.search.seed,
+            near_duplicate_similarity=cur.near_duplicate_similarity, seed=spec.search.seed, replay_share=cur.replay_share,
         ),
         hyperparameters=spec.hyperparameters,
     )
@@ -67,6 +67,17 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
     """Iteration 1: the configured pipeline and contrasting alternatives, trained in parallel (paper §2.5)."""
     base = initial_pipeline(spec)
     h = base.hyperparameters
+    if spec.mode == "production":
+        ev = {"replay_share": base.data.replay_share, "hard_negative_share": base.data.hard_negative_share}
+        return [
+            Proposal(base, "repair curriculum: gold corrections + hard negatives + replay",
+                     "Retrain from the base model on every fixable failure with its correction, a hard negative per failure "
+                     "(the label it was confused with) and replay of the parent's training data.", ev),
+            Proposal(_with(base, data={"replay_share": min(0.5, base.data.replay_share + 0.15)}), "more replay",
+                     "A second configuration protects previously passing behaviour harder: more replay of the parent's data.", ev),
+            Proposal(_with(base, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}",
+                     "A third contrast: the other training method.", ev),
+        ][:k]
     ev = {"pool_cap": base.data.max_examples, "method": h.method, "learning_rate": h.learning_rate}
     out = [
         Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.", ev),
@@ -169,6 +180,17 @@ def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any]) 
         (_with(p, hp={"epochs": h.epochs + 1, "learning_rate": min(h.learning_rate * 1.5, LR_CEILING[h.method])}), "epochs +1 and learning rate x1.5"),
     ]
     return [Proposal(pipe, mod, why, ev) for pipe, mod in moves]
+
+
+def more_replay(parent: TrainingAttempt, epsilon: int) -> list[Proposal]:
+    """The parent broke previously passing behaviour: replay more of what the deployed model knew."""
+    p = parent.spec.pipeline
+    share = min(0.5, p.data.replay_share + 0.15)
+    ev = {"parent": parent.metadata.name, "regressions": parent.status.regressions,
+          "cross_checkpoint_regressions": parent.status.cross_checkpoint_regressions, "epsilon": epsilon}
+    return [Proposal(_with(p, data={"replay_share": share}), f"replay {p.data.replay_share:.2f} -> {share:.2f}",
+                     f"{parent.metadata.name} regressed on {parent.status.regressions} previously passing trace(s) (epsilon {epsilon}); "
+                     "replay more of the parent's training data to keep what it knew.", ev)]
 
 
 def fusion(a: TrainingAttempt, b: TrainingAttempt) -> Proposal:

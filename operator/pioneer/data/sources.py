@@ -171,6 +171,8 @@ def load_source(source: DataSource, base_dir: Path | None = None, labels: list[s
         return parse_examples(str(path), path.read_bytes(), source)
     if source.s3:
         return parse_examples(source.s3, _read_s3(source.s3), source)
+    if source.traces:
+        raise DataError("a traces source feeds production mode (mode: production), not a cold start")
     name, raw = _read_hub(source.hub or "")
     return parse_examples(f"hub:{source.hub}/{name}", raw, source)
 

@@ -239,11 +239,22 @@ class LocalRunner:
             del self.procs[name]
         self._save_state()
 
+    def registry(self) -> ArtifactStore:
+        """Where local DeployedModels live: <artifacts>/deployed/<name>.json."""
+        return open_store(self.spec.artifacts.uri, base_dir=self.base_dir)
+
     def _gate_and_promote(self, best_name: str | None) -> None:
-        """Cold-start gate: the target DeployedModel (a file under artifacts/deployed/) changes only if it passes."""
-        root = open_store(self.spec.artifacts.uri, base_dir=self.base_dir)
+        """The gate: the target DeployedModel (a file under artifacts/deployed/) changes only if the best attempt passes."""
+        root = self.registry()
         best = self.attempts.get(best_name or "")
-        verdict = gate.cold_start_verdict(best.status.score if best else None, self.spec.gate.tau, best_name, now())
+        if self.spec.mode == "production" and best is not None:
+            metrics = read_json(self.store, attempt_key(best.metadata.name, "output/metrics.json"))
+            ids = lambda key: [r.get("id") or r["text"][:60] for r in metrics.get(key, [])]  # noqa: E731
+            cross = ids("cross_checkpoint_regressed_examples") if "cross_checkpoint_regressions" in metrics else None
+            verdict = gate.production_verdict(metrics["score"], self.spec.gate.tau, ids("regressed_examples"),
+                                              self.spec.gate.epsilon, cross, now())
+        else:
+            verdict = gate.cold_start_verdict(best.status.score if best else None, self.spec.gate.tau, best_name, now())
         candidate = candidate_revision(best, self.name, verdict.reason) if best else None
         status = deploy.decide(root, self.spec.deployed_model, verdict, candidate)
         if verdict.passed:
@@ -261,8 +272,20 @@ class LocalRunner:
         if self.completion is not None:
             self._event("resume", f"already complete ({self.completion.reason}); nothing to do (use --fresh to start over)")
             return self.status
-        self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
-        self.prepared = prepare(self.spec, self.store, self.base_dir)
+        if self.spec.mode == "production":
+            from pioneer.production.prepare import prepare as prepare_production
+
+            self._event("prepare", "diagnosing judged traces: failure set, regression set, taxonomy")
+            self.prepared = prepare_production(self.spec, self.store, self.registry(), self.base_dir)
+            rec = self.prepared.record
+            self._event("diagnosis", f"{rec['traces']} traces: {rec['failing']} failing ({rec['fixable']} fixable, "
+                                     f"{rec['external']} external), {rec['passing']} passing; regression set {rec['regression_set']}, "
+                                     f"cross-checkpoint set {rec['cross_checkpoint_set']}, parent training data {rec['parent_train']}")
+            for cluster in rec["taxonomy"][:8]:
+                self._event("diagnosis", f"{cluster['fixability']:<8} {cluster['size']:>4}  {cluster['cluster']}: {cluster['evidence']}")
+        else:
+            self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
+            self.prepared = prepare(self.spec, self.store, self.base_dir)
         ev = self.prepared.record["evaluation"]
         self._event("prepare", f"evaluation set frozen: {ev['size']} examples {ev['slices']}, sha256 {self.prepared.eval_sha256[:12]}; "
                                f"training pool {self.prepared.pool_size} examples")

@@ -79,6 +79,7 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
     eval_rows = _rows(eval_bytes, spec.inputs.eval_uri, labels)
     train_rows = _rows(_read(spec.inputs.train_uri), spec.inputs.train_uri, labels) if spec.inputs.train_uri else []
     regression_rows = _rows(_read(spec.inputs.regression_uri), spec.inputs.regression_uri, labels) if spec.inputs.regression_uri else []
+    cross_rows = _rows(_read(spec.inputs.cross_checkpoint_uri), spec.inputs.cross_checkpoint_uri, labels) if spec.inputs.cross_checkpoint_uri else []
 
     hp = spec.pipeline.hyperparameters
     tokenizer, model, facts = classification.train(
@@ -95,12 +96,14 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
                                      slices=[r.get("role", "positive") for r in eval_rows])
     metrics.update(attempt=spec.model_dump(by_alias=True, include={"adaptation", "iteration", "parent"}),
                    eval_sha256=spec.inputs.eval_sha256, training=facts)
-    if regression_rows:
-        reg_preds, _ = classification.predict(model, tokenizer, [r["text"] for r in regression_rows], hp.max_length)
-        regressed = [r for r, p in zip(regression_rows, reg_preds) if p != r["label"]]
-        metrics["regressions"] = len(regressed)
-        metrics["regressed_examples"] = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": p}
-                                         for r, p in zip(regression_rows, reg_preds) if p != r["label"]]
+    for rows, count_key, list_key in ((regression_rows, "regressions", "regressed_examples"),
+                                      (cross_rows, "cross_checkpoint_regressions", "cross_checkpoint_regressed_examples")):
+        if not rows:
+            continue
+        got, _ = classification.predict(model, tokenizer, [r["text"] for r in rows], hp.max_length)
+        regressed = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": p}
+                     for r, p in zip(rows, got) if p != r["label"]]
+        metrics[count_key], metrics[list_key] = len(regressed), regressed
 
     out = workdir / OUTPUT
     out.mkdir()

@@ -1,0 +1,116 @@
+"""Failure diagnosis (paper §2.6): triage fixable vs. external failures, and a taxonomy of clusters.
+
+Trace text is data: detectors look at it, nothing ever follows it. Triage without an LLM:
+input detectors (empty, gibberish, prompt injection / jailbreak patterns), labels outside the task,
+and confident learning (cleanlab) on out-of-fold predictions of a TF-IDF model to catch wrong corrections.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+INJECTION = re.compile(
+    r"(ignore|disregard|forget)\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?|rules)"
+    r"|system\s+prompt|you\s+are\s+now\s+(in\s+)?(dan|developer\s+mode)|jailbreak|act\s+as\s+an?\s+unrestricted",
+    re.IGNORECASE,
+)
+_VOWELS = set("aeiouAEIOU")
+
+
+def input_flags(text: str) -> list[str]:
+    """Detector findings for one input; an empty list means nothing suspicious."""
+    stripped = (text or "").strip()
+    if not stripped:
+        return ["empty"]
+    flags = []
+    if INJECTION.search(stripped):
+        flags.append("injection")
+    words = re.findall(r"[A-Za-z]+", stripped)
+    letters = sum(len(w) for w in words)
+    if len(stripped) >= 8 and (letters / len(stripped) < 0.4 or (words and sum(1 for w in words if not set(w) & _VOWELS and len(w) > 3) / len(words) > 0.5)):
+        flags.append("gibberish")
+    return flags
+
+
+@dataclass
+class Triage:
+    fixable: list[dict[str, Any]] = field(default_factory=list)
+    external: list[dict[str, Any]] = field(default_factory=list)  # each with "reason" and "evidence"
+
+
+def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndarray:
+    """Boolean mask of likely label errors: cleanlab on 5-fold out-of-fold probabilities of TF-IDF + logistic regression."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    classes = sorted(set(labels))
+    counts = Counter(labels)
+    if len(classes) < 2 or min(counts.values()) < 2:
+        return np.zeros(len(labels), dtype=bool)
+    y = np.array([classes.index(lab) for lab in labels])
+    folds = min(5, min(counts.values()))
+    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
+                          LogisticRegression(max_iter=2000, C=5.0))
+    probs = cross_val_predict(model, texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+    return find_label_issues(labels=y, pred_probs=probs, filter_by="both")
+
+
+def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
+           confident_learning: bool = True) -> Triage:
+    """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence."""
+    out = Triage()
+    candidates = []
+    for f in failures:
+        flags = input_flags(f["text"])
+        if flags:
+            out.external.append({**f, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
+        elif f.get("corrected") not in labels:
+            out.external.append({**f, "reason": "off-task-correction", "evidence": f"corrected output {f.get('corrected')!r} is not a task label"})
+        else:
+            candidates.append(f)
+    if confident_learning and candidates:
+        texts = [p["text"] for p in passing] + [f["text"] for f in candidates]
+        given = [p["prediction"] for p in passing] + [f["corrected"] for f in candidates]
+        issues = _oof_label_issues(texts, given, seed)[len(passing):]
+        for f, is_issue in zip(candidates, issues):
+            if is_issue:
+                out.external.append({**f, "reason": "suspected-label-error",
+                                     "evidence": "confident learning (cleanlab, out-of-fold TF-IDF model) ranks the correction as a likely label error"})
+            else:
+                out.fixable.append(f)
+    else:
+        out.fixable = candidates
+    return out
+
+
+def length_bucket(text: str) -> str:
+    n = len(text.split())
+    return "short (<=5 words)" if n <= 5 else "medium (6-15)" if n <= 15 else "long (>15)"
+
+
+def taxonomy(result: Triage, top_examples: int = 3) -> list[dict[str, Any]]:
+    """Clusters of failures: confusion pairs for the fixable ones, reasons for the external ones."""
+    clusters: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for f in result.fixable:
+        clusters[("fixable", f"{f['prediction']} -> {f['corrected']}")].append(f)
+    for f in result.external:
+        clusters[("external", f["reason"])].append(f)
+    out = []
+    for (fixability, name), members in sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        out.append({
+            "cluster": name, "fixability": fixability, "size": len(members),
+            "direction": "over-prediction of " + members[0]["prediction"] if fixability == "fixable" else None,
+            "lengths": dict(Counter(length_bucket(m["text"]) for m in members)),
+            "evidence": (f"model predicted {members[0]['prediction']!r}, judge corrected to {members[0]['corrected']!r}"
+                         if fixability == "fixable" else members[0]["evidence"]),
+            "examples": [m["text"][:160] for m in members[:top_examples]],
+        })
+    return out

@@ -1,0 +1,129 @@
+"""Production-mode preparation: from judged traces and the deployed parent to frozen gate sets and a diagnosis.
+
+Writes, before any training (and reuses on resume):
+    eval/evalset.jsonl      every fixable failing trace, labelled with its correction (the failure set)
+    eval/regression.jsonl   stratified sample of passing traces (30-100% of the failure-set size)
+    eval/cross.jsonl        the previous checkpoint's evaluation examples it got right (cross-checkpoint gate)
+    data/failures.jsonl data/passing.jsonl data/parent_train.jsonl   curriculum sources
+    data/taxonomy.json      clusters with size, examples, fixability and evidence
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from pioneer import deploy
+from pioneer.api.models import ModelAdaptationSpec
+from pioneer.core import gate
+from pioneer.data.evalset import serialize, sha256, verify
+from pioneer.data.examples import DataError, Example
+from pioneer.engine import EVAL_KEY, EVAL_MANIFEST, PREPARATION_KEY, Prepared, now
+from pioneer.production.diagnosis import taxonomy, triage
+from pioneer.store import ArtifactStore, read_json, read_jsonl, split_uri, write_json, write_jsonl
+from pioneer.traces import store as trace_store
+
+REGRESSION_KEY = "eval/regression.jsonl"
+CROSS_KEY = "eval/cross.jsonl"
+FAILURES_KEY = "data/failures.jsonl"
+PASSING_KEY = "data/passing.jsonl"
+PARENT_TRAIN_KEY = "data/parent_train.jsonl"
+TAXONOMY_KEY = "data/taxonomy.json"
+
+
+def _read_uri_rows(uri: str) -> list[dict]:
+    store, key = split_uri(uri)
+    return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line.strip()]
+
+
+def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
+    """The parent's label order (its classifier head), so evaluating the parent keeps its weights meaningful."""
+    store, key = split_uri(model_uri.rstrip("/") + "/config.json")
+    try:
+        config = json.loads(store.read_bytes(key))
+        id2label = config.get("id2label") or {}
+        return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+    except (OSError, KeyError, ValueError):
+        if fallback:
+            return fallback
+        raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
+
+
+def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactStore, base_dir: Path | None = None) -> Prepared:
+    if store.exists(EVAL_MANIFEST):
+        manifest = read_json(store, EVAL_MANIFEST)
+        verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"failure set {store.uri(EVAL_KEY)}")
+        return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
+                        read_json(store, PREPARATION_KEY))
+    deployed = deploy.load(registry, spec.deployed_model)
+    current = next((r for r in deployed.revisions if r.revision == deployed.current_revision), None)
+    if current is None:
+        raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision in {registry.uri(deploy.PREFIX)}")
+    labels = parent_labels(current.model_uri, spec.task.labels)
+
+    db_ref = next(src.traces for src in spec.data.sources if src.traces)
+    if "://" not in db_ref and base_dir is not None and not Path(db_ref).is_absolute():
+        db_ref = str(base_dir / db_ref)
+    engine = trace_store.connect(db_ref)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces "
+                                    "WHERE verdict IS NOT NULL ORDER BY id")).fetchall()
+    failures = [{"id": r[0], "text": r[1], "prediction": r[2], "corrected": r[3]} for r in rows if r[4] == "fail" and r[3]]
+    passing = [{"id": r[0], "text": r[1], "prediction": r[2]} for r in rows if r[4] == "pass" and r[2] in labels]
+    if not failures:
+        raise DataError(f"no failing traces with a correction in {db_ref}: nothing to repair")
+
+    tri = triage(failures, passing, labels, spec.search.seed)
+    clusters = taxonomy(tri)
+    failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
+                   for f in tri.fixable]
+    size = gate.regression_set_size(len(failure_set), len(passing), spec.gate.regression_set_fraction)
+    regression = [Example(p["text"], p["prediction"], role="regression", meta={"trace": p["id"]})
+                  for p in gate.stratified_sample(passing, size, "prediction", spec.search.seed)]
+    cross: list[Example] = []
+    if spec.gate.cross_checkpoint and current.predictions_uri:
+        try:
+            cross = [Example(r["text"], r["label"], role="cross-checkpoint") for r in _read_uri_rows(current.predictions_uri)
+                     if r.get("correct") and r["label"] in labels]
+        except OSError:
+            cross = []
+    parent_train = []
+    if current.train_uri:
+        try:
+            parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if r["label"] in labels]
+        except OSError:
+            parent_train = []
+
+    eval_bytes = serialize(failure_set)
+    digest = sha256(eval_bytes)
+    record = {
+        "mode": "production", "deployed_model": spec.deployed_model, "parent_revision": current.revision,
+        "parent_model": current.model_uri, "labels": labels, "traces": len(rows), "failing": len(failures),
+        "passing": len(passing), "fixable": len(tri.fixable), "external": len(tri.external),
+        "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),
+        "taxonomy": clusters, "created_at": now(),
+        "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)",
+                   "before": len(failures), "after": len(tri.fixable),
+                   "details": {"external": dict(__import__("collections").Counter(e["reason"] for e in tri.external))}}],
+        "evaluation": {"size": len(failure_set), "slices": {"failure": len(failure_set)}},
+    }
+    write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
+    write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing])
+    write_jsonl(store, PARENT_TRAIN_KEY, [ex.to_row() for ex in parent_train])
+    write_json(store, TAXONOMY_KEY, {"clusters": clusters, "external": tri.external[:200]})
+    store.write_bytes(REGRESSION_KEY, serialize(regression))
+    store.write_bytes(CROSS_KEY, serialize(cross))
+    write_json(store, PREPARATION_KEY, record)
+    store.write_bytes(EVAL_KEY, eval_bytes)
+    pool = len(passing) + len(parent_train)
+    write_json(store, EVAL_MANIFEST, {"sha256": digest, "labels": labels, "size": len(failure_set), "pool_size": pool,
+                                      "slices": {"failure": len(failure_set)}, "frozen_at": now(),
+                                      "regression_sha256": sha256(serialize(regression))})
+    return Prepared(labels, store.uri(EVAL_KEY), digest, pool, record)
+
+
+def curriculum_sources(store: ArtifactStore) -> tuple[list[Example], list[Example], list[Example]]:
+    load = lambda key: [Example.from_row(r) for r in read_jsonl(store, key)] if store.exists(key) else []  # noqa: E731
+    return load(FAILURES_KEY), load(PASSING_KEY), load(PARENT_TRAIN_KEY)
