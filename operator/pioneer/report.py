@@ -144,6 +144,20 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
         ["evaluation set", f"{manifest.get('size', '?')} examples {manifest.get('slices', {})}, sha256 `{manifest.get('sha256', '?')[:16]}`, frozen {manifest.get('frozen_at', '?')}"],
     ]), ""]
 
+    verdict = state.get("gate")
+    if verdict:
+        md += ["## Gate", "", f"**{'PROMOTED' if verdict['passed'] else 'REFUSED'}** — {spec.get('deployedModel')}: {verdict.get('reason', '')}", ""]
+        if verdict.get("regressedExamples"):
+            md += ["Regressed examples (previously passing, now wrong):", ""] + [f"- `{x}`" for x in verdict["regressedExamples"][:50]] + [""]
+    if prep.get("mode") == "production":
+        md += ["## Diagnosis", "",
+               f"{prep['traces']} judged traces: {prep['failing']} failing ({prep['fixable']} fixable, {prep['external']} external), "
+               f"{prep['passing']} passing. Parent: revision {prep['parent_revision']} ({prep['parent_model']}). "
+               f"Regression set {prep['regression_set']}, cross-checkpoint set {prep['cross_checkpoint_set']}.", ""]
+        md += [_table(["cluster", "fixability", "size", "lengths", "evidence", "examples"],
+                      [[c["cluster"], c["fixability"], c["size"], c["lengths"], c["evidence"], " / ".join(c["examples"])[:240]]
+                       for c in prep["taxonomy"][:25]]), ""]
+
     files["search-graph.png"] = plot_search_graph(graph, tau or 1.0, metric)
     md += ["## Search graph", "", "![search graph](search-graph.png)", ""]
     rows = []
@@ -184,7 +198,7 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
     best_curation = None
     if best is not None and store.exists(attempt_key(best.metadata.name, "curation.json")):
         best_curation = read_json(store, attempt_key(best.metadata.name, "curation.json"))
-    md += ["## Data curation", "", f"Loaded {prep.get('loaded', '?')} examples; labels {prep.get('labels', [])}.", ""]
+    md += ["## Data curation", "", f"Loaded {prep.get('loaded', prep.get('traces', '?'))} examples; labels {prep.get('labels', [])}.", ""]
     if rules:
         files["curation.png"] = plot_curation(rules + [r for r in (best_curation or {}).get("rules", []) if r["rule"] == "label-balance"])
         md += ["![curation](curation.png)", ""]

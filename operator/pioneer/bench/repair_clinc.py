@@ -46,7 +46,7 @@ REPAIR_SPEC = {
     "spec": {
         "mode": "production",
         "task": {"description": "Route a banking/travel assistant request to its intent.", "metric": "accuracy", "labels": INTENTS},
-        "data": {"sources": [{"traces": "traces.db"}], "curation": {"replayShare": 0.3}},
+        "data": {"sources": [{"traces": "traces.db"}], "curation": {"replayShare": 0.5}},
         "hyperparameters": {"learningRate": 2e-4, "epochs": 8, "maxLength": 32, "batchSize": 32},
         "gate": {"tau": 0.96, "epsilon": 2},
         "search": {"maxAttempts": 4, "parallelism": 2},

@@ -45,8 +45,9 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
     records.append({"rule": "hard-negatives", "description": "2-for-1: each corrected failure brings the nearest example of the label it was confused with",
                     "before": 0, "after": len(hard), "details": {"pairs": len(hard)}})
 
-    # replay from the parent's training data (10-20%): what the parent knew, so nothing is forgotten
-    source = [ex for ex in (parent_train or passing) if ex.id not in taken]
+    # replay: what the parent knew (its training data) and what it verifiably got right (passing traces outside
+    # the regression set), so that retraining from the base model forgets nothing
+    source = [ex for ex in parent_train + passing if ex.id not in taken]
     core = len(gold) + len(hard)
     n_replay = min(len(source), round(core * replay_share / max(1e-9, 1 - replay_share)))
     by_label: dict[str, list[Example]] = {}
@@ -58,8 +59,8 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
         for lab in list(queues):
             if queues[lab] and len(replay) < n_replay:
                 replay.append(queues[lab].pop().with_role("replay"))
-    records.append({"rule": "replay", "description": f"{replay_share:.0%} of the set sampled across labels from the parent's training data",
-                    "before": len(source), "after": len(replay), "details": {"source": "parent training set" if parent_train else "passing traces"}})
+    records.append({"rule": "replay", "description": f"{replay_share:.0%} of the set sampled across labels from the parent's training data and passing traces",
+                    "before": len(source), "after": len(replay), "details": {"parent_train": len(parent_train), "passing_traces": len(passing)}})
 
     training = gold + hard + replay
     # label balance: replay may not push a label above max_label_ratio x the smallest gold/hard-negative label

@@ -110,7 +110,9 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
         "evaluation": {"size": len(failure_set), "slices": {"failure": len(failure_set)}},
     }
     write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
-    write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing])
+    # passing traces are judge-verified training data, except the regression set: the gate's check stays unseen
+    held = {ex.meta["trace"] for ex in regression}
+    write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing if p["id"] not in held])
     write_jsonl(store, PARENT_TRAIN_KEY, [ex.to_row() for ex in parent_train])
     write_json(store, TAXONOMY_KEY, {"clusters": clusters, "external": tri.external[:200]})
     store.write_bytes(REGRESSION_KEY, serialize(regression))

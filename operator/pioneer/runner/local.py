@@ -92,6 +92,7 @@ class LocalRunner:
         self.status = ModelAdaptationStatus()
         self.procs: dict[str, _Proc] = {}
         self.retry_at: dict[str, float] = {}
+        self.verdict = None  # the gate's verdict on the target DeployedModel, when the spec names one
         # attempts run as separate processes: split the cores between them
         self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
 
@@ -134,6 +135,7 @@ class LocalRunner:
             "attempts": [a.dump() for a in sorted(self.attempts.values(), key=lambda a: (a.spec.iteration, a.metadata.name))],
             "completion": asdict(self.completion) if self.completion else None,
             "events": self.events,
+            "gate": self.verdict.dump() if self.verdict else None,
         }
 
     def _event(self, kind: str, message: str, attempt: str | None = None) -> None:
@@ -257,6 +259,7 @@ class LocalRunner:
             verdict = gate.cold_start_verdict(best.status.score if best else None, self.spec.gate.tau, best_name, now())
         candidate = candidate_revision(best, self.name, verdict.reason) if best else None
         status = deploy.decide(root, self.spec.deployed_model, verdict, candidate)
+        self.verdict = verdict
         if verdict.passed:
             self._event("promoted", f"{self.spec.deployed_model} revision {status.current_revision}: {verdict.reason}")
         else:
