@@ -60,3 +60,16 @@ def test_the_curriculum_has_gold_corrections_hard_negatives_and_replay():
     assert all(e.label == "lights_on" for e in training if e.role == "hard_negative")
     assert roles["replay"] >= 4 and {e.label for e in training if e.role == "replay"} >= {"weather"}
     assert [r["rule"] for r in records][-1] == "final-composition"
+
+
+def test_surgical_augmentation_adds_verified_examples_next_to_remaining_failures():
+    failures = [Example("lights off in the hall", "lights_off", meta={"prediction": "lights_on"})]
+    passing = [Example(f"please switch the hall lights off {i}", "lights_off") for i in range(10)] + \
+              [Example(f"turn lights on in the hall {i}", "lights_on") for i in range(10)]
+    recipe = DataRecipe(max_examples=100, hard_negative_share=0.35, max_label_ratio=3.0, near_duplicate_similarity=0.92,
+                        augment_from="r-i1-a", augment_per_pattern=3)
+    remaining = [{"text": "lights off in the hall", "label": "lights_off", "prediction": "lights_on"}]
+    training, records = build(failures, passing, [], recipe, replay_share=0.0, remaining=remaining)
+    added = [e for e in training if e.role == "augment"]
+    assert len(added) == 3 and all(e.label == "lights_off" for e in added)
+    assert any(r["rule"] == "surgical-augmentation" for r in records)

@@ -123,7 +123,8 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
                 from pioneer.production import curriculum
                 from pioneer.production.prepare import curriculum_sources
 
-                training, records = curriculum.build(*curriculum_sources(store), recipe, recipe.replay_share)
+                remaining = _failures(store, recipe.augment_from) if recipe.augment_from else None
+                training, records = curriculum.build(*curriculum_sources(store), recipe, recipe.replay_share, remaining)
             else:
                 pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
                 failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None

@@ -75,9 +75,11 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
                      "(the label it was confused with) and replay of the parent's training data.", ev),
             Proposal(_with(base, data={"replay_share": min(0.5, base.data.replay_share + 0.15)}), "more replay",
                      "A second configuration protects previously passing behaviour harder: more replay of the parent's data.", ev),
+            Proposal(_with(base, hp={"epochs": h.epochs + max(1, round(h.epochs / 2))}), "more epochs",
+                     "A contrast when replay is already at its cap: longer training on the same curriculum.", ev),
             Proposal(_with(base, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}",
-                     "A third contrast: the other training method.", ev),
-        ][:k]
+                     "Another contrast: the other training method.", ev),
+        ]  # the controller keeps the first k distinct pipelines
     ev = {"pool_cap": base.data.max_examples, "method": h.method, "learning_rate": h.learning_rate}
     out = [
         Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.", ev),

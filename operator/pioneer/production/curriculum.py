@@ -17,8 +17,12 @@ from pioneer.data.similarity import TextIndex
 
 
 def build(failures: list[Example], passing: list[Example], parent_train: list[Example], recipe: DataRecipe,
-          replay_share: float) -> tuple[list[Example], list[dict[str, Any]]]:
-    """(training set, rule records). ``failures`` carry the corrected label and meta["prediction"]."""
+          replay_share: float, remaining: list[dict[str, Any]] | None = None) -> tuple[list[Example], list[dict[str, Any]]]:
+    """(training set, rule records). ``failures`` carry the corrected label and meta["prediction"].
+
+    ``remaining``: failures a previous attempt still gets wrong ({text, label, prediction}); surgical
+    augmentation adds ``recipe.augment_per_pattern`` nearby verified examples of the right label for each.
+    """
     rng = random.Random(recipe.seed)
     records: list[dict[str, Any]] = []
     gold, gold_records = curation.remove_exact_duplicates([ex.with_role("gold") for ex in failures])
@@ -45,36 +49,49 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
     records.append({"rule": "hard-negatives", "description": "2-for-1: each corrected failure brings the nearest example of the label it was confused with",
                     "before": 0, "after": len(hard), "details": {"pairs": len(hard)}})
 
+    if remaining and recipe.augment_per_pattern:
+        extra = [ex for ex in passing + parent_train if ex.id not in taken]
+        added = []
+        if extra:
+            index = TextIndex([ex.text for ex in extra])
+            for f in remaining:
+                pool = [i for i, ex in enumerate(extra) if ex.label == f["label"] and ex.id not in taken]
+                if not pool:
+                    continue
+                _, nearest = index.nearest(index.vectors([f["text"]]), pool, k=min(recipe.augment_per_pattern, len(pool)))
+                for i in nearest[0]:
+                    ex = extra[int(i)]
+                    if ex.id not in taken:
+                        taken.add(ex.id)
+                        added.append(ex.with_role("augment", for_failure=f["text"][:80]))
+        hard += added
+        records.append({"rule": "surgical-augmentation", "description": f"{recipe.augment_per_pattern} verified examples of the right label next to each failure {recipe.augment_from} still got wrong",
+                        "before": len(remaining), "after": len(added), "details": {}})
+
     # replay: what the parent knew (its training data) and what it verifiably got right (passing traces outside
-    # the regression set), so that retraining from the base model forgets nothing
+    # the regression set), so that retraining from the base model forgets nothing. Replay goes first to the
+    # labels with the fewest examples: it evens out the label counts instead of adding to the largest ones.
     source = [ex for ex in parent_train + passing if ex.id not in taken]
     core = len(gold) + len(hard)
     n_replay = min(len(source), round(core * replay_share / max(1e-9, 1 - replay_share)))
-    by_label: dict[str, list[Example]] = {}
-    for ex in source:
-        by_label.setdefault(ex.label, []).append(ex)
+    queues: dict[str, list[Example]] = {}
+    for ex in rng.sample(source, len(source)):
+        queues.setdefault(ex.label, []).append(ex)
+    counts = Counter(ex.label for ex in gold + hard)
+    for lab in queues:
+        counts.setdefault(lab, 0)
     replay: list[Example] = []
-    queues = {lab: rng.sample(exs, len(exs)) for lab, exs in sorted(by_label.items())}
-    while len(replay) < n_replay and any(queues.values()):  # round-robin over labels: every label is replayed
-        for lab in list(queues):
-            if queues[lab] and len(replay) < n_replay:
-                replay.append(queues[lab].pop().with_role("replay"))
-    records.append({"rule": "replay", "description": f"{replay_share:.0%} of the set sampled across labels from the parent's training data and passing traces",
+    while len(replay) < n_replay and any(queues.values()):
+        lab = min((lab for lab in queues if queues[lab]), key=lambda lab: (counts[lab], lab))
+        replay.append(queues[lab].pop().with_role("replay"))
+        counts[lab] += 1
+    records.append({"rule": "replay", "description": f"{replay_share:.0%} of the set replayed from the parent's training data and passing traces, smallest labels first",
                     "before": len(source), "after": len(replay), "details": {"parent_train": len(parent_train), "passing_traces": len(passing)}})
-
     training = gold + hard + replay
-    # label balance: replay may not push a label above max_label_ratio x the smallest gold/hard-negative label
-    core_counts = Counter(ex.label for ex in gold + hard)
-    if core_counts:
-        cap = max(1, int(min(core_counts.values()) * recipe.max_label_ratio))
-        kept, seen = list(gold + hard), Counter(core_counts)
-        for ex in replay:
-            if seen[ex.label] < cap:
-                kept.append(ex)
-                seen[ex.label] += 1
-        records.append({"rule": "label-balance", "description": f"replay never lifts a label above {recipe.max_label_ratio:g}x the smallest corrected label",
-                        "before": len(training), "after": len(kept), "details": {"cap": cap}})
-        training = kept
+    final = Counter(ex.label for ex in training)
+    records.append({"rule": "label-balance", "description": f"replay evens out labels; gold corrections and hard negatives are never dropped (target ratio {recipe.max_label_ratio:g}x)",
+                    "before": len(training), "after": len(training),
+                    "details": {"max_label_ratio": round(max(final.values()) / max(1, min(final.values())), 2) if final else None}})
     rng.shuffle(training)
     records.append({"rule": "final-composition", "description": "roles and labels of the curriculum", "before": len(training),
                     "after": len(training), "details": {"roles": dict(Counter(ex.role for ex in training)),
