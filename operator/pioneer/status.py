@@ -35,6 +35,10 @@ def adaptation_status(
     summary = summarize(attempts)
     st.observed_generation = generation
     st.best_attempt, st.best_score = summary["best_attempt"], summary["best_score"]
+    if completion is not None and completion.best:  # the attempt the search chose (in production: within epsilon)
+        chosen = next((a for a in attempts if a.metadata.name == completion.best), None)
+        if chosen is not None and chosen.status is not None:
+            st.best_attempt, st.best_score = completion.best, chosen.status.score
     st.baseline_score, st.iteration = summary["baseline_score"], summary["iteration"]
     st.attempts = st.attempts.model_validate(summary["attempts"])
     st.report_uri = report_uri or st.report_uri

@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     status = repair.run(on_tick=display.tick)
     display.close()
     after = deploy.load(registry, "clinc30")
-    best = repair.attempts.get(status.best_attempt or "")
+    promoted = after.current_revision == 2
+    chosen = after.revisions[-1].attempt if promoted else status.best_attempt
+    best = repair.attempts.get(chosen or "")
     metrics = read_json(repair.store, f"attempts/{best.metadata.name}/output/metrics.json") if best else {}
     prep = repair.prepared.record
     eval_n = metrics.get("n", 0)
@@ -140,12 +142,13 @@ def run(args: argparse.Namespace) -> int:
         "inferences": len(rows), "failures_before": failures_before, "pass_rate_before": round(1 - failures_before / len(rows), 4),
         "fixable_failures": prep["fixable"], "external_failures": prep["external"],
         "failures_fixed": fixed, "fixed_rate": round(fixed / eval_n, 4) if eval_n else None,
+        "fixed_rate_of_all_failures": round(fixed / failures_before, 4) if failures_before else None,
         "regression_set_size": prep["regression_set"], "regressions": metrics.get("regressions"),
         "cross_checkpoint_set_size": prep["cross_checkpoint_set"],
         "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
-        "promoted": after.current_revision == 2, "revision": after.current_revision,
+        "promoted": promoted, "revision": after.current_revision,
         "gate": after.last_verdict.model_dump() if after.last_verdict else None,
-        "best_attempt": status.best_attempt, "attempts": status.attempts.total,
+        "best_attempt": chosen, "attempts": status.attempts.total,
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
         "taxonomy_top": prep["taxonomy"][:10], "report": status.report_uri,
     }
