@@ -1,6 +1,8 @@
 """``pioneer serve``: serve a DeployedModel's current revision over HTTP and log every inference as a trace.
 
-    POST /predict  {"input": "..."}  ->  {"prediction", "confidence", "revision", "model", "trace_id"}
+    POST /predict  {"input": "..."}  ->  {"prediction", "confidence", "raw_confidence", "revision", "model", "trace_id"}
+
+``confidence`` is calibrated per label from the judged history in the trace store (paper §2.7).
     GET  /healthz                    ->  {"revision", "model"}
 
 Each request is written to the trace store (verdict empty until a judge fills it), which closes the
@@ -67,10 +69,15 @@ class ModelServer:
             revision, uri = self.revision, self.model_uri
         trace_id = str(uuid.uuid4())
         confidence = float(probs[0].max())
+        from pioneer.traces.calibration import calibrate, label_history
+
+        accuracy, n = label_history(self.traces, f"{self.name}@").get(labels[0], (None, 0))
+        calibrated = calibrate(confidence, accuracy, n)
         add(self.traces, [{"id": trace_id, "input": text, "prediction": labels[0], "model_id": f"{self.name}@{revision}",
                            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "meta": {"confidence": round(confidence, 5), "model_uri": uri}}])
-        return {"prediction": labels[0], "confidence": confidence, "revision": revision, "model": uri, "trace_id": trace_id}
+                           "meta": {"confidence": round(confidence, 5), "calibrated_confidence": round(calibrated, 5), "model_uri": uri}}])
+        return {"prediction": labels[0], "confidence": calibrated, "raw_confidence": confidence, "revision": revision,
+                "model": uri, "trace_id": trace_id}
 
 
 def _cache_dir(uri: str):
