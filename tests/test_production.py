@@ -73,3 +73,19 @@ def test_surgical_augmentation_adds_verified_examples_next_to_remaining_failures
     added = [e for e in training if e.role == "augment"]
     assert len(added) == 3 and all(e.label == "lights_off" for e in added)
     assert any(r["rule"] == "surgical-augmentation" for r in records)
+
+
+def test_live_confirmation_probes_each_fixable_cluster():
+    from pioneer.production.diagnosis import confirm, probes
+
+    assert probes("Please turn OFF the lights!") == ["please turn off the lights", "please please turn off the lights",
+                                                      "please turn off the lights thanks", "turn off the lights"]
+    failures = [{"id": "1", "text": "Lights off now!", "prediction": "lights_on", "corrected": "lights_off"},
+                {"id": "2", "text": "what's the weather?", "prediction": "lights_on", "corrected": "weather"}]
+    res = triage(failures, [], LABELS, confident_learning=False)
+    # a deployed model that always answers lights_on: the lights_off mistakes are systematic, so is the weather one
+    confirmed = confirm(taxonomy(res), res.fixable, lambda texts: ["lights_on"] * len(texts))
+    assert all(c["confirmed"] and c["confirmation_rate"] == 1.0 and c["probes"] > 0 for c in confirmed)
+    # a model that gets the variants right: the failures were one-offs
+    unconfirmed = confirm(taxonomy(res), res.fixable, lambda texts: ["lights_off"] * len(texts))
+    assert [c["confirmed"] for c in unconfirmed] == [False, False]

@@ -154,8 +154,10 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
                f"{prep['traces']} judged traces: {prep['failing']} failing ({prep['fixable']} fixable, {prep['external']} external), "
                f"{prep['passing']} passing. Parent: revision {prep['parent_revision']} ({prep['parent_model']}). "
                f"Regression set {prep['regression_set']}, cross-checkpoint set {prep['cross_checkpoint_set']}.", ""]
-        md += [_table(["cluster", "fixability", "size", "lengths", "evidence", "examples"],
-                      [[c["cluster"], c["fixability"], c["size"], c["lengths"], c["evidence"], " / ".join(c["examples"])[:240]]
+        md += [_table(["cluster", "fixability", "size", "live confirmation", "lengths", "evidence", "examples"],
+                      [[c["cluster"], c["fixability"], c["size"],
+                        "–" if c.get("confirmation_rate") is None else f"{c['confirmation_rate']:.0%} of {c['probes']} probes",
+                        c["lengths"], c["evidence"], " / ".join(c["examples"])[:240]]
                        for c in prep["taxonomy"][:25]]), ""]
 
     files["search-graph.png"] = plot_search_graph(graph, tau or 1.0, metric)

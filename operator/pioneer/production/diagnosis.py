@@ -114,3 +114,39 @@ def taxonomy(result: Triage, top_examples: int = 3) -> list[dict[str, Any]]:
             "examples": [m["text"][:160] for m in members[:top_examples]],
         })
     return out
+
+
+_STOP = {"the", "a", "an", "please", "my", "to", "for", "of", "me", "can", "you", "i"}
+
+
+def probes(text: str) -> list[str]:
+    """Deterministic variants of a failing input that keep its meaning: casing/punctuation, politeness, a dropped stopword."""
+    plain = re.sub(r"[^\w\s']", "", text).lower().strip()
+    words = plain.split()
+    dropped = " ".join(w for i, w in enumerate(words) if not (w in _STOP and i == next((j for j, x in enumerate(words) if x in _STOP), -1)))
+    variants = [plain, f"please {plain}", f"{plain} thanks", dropped]
+    return list(dict.fromkeys(v for v in variants if v and v != text))
+
+
+def confirm(clusters: list[dict[str, Any]], fixable: list[dict[str, Any]], predict, per_cluster: int = 3) -> list[dict[str, Any]]:
+    """Live confirmation (paper §2.6): probe the deployed model with variants of each fixable cluster's failures.
+
+    ``predict(texts) -> labels`` is the deployed model. A cluster is confirmed when the model keeps making the
+    same mistake on the variants (a systematic failure, worth a curriculum), not a one-off.
+    """
+    by_cluster: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for f in fixable:
+        by_cluster[f"{f['prediction']} -> {f['corrected']}"].append(f)
+    out = []
+    for c in clusters:
+        if c["fixability"] != "fixable":
+            out.append(c)
+            continue
+        members = by_cluster.get(c["cluster"], [])[:per_cluster]
+        texts = [p for m in members for p in probes(m["text"])]
+        wrong = members[0]["prediction"] if members else None
+        got = predict(texts) if texts else []
+        rate = sum(1 for g in got if g == wrong) / len(got) if got else None
+        out.append({**c, "probes": len(texts), "confirmation_rate": None if rate is None else round(rate, 3),
+                    "confirmed": rate is not None and rate >= 0.5})
+    return out

@@ -21,7 +21,7 @@ from pioneer.core import gate
 from pioneer.data.evalset import serialize, sha256, verify
 from pioneer.data.examples import DataError, Example
 from pioneer.engine import EVAL_KEY, EVAL_MANIFEST, PREPARATION_KEY, Prepared, now
-from pioneer.production.diagnosis import taxonomy, triage
+from pioneer.production.diagnosis import confirm, taxonomy, triage
 from pioneer.store import ArtifactStore, read_json, read_jsonl, split_uri, write_json, write_jsonl
 from pioneer.traces import store as trace_store
 
@@ -51,6 +51,18 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
+def _deployed_predictor(model_uri: str):
+    """The deployed model as a function texts -> labels, for live confirmation probes."""
+    def predict(texts: list[str]) -> list[str]:
+        from pioneer.trainer.classification import load_trained, predict as run
+
+        store, key = split_uri(model_uri)
+        local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
+        tokenizer, model = load_trained(local)
+        return run(model, tokenizer, texts, max_length=128)[0]
+    return predict
+
+
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactStore, base_dir: Path | None = None) -> Prepared:
     if store.exists(EVAL_MANIFEST):
         manifest = read_json(store, EVAL_MANIFEST)
@@ -76,7 +88,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
         raise DataError(f"no failing traces with a correction in {db_ref}: nothing to repair")
 
     tri = triage(failures, passing, labels, spec.search.seed)
-    clusters = taxonomy(tri)
+    clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
                    for f in tri.fixable]
     size = gate.regression_set_size(len(failure_set), len(passing), spec.gate.regression_set_fraction)

@@ -285,7 +285,9 @@ class LocalRunner:
                                      f"{rec['external']} external), {rec['passing']} passing; regression set {rec['regression_set']}, "
                                      f"cross-checkpoint set {rec['cross_checkpoint_set']}, parent training data {rec['parent_train']}")
             for cluster in rec["taxonomy"][:8]:
-                self._event("diagnosis", f"{cluster['fixability']:<8} {cluster['size']:>4}  {cluster['cluster']}: {cluster['evidence']}")
+                probe = (f"; live probes {cluster['probes']}, confirmation {cluster['confirmation_rate']}"
+                         if cluster.get("confirmation_rate") is not None else "")
+                self._event("diagnosis", f"{cluster['fixability']:<8} {cluster['size']:>4}  {cluster['cluster']}: {cluster['evidence']}{probe}")
         else:
             self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
             self.prepared = prepare(self.spec, self.store, self.base_dir)
