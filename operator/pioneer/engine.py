@@ -137,8 +137,8 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
         rationale=new.rationale, evidence=new.evidence, task=spec.task, labels=prepared.labels, pipeline=pipeline,
         inputs=AttemptInputs(train_uri=train_uri, eval_uri=prepared.eval_uri, eval_sha256=prepared.eval_sha256,
                              regression_uri=store.uri("eval/regression.jsonl") if production else None,
-                             cross_checkpoint_uri=store.uri("eval/cross.jsonl") if production and store.exists("eval/cross.jsonl")
-                             and store.read_bytes("eval/cross.jsonl").strip() else None),
+                             cross_checkpoint_uri=store.uri("eval/cross.jsonl")
+                             if production and prepared.record.get("cross_checkpoint_set") else None),
         output_uri=store.uri(attempt_key(new.name)),
     )
     if not store.exists(spec_key):

@@ -90,9 +90,7 @@ def _deadline(ma: ModelAdaptation) -> float:
 def reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch, logger, **_) -> None:
     with _lock(namespace, name):
         try:
-            _reconcile_adaptation(body, namespace, name, patch, logger)
-        except SpecError:
-            raise
+            _reconcile_adaptation(body, namespace, name, patch, logger)  # an invalid spec is handled inside
         except Exception:
             metrics.RECONCILE_ERRORS.labels("ModelAdaptation").inc()
             raise

@@ -11,6 +11,7 @@ Writes, before any training (and reuses on resume):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -118,7 +119,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
         "taxonomy": clusters, "created_at": now(),
         "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)",
                    "before": len(failures), "after": len(tri.fixable),
-                   "details": {"external": dict(__import__("collections").Counter(e["reason"] for e in tri.external))}}],
+                   "details": {"external": dict(Counter(e["reason"] for e in tri.external))}}],
         "evaluation": {"size": len(failure_set), "slices": {"failure": len(failure_set)}},
     }
     write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
