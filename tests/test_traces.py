@@ -15,19 +15,20 @@ def test_import_keeps_good_rows_and_names_every_bad_one(tmp_path):
     lines = [
         {"id": "t1", "input": "turn on the lights", "prediction": "HassTurnOn", "verdict": "pass"},
         "{not json",
-        {"id": "t2", "input": "", "prediction": "HassTurnOff"},
+        {"id": "t2", "prediction": "HassTurnOff"},
         {"id": "t3", "input": "lights off", "prediction": "HassTurnOn", "verdict": "FAIL", "corrected": "HassTurnOff",
          "judge_reasoning": "the user asked to switch off", "judge_meta": {"judge": "exact-match"}},
         {"id": "t4", "input": "dim to 40%", "verdict": "maybe"},
         {"id": "t1", "input": "turn on the lights", "prediction": "HassTurnOn", "verdict": "pass"},
         {"input": "what time is it", "prediction": "HassGetCurrentTime", "region": "eu"},
+        {"id": "t5", "input": "", "prediction": "HassTurnOff"},  # users do send empty messages: kept, for triage to see
     ]
     path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
     db = connect(tmp_path / "traces.db")
     report = import_file(db, path)
-    assert report.added == 3 and report.duplicates == 1
+    assert report.added == 4 and report.duplicates == 1
     assert report.bad_rows == [(2, "invalid JSON (Expecting property name enclosed in double quotes)"),
-                               (3, "missing or empty 'input'"),
+                               (3, "missing 'input'"),
                                (5, "verdict must be 'pass' or 'fail', got 'maybe'")]
     cols, rows = query(db, "SELECT id, verdict, corrected FROM effective_traces WHERE id = 't3'")
     assert rows == [("t3", "fail", "HassTurnOff")]

@@ -184,7 +184,7 @@ class Curation(ApiModel):
         default=d.NEAR_DUPLICATE_SIMILARITY, gt=0, le=1, description="Cosine similarity (char n-gram TF-IDF) above which two inputs are near-duplicates."
     )
     length_matching: bool = Field(default=True, description="Sample training lengths to follow the real input length distribution.")
-    replay_share: float = Field(default=0.15, ge=0, le=0.5, description="Production mode: share of the curriculum replayed from the parent's training data (paper: 10-20%).")
+    replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the curriculum replayed from the parent's training data (paper: 10-20%; noisy logs with few fixable failures need more).")
 
 
 class Data(ApiModel):
@@ -332,7 +332,7 @@ class DataRecipe(ApiModel):
     near_duplicate_similarity: float = Field(gt=0, le=1)
     augment_from: str | None = Field(default=None, description="Attempt whose evaluation failures drive surgical augmentation.")
     augment_per_pattern: int = Field(default=0, ge=0, description="Examples added per failure pattern (plus one hard negative each).")
-    replay_share: float = Field(default=0.15, ge=0, le=0.5, description="Production mode: share of the set replayed from the parent's training data.")
+    replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the set replayed from the parent's training data.")
     seed: int = 0
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from pioneer.bench import coldstart_sms, repair_clinc
+from pioneer.bench import adaptft, coldstart_sms, repair_clinc
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-sms": coldstart_sms.run,
     "repair-clinc150": repair_clinc.run,
+    "adaptft": adaptft.run,
 }
 
 
@@ -24,4 +25,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding clinc150/data_full.json")
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
+    p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")
+    p.add_argument("--data-dir", default="../shared/datasets", help="folder holding the scenario's dataset")
+    p.add_argument("--out", required=True, help="JSON file for the results (a Markdown report and the trajectory plot go next to it)")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--per-stage", type=int, default=500, help="inference inputs per stage (before duplicates)")
+    p.add_argument("--tau", type=float, default=0.9, help="agent gate: score on the stage's failure set")
+    p.add_argument("--epsilon", type=int, default=2, help="agent gate: regressions allowed on passing traces and on the previous checkpoint's set")
+    p.add_argument("--replay-share", type=float, default=0.8, help="agent curriculum: share replayed from what the deployed model was trained on")
     p.add_argument("--seed", type=int, default=0)

@@ -73,7 +73,7 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
             Proposal(base, "repair curriculum: gold corrections + hard negatives + replay",
                      "Retrain from the base model on every fixable failure with its correction, a hard negative per failure "
                      "(the label it was confused with) and replay of the parent's training data.", ev),
-            Proposal(_with(base, data={"replay_share": min(0.5, base.data.replay_share + 0.15)}), "more replay",
+            Proposal(_with(base, data={"replay_share": min(d.MAX_REPLAY_SHARE, base.data.replay_share + 0.15)}), "more replay",
                      "A second configuration protects previously passing behaviour harder: more replay of the parent's data.", ev),
             Proposal(_with(base, hp={"epochs": h.epochs + max(1, round(h.epochs / 2))}), "more epochs",
                      "A contrast when replay is already at its cap: longer training on the same curriculum.", ev),
@@ -187,7 +187,7 @@ def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any]) 
 def more_replay(parent: TrainingAttempt, epsilon: int) -> list[Proposal]:
     """The parent broke previously passing behaviour: replay more of what the deployed model knew."""
     p = parent.spec.pipeline
-    share = min(0.5, p.data.replay_share + 0.15)
+    share = min(d.MAX_REPLAY_SHARE, p.data.replay_share + 0.15)
     ev = {"parent": parent.metadata.name, "regressions": parent.status.regressions,
           "cross_checkpoint_regressions": parent.status.cross_checkpoint_regressions, "epsilon": epsilon}
     return [Proposal(_with(p, data={"replay_share": share}), f"replay {p.data.replay_share:.2f} -> {share:.2f}",

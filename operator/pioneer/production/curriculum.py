@@ -69,24 +69,27 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
                         "before": len(remaining), "after": len(added), "details": {}})
 
     # replay: what the parent knew (its training data) and what it verifiably got right (passing traces outside
-    # the regression set), so that retraining from the base model forgets nothing. Replay goes first to the
-    # labels with the fewest examples: it evens out the label counts instead of adding to the largest ones.
-    source = [ex for ex in parent_train + passing if ex.id not in taken]
+    # the regression set). Training restarts from the base model, so all of the parent's training data is
+    # replayed; passing traces fill the set up to ``replay_share``, smallest labels first, so that replay evens
+    # out the label counts instead of adding to the largest ones.
     core = len(gold) + len(hard)
-    n_replay = min(len(source), round(core * replay_share / max(1e-9, 1 - replay_share)))
+    must = [ex.with_role("replay") for ex in parent_train if ex.id not in taken]
+    extra_source = [ex for ex in passing if ex.id not in taken]
+    n_extra = min(len(extra_source), max(0, round(core * replay_share / max(1e-9, 1 - replay_share)) - len(must)))
     queues: dict[str, list[Example]] = {}
-    for ex in rng.sample(source, len(source)):
+    for ex in rng.sample(extra_source, len(extra_source)):
         queues.setdefault(ex.label, []).append(ex)
-    counts = Counter(ex.label for ex in gold + hard)
+    counts = Counter(ex.label for ex in gold + hard + must)
     for lab in queues:
         counts.setdefault(lab, 0)
-    replay: list[Example] = []
-    while len(replay) < n_replay and any(queues.values()):
+    replay: list[Example] = list(must)
+    while len(replay) - len(must) < n_extra and any(queues.values()):
         lab = min((lab for lab in queues if queues[lab]), key=lambda lab: (counts[lab], lab))
         replay.append(queues[lab].pop().with_role("replay"))
         counts[lab] += 1
-    records.append({"rule": "replay", "description": f"{replay_share:.0%} of the set replayed from the parent's training data and passing traces, smallest labels first",
-                    "before": len(source), "after": len(replay), "details": {"parent_train": len(parent_train), "passing_traces": len(passing)}})
+    source = must + extra_source
+    records.append({"rule": "replay", "description": f"all of the parent's training data, then passing traces (smallest labels first) until replay is {replay_share:.0%} of the set",
+                    "before": len(source), "after": len(replay), "details": {"parent_train": len(must), "passing_traces": len(replay) - len(must), "passing_available": len(extra_source)}})
     training = gold + hard + replay
     final = Counter(ex.label for ex in training)
     records.append({"rule": "label-balance", "description": f"replay evens out labels; gold corrections and hard negatives are never dropped (target ratio {recipe.max_label_ratio:g}x)",

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 INJECTION = re.compile(
-    r"(ignore|disregard|forget)\s+(all\s+|any\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?|rules)"
-    r"|system\s+prompt|you\s+are\s+now\s+(in\s+)?(dan|developer\s+mode)|jailbreak|act\s+as\s+an?\s+unrestricted",
+    r"(ignore|disregard|forget)\s+(all\s+|any\s+|your\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?|rules)"
+    r"|system\s+prompt|you\s+are\s+now\s+(in\s+)?(dan|developer\s+mode)|jailbreak|act\s+as\s+an?\s+unrestricted"
+    r"|\b(developer|god)\s+mode\b|\bunrestricted\s+(ai|assistant|model)\b"
+    r"|\b(with\s+no|without(\s+any)?)\s+(restrictions|rules|filters|guidelines)\b|\bhave\s+no\s+(rules|restrictions)\b",
     re.IGNORECASE,
 )
 _VOWELS = set("aeiouAEIOU")
@@ -25,7 +27,7 @@ _VOWELS = set("aeiouAEIOU")
 def input_flags(text: str) -> list[str]:
     """Detector findings for one input; an empty list means nothing suspicious."""
     stripped = (text or "").strip()
-    if not stripped:
+    if not re.search(r"\w", stripped):
         return ["empty"]
     flags = []
     if INJECTION.search(stripped):
@@ -37,10 +39,35 @@ def input_flags(text: str) -> list[str]:
     return flags
 
 
+def off_domain_scores(texts: list[str], reference: list[str]) -> tuple[np.ndarray, float]:
+    """(similarity of each text to its nearest in-domain reference text, the off-domain threshold).
+
+    Character n-gram TF-IDF, robust to typos and casing. The threshold is calibrated on the reference
+    itself: a text is off-domain when it is less similar to the task's data than almost every in-domain
+    text is to its own nearest neighbour (the 1st percentile of leave-one-out similarities, halved).
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, lowercase=True)
+    ref = vec.fit_transform(reference)
+    loo = (ref @ ref.T).toarray()
+    np.fill_diagonal(loo, 0.0)
+    threshold = float(np.quantile(loo.max(axis=1), 0.01)) / 2
+    sims = (vec.transform(texts) @ ref.T).toarray().max(axis=1) if texts else np.zeros(0)
+    return sims, threshold
+
+
 @dataclass
 class Triage:
     fixable: list[dict[str, Any]] = field(default_factory=list)
     external: list[dict[str, Any]] = field(default_factory=list)  # each with "reason" and "evidence"
+    screened: list[dict[str, Any]] = field(default_factory=list)  # passing traces set aside (not trained on), with evidence
+    kept_passing: list[dict[str, Any]] = field(default_factory=list)
+
+    def excluded(self) -> list[dict[str, Any]]:
+        """Every trace kept out of training, with its reason and evidence (the poison filter's output)."""
+        return [{"id": t["id"], "verdict": v, "reason": t["reason"], "evidence": t["evidence"], "text": t["text"][:200]}
+                for v, group in (("fail", self.external), ("pass", self.screened)) for t in group]
 
 
 def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndarray:
@@ -64,22 +91,48 @@ def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndar
 
 
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
-           confident_learning: bool = True) -> Triage:
-    """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence."""
+           confident_learning: bool = True, reference: list[tuple[str, str]] | None = None) -> Triage:
+    """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
+    screen passing traces ({id, text, prediction}) with the same input detectors: a passing verdict does not
+    make an injection or an off-domain query good training data.
+
+    ``reference``: trusted (text, label) examples, the parent's training data. They calibrate the
+    off-domain detector and anchor the confident-learning model; they are never judged themselves.
+    """
     out = Triage()
-    candidates = []
-    for f in failures:
-        flags = input_flags(f["text"])
+    reference = reference or []
+    sims, threshold = (off_domain_scores([f["text"] for f in failures] + [p["text"] for p in passing], [t for t, _ in reference])
+                       if len(reference) >= 20 else (np.ones(len(failures) + len(passing)), 0.0))
+
+    def screen(t: dict[str, Any], sim: float) -> tuple[str, str] | None:
+        flags = input_flags(t["text"])
         if flags:
-            out.external.append({**f, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
+            return "adversarial-or-malformed-input", f"input detectors: {flags}"
+        if sim < threshold:
+            return "off-domain-input", (f"nearest in-domain example has character n-gram similarity {sim:.3f} < "
+                                        f"{threshold:.3f} (calibrated on the parent's training data)")
+        return None
+
+    candidates = []
+    for f, sim in zip(failures, sims[:len(failures)]):
+        found = screen(f, float(sim))
+        if found:
+            out.external.append({**f, "reason": found[0], "evidence": found[1]})
         elif f.get("corrected") not in labels:
             out.external.append({**f, "reason": "off-task-correction", "evidence": f"corrected output {f.get('corrected')!r} is not a task label"})
         else:
             candidates.append(f)
+    for p, sim in zip(passing, sims[len(failures):]):
+        found = screen(p, float(sim))
+        if found:
+            out.screened.append({**p, "reason": found[0], "evidence": found[1]})
+        else:
+            out.kept_passing.append(p)
     if confident_learning and candidates:
-        texts = [p["text"] for p in passing] + [f["text"] for f in candidates]
-        given = [p["prediction"] for p in passing] + [f["corrected"] for f in candidates]
-        issues = _oof_label_issues(texts, given, seed)[len(passing):]
+        anchors = [(t, y) for t, y in reference if y in labels]
+        texts = [t for t, _ in anchors] + [p["text"] for p in out.kept_passing] + [f["text"] for f in candidates]
+        given = [y for _, y in anchors] + [p["prediction"] for p in out.kept_passing] + [f["corrected"] for f in candidates]
+        issues = _oof_label_issues(texts, given, seed)[len(anchors) + len(out.kept_passing):]
         for f, is_issue in zip(candidates, issues):
             if is_issue:
                 out.external.append({**f, "reason": "suspected-label-error",

@@ -6,6 +6,7 @@ Writes, before any training (and reuses on resume):
     eval/cross.jsonl        the previous checkpoint's evaluation examples it got right (cross-checkpoint gate)
     data/failures.jsonl data/passing.jsonl data/parent_train.jsonl   curriculum sources
     data/taxonomy.json      clusters with size, examples, fixability and evidence
+    data/excluded.jsonl     every trace kept out of training (failing or passing), with reason and evidence
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FAILURES_KEY = "data/failures.jsonl"
 PASSING_KEY = "data/passing.jsonl"
 PARENT_TRAIN_KEY = "data/parent_train.jsonl"
 TAXONOMY_KEY = "data/taxonomy.json"
+EXCLUDED_KEY = "data/excluded.jsonl"
 
 
 def _read_uri_rows(uri: str) -> list[dict]:
@@ -88,7 +90,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     if not failures:
         raise DataError(f"no failing traces with a correction in {db_ref}: nothing to repair")
 
-    tri = triage(failures, passing, labels, spec.search.seed)
+    parent_train = []
+    if current.train_uri:
+        try:
+            parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if r["label"] in labels]
+        except OSError:
+            parent_train = []
+    tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train])
+    passing = tri.kept_passing
     clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
                    for f in tri.fixable]
@@ -102,24 +111,22 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
                      if r.get("correct") and r["label"] in labels]
         except OSError:
             cross = []
-    parent_train = []
-    if current.train_uri:
-        try:
-            parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if r["label"] in labels]
-        except OSError:
-            parent_train = []
 
     eval_bytes = serialize(failure_set)
     digest = sha256(eval_bytes)
     record = {
         "mode": "production", "deployed_model": spec.deployed_model, "parent_revision": current.revision,
         "parent_model": current.model_uri, "labels": labels, "traces": len(rows), "failing": len(failures),
-        "passing": len(passing), "fixable": len(tri.fixable), "external": len(tri.external),
+        "passing": len(passing) + len(tri.screened), "passing_screened": len(tri.screened),
+        "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),
         "taxonomy": clusters, "created_at": now(),
         "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)",
                    "before": len(failures), "after": len(tri.fixable),
-                   "details": {"external": dict(Counter(e["reason"] for e in tri.external))}}],
+                   "details": {"external": dict(Counter(e["reason"] for e in tri.external))}},
+                  {"rule": "screen-passing", "description": "passing traces set aside by the same input detectors (not trained on)",
+                   "before": len(passing) + len(tri.screened), "after": len(passing),
+                   "details": {"screened": dict(Counter(e["reason"] for e in tri.screened))}}],
         "evaluation": {"size": len(failure_set), "slices": {"failure": len(failure_set)}},
     }
     write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
@@ -128,6 +135,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing if p["id"] not in held])
     write_jsonl(store, PARENT_TRAIN_KEY, [ex.to_row() for ex in parent_train])
     write_json(store, TAXONOMY_KEY, {"clusters": clusters, "external": tri.external[:200]})
+    write_jsonl(store, EXCLUDED_KEY, tri.excluded())
     store.write_bytes(REGRESSION_KEY, serialize(regression))
     store.write_bytes(CROSS_KEY, serialize(cross))
     write_json(store, PREPARATION_KEY, record)

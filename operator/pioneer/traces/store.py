@@ -83,10 +83,11 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     for key in unknown:  # extra columns are kept as metadata, not dropped
         meta[key] = row[key]
     text = row.get("input")
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("missing or empty 'input'")
+    if not isinstance(text, str):  # an empty string is a real log entry (a user sent nothing); a missing one is not
+        raise ValueError("missing 'input'")
     # every column present (None when absent): batched inserts need uniform rows
     out: dict[str, Any] = {k: (None if row.get(k) in (None, "") else row.get(k)) for k in FIELDS}
+    out["input"] = text
     for key in ("verdict", "human_verdict"):
         if out[key] is not None:
             value = str(out[key]).strip().lower()

@@ -1,0 +1,61 @@
+"""AdaptFT-Bench protocol pieces: stages, the naive baseline's labels, the poison-filter and coverage figures."""
+
+from pioneer.bench.adaptft import coverage_table, filter_quality, make_stages, naive_labels, score
+
+LABELS = ["balance", "transfer", "oos"]
+POOL = [(f"what is the balance of account {i}", "balance") if i % 2 else (f"send {i} dollars to my savings", "transfer")
+        for i in range(3000)]
+
+
+def test_three_stages_of_rising_poison_split_70_30_by_input():
+    stages = make_stages(POOL, LABELS, "oos", per_stage=800, seed=0)
+    assert len(stages) == 3
+    rates = []
+    for k, rows in enumerate(stages, start=1):
+        assert {r["stage"] for r in rows} == {k}
+        sources = {r["source"] for r in rows}
+        test = {r["source"] for r in rows if r["split"] == "test"}
+        assert len(sources) == 800 and len(test) == 240  # 70/30 by input
+        for s in sources:  # copies of one input never straddle the split
+            assert len({r["split"] for r in rows if r["source"] == s}) == 1
+        firsts = [r for r in rows if r["id"].endswith("-0")]
+        rates.append(sum(r["poisoned"] for r in firsts) / len(firsts))
+    assert rates[0] < rates[1] < rates[2] and abs(rates[0] - 0.15) < 0.04 and abs(rates[2] - 0.40) < 0.05
+    # a destroyed request's right answer is the out-of-scope label; a flipped log keeps the right answer
+    rows = [r for st in stages for r in st]
+    assert all(r["answer"] == "oos" for r in rows if "off_domain" in r["applied"])
+    assert all(r["answer"] != r["reference"] for r in rows if r["applied"] == ["label_flip"])
+    # same seed, same stages
+    assert make_stages(POOL, LABELS, "oos", per_stage=800, seed=0) == stages
+
+
+def test_naive_labels_follow_the_papers_review_rates():
+    rows = ([{"text": f"c{i}", "applied": [], "poisoned": False, "answer": "balance", "reference": "balance"} for i in range(1000)]
+            + [{"text": f"n{i}", "applied": ["typos"], "poisoned": False, "answer": "balance", "reference": "balance"} for i in range(2000)]
+            + [{"text": f"p{i}", "applied": ["off_domain"], "poisoned": True, "answer": "oos", "reference": "transfer"} for i in range(2000)])
+    preds = ["transfer"] * 3000 + ["balance"] * 2000  # the model fails every clean and noisy input
+    labels = naive_labels(rows, preds, seed=0)
+    clean, noisy, poison = labels[:1000], labels[1000:3000], labels[3000:]
+    assert all(y == "balance" for _, y in clean)  # clean examples always get the right label
+    uncorrected = sum(y == "transfer" for _, y in noisy) / 2000
+    assert abs(uncorrected - 0.30) < 0.04  # 30% of noisy failures keep the model's wrong output
+    wrong, right, own = (sum(y == v for _, y in poison) / 2000 for v in ("transfer", "oos", "balance"))
+    assert abs(wrong - 0.5) < 0.04 and abs(right - 0.2) < 0.04 and abs(own - 0.3) < 0.04
+
+
+def test_poison_filter_precision_recall_and_the_coverage_table():
+    rows = [{"id": "a", "poisoned": True, "applied": ["gibberish"]}, {"id": "b", "poisoned": True, "applied": ["label_flip"]},
+            {"id": "c", "poisoned": False, "applied": ["typos"]}, {"id": "d", "poisoned": False, "applied": []}]
+    q = filter_quality(rows, {"a", "c"})
+    assert (q["precision"], q["recall"], q["true_positives"]) == (0.5, 0.5, 1)
+    table = coverage_table(rows, {"a": "fail", "b": "fail", "c": "fail", "d": "pass"},
+                           {"a": "adversarial-or-malformed-input", "c": "off-domain-input"}, failure_set={"b"})
+    by = {r["perturbation"]: r for r in table}
+    assert by["gibberish"]["fixable"] is False and by["gibberish"]["action"] == "excluded: adversarial-or-malformed-input"
+    assert by["label_flip"]["action"] == "trained on (gold correction)" and by["typos"]["fixable"] is True
+    assert "(none: clean input)" not in by  # d passed
+
+
+def test_scores():
+    assert score(["a", "b", "a"], ["a", "a", "a"], "accuracy", None) == 2 / 3
+    assert score(["spam", "ham", "spam"], ["spam", "spam", "ham"], "f1", "spam") == 0.5
