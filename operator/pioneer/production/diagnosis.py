@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,22 +39,53 @@ def input_flags(text: str) -> list[str]:
     return flags
 
 
-def off_domain_scores(texts: list[str], reference: list[str]) -> tuple[np.ndarray, float]:
-    """(similarity of each text to its nearest in-domain reference text, the off-domain threshold).
+SUPPORT_K = 5  # neighbours that vote on whether a label is supported
+SUPPORT_QUANTILE = 0.05  # a trace is less supported than 95% of the trusted examples are by their own label
 
-    Character n-gram TF-IDF, robust to typos and casing. The threshold is calibrated on the reference
-    itself: a text is off-domain when it is less similar to the task's data than almost every in-domain
-    text is to its own nearest neighbour (the 1st percentile of leave-one-out similarities, halved).
+
+@dataclass
+class LabelSupport:
+    """How well trusted examples of a label support an input (embedding k-NN), with calibrated thresholds.
+
+    ``support(text, label)`` is the mean similarity of the input to the k nearest trusted examples of that
+    label; ``domain(text)`` the same over all labels. Thresholds come from the trusted examples themselves
+    (leave-one-out): a correction is unsupported when the input is less like that label's examples than
+    95% of them are like each other; an input is off-domain by the same rule over all labels.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 4), sublinear_tf=True, lowercase=True)
-    ref = vec.fit_transform(reference)
-    loo = (ref @ ref.T).toarray()
-    np.fill_diagonal(loo, 0.0)
-    threshold = float(np.quantile(loo.max(axis=1), 0.01)) / 2
-    sims = (vec.transform(texts) @ ref.T).toarray().max(axis=1) if texts else np.zeros(0)
-    return sims, threshold
+    embed: Callable[[list[str]], np.ndarray]
+    texts: list[str]
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        from pioneer.data.embeddings import top_k_mean
+
+        self.matrix = self.embed(self.texts)
+        self.label_array = np.asarray(self.labels)
+        loo = self.matrix @ self.matrix.T
+        np.fill_diagonal(loo, -np.inf)
+        own = np.array([top_k_mean(loo[i:i + 1, self.label_array == lab], SUPPORT_K)[0] for i, lab in enumerate(self.labels)])
+        own[~np.isfinite(own)] = np.nan  # a label with a single trusted example has no leave-one-out support
+        anyk = top_k_mean(np.where(np.isinf(loo), -1.0, loo), SUPPORT_K)
+        self.domain_threshold = float(np.quantile(anyk, SUPPORT_QUANTILE))
+        overall = float(np.nanquantile(own, SUPPORT_QUANTILE)) if np.isfinite(own).any() else 0.0
+        self.label_threshold = {}
+        for lab in set(self.labels):
+            mine = own[self.label_array == lab]
+            mine = mine[np.isfinite(mine)]
+            # a label whose own examples are diverse (an out-of-scope class) gets its own, lower bar
+            self.label_threshold[lab] = min(overall, float(np.quantile(mine, 2 * SUPPORT_QUANTILE))) if len(mine) >= 5 else overall
+
+    def scores(self, texts: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(support of each text by its label, similarity of each text to the domain)."""
+        from pioneer.data.embeddings import top_k_mean
+
+        if not texts:
+            return np.zeros(0), np.zeros(0)
+        sims = self.embed(texts) @ self.matrix.T
+        support = np.array([top_k_mean(sims[i:i + 1, self.label_array == lab], SUPPORT_K)[0] if lab in self.label_threshold else 0.0
+                            for i, lab in enumerate(labels)])
+        return support, top_k_mean(sims, SUPPORT_K)
 
 
 @dataclass
@@ -91,41 +122,53 @@ def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndar
 
 
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
-           confident_learning: bool = True, reference: list[tuple[str, str]] | None = None) -> Triage:
+           confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
+           embed: Callable[[list[str]], np.ndarray] | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input detectors: a passing verdict does not
     make an injection or an off-domain query good training data.
 
-    ``reference``: trusted (text, label) examples, the parent's training data. They calibrate the
-    off-domain detector and anchor the confident-learning model; they are never judged themselves.
+    ``reference``: trusted (text, label) examples, the parent's training data. A failing trace whose correction
+    they do not support (:class:`LabelSupport`, in the space of ``embed``; character n-grams by default) is
+    set aside as off-domain or as an unsupported correction; they also anchor the confident-learning model.
     """
     out = Triage()
-    reference = reference or []
-    sims, threshold = (off_domain_scores([f["text"] for f in failures] + [p["text"] for p in passing], [t for t, _ in reference])
-                       if len(reference) >= 20 else (np.ones(len(failures) + len(passing)), 0.0))
+    reference = [(t, y) for t, y in (reference or []) if y in labels]
+    support = domain = None
+    if len(reference) >= 20 and len({y for _, y in reference}) >= 2:
+        from pioneer.data.embeddings import tfidf_embedder
 
-    def screen(t: dict[str, Any], sim: float) -> tuple[str, str] | None:
-        flags = input_flags(t["text"])
-        if flags:
-            return "adversarial-or-malformed-input", f"input detectors: {flags}"
-        if sim < threshold:
-            return "off-domain-input", (f"nearest in-domain example has character n-gram similarity {sim:.3f} < "
-                                        f"{threshold:.3f} (calibrated on the parent's training data)")
-        return None
+        checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
+        support, domain = checker.scores([f["text"] for f in failures], [f.get("corrected") or "" for f in failures])
+
+    def unsupported(i: int, f: dict[str, Any]) -> tuple[str, str] | None:
+        if support is None or f.get("corrected") not in checker.label_threshold:
+            return None
+        bar = checker.label_threshold[f["corrected"]]
+        if support[i] >= bar:
+            return None
+        if domain[i] < checker.domain_threshold:
+            return "off-domain-input", (f"similarity to the task's trusted examples {domain[i]:.3f} < {checker.domain_threshold:.3f} "
+                                        f"(5th percentile of their own), and to examples of {f['corrected']!r} {support[i]:.3f} < {bar:.3f}")
+        return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {f['corrected']!r} have mean similarity "
+                                          f"{support[i]:.3f} < {bar:.3f} (calibrated on the parent's training data): "
+                                          "the input does not look like that label")
 
     candidates = []
-    for f, sim in zip(failures, sims[:len(failures)]):
-        found = screen(f, float(sim))
-        if found:
-            out.external.append({**f, "reason": found[0], "evidence": found[1]})
+    for i, f in enumerate(failures):
+        flags = input_flags(f["text"])
+        if flags:
+            out.external.append({**f, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
         elif f.get("corrected") not in labels:
             out.external.append({**f, "reason": "off-task-correction", "evidence": f"corrected output {f.get('corrected')!r} is not a task label"})
+        elif found := unsupported(i, f):
+            out.external.append({**f, "reason": found[0], "evidence": found[1]})
         else:
             candidates.append(f)
-    for p, sim in zip(passing, sims[len(failures):]):
-        found = screen(p, float(sim))
-        if found:
-            out.screened.append({**p, "reason": found[0], "evidence": found[1]})
+    for p in passing:
+        flags = input_flags(p["text"])
+        if flags:
+            out.screened.append({**p, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
         else:
             out.kept_passing.append(p)
     if confident_learning and candidates:

@@ -54,6 +54,16 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
+def _embedder(base_model: str):
+    """The base model's sentence embeddings for triage; character n-grams when it cannot be loaded."""
+    from pioneer.data.embeddings import encoder_embedder
+
+    try:
+        return encoder_embedder(base_model)
+    except (OSError, ValueError):
+        return None
+
+
 def _deployed_predictor(model_uri: str):
     """The deployed model as a function texts -> labels, for live confirmation probes."""
     def predict(texts: list[str]) -> list[str]:
@@ -96,7 +106,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
             parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if r["label"] in labels]
         except OSError:
             parent_train = []
-    tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train])
+    tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
+                 embed=_embedder(spec.hyperparameters.base_model) if parent_train else None)
     passing = tri.kept_passing
     clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})

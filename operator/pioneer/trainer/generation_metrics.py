@@ -1,0 +1,67 @@
+"""Metrics for generation tasks: exact match through task extractors, ROUGE (rouge-score), pass@1 (sandbox).
+
+Extractors turn free text into the answer a benchmark scores: the final ``####`` number (GSM8K), the
+answer letter (ARC and other multiple choice), a normalised alias match (TriviaQA). An output the
+extractor cannot read is a *format failure*, counted separately: base models often fail on format
+before they fail on content (the paper's ARC base model scored 5.3% for that reason).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Callable, Sequence
+
+from pioneer.traces.judges import final_number
+
+_LETTER = re.compile(r"(?:answer\s*(?:is|:)?\s*\(?|^\(?)([A-E])\b\)?", re.IGNORECASE | re.MULTILINE)
+
+
+def answer_letter(text: str | None) -> str | None:
+    """The chosen option letter: 'The answer is (C)', 'C)', 'Answer: c'; None when no letter can be read."""
+    text = (text or "").strip()
+    found = _LETTER.findall(text)
+    return found[-1].upper() if found else None
+
+
+def normalize_answer(text: str | None) -> str:
+    """TriviaQA/SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = (text or "").lower()
+    text = "".join(c for c in text if c not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def alias_match(prediction: str | None, aliases: Sequence[str]) -> bool:
+    """True when the normalised prediction equals, or contains as whole words, any normalised alias."""
+    pred = normalize_answer(prediction)
+    return any(a and (pred == a or re.search(rf"\b{re.escape(a)}\b", pred)) for a in map(normalize_answer, aliases))
+
+
+EXTRACTORS: dict[str, Callable[[str | None], object]] = {
+    "final-number": final_number,
+    "answer-letter": answer_letter,
+}
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str], extractor: str) -> dict[str, float]:
+    """Accuracy of the extracted answers and the share of outputs the extractor could not read."""
+    extract = EXTRACTORS[extractor]
+    got = [extract(p) for p in predictions]
+    want = [extract(r) if extractor == "final-number" else (r or "").strip().upper() for r in references]
+    n = max(1, len(got))
+    return {"exact_match": sum(g is not None and g == w for g, w in zip(got, want)) / n,
+            "format_failure_rate": sum(g is None for g in got) / n}
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measures (rouge-score, Porter stemming)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for p, r in zip(predictions, references):
+        for key, s in scorer.score(r, p or "").items():
+            totals[key] += s.fmeasure
+    n = max(1, len(predictions))
+    return {k: v / n for k, v in totals.items()}
