@@ -146,3 +146,16 @@ def test_the_tuning_band_may_move_to_a_larger_base_model():
     nxt = reconcile("t", spec, attempts, 500)
     assert [n.modification for n in nxt.create][1] == "base model minilm -> mpnet"
     assert nxt.create[1].pipeline.hyperparameters.base_model == "mpnet"
+
+
+def test_regressions_from_an_unconverged_repair_train_longer_before_replaying_more():
+    from pioneer.core import planner
+
+    parent = as_attempt(start().create[1], 0.79, loss=1.41)
+    parent.status.regressions, parent.status.cross_checkpoint_regressions = 0, 6
+    first, second = planner.more_replay(parent, epsilon=2)
+    assert first.modification.startswith("epochs") and "not converged" in first.rationale and first.evidence["train_loss"] == 1.41
+    assert second.modification.startswith("replay")
+    converged = as_attempt(start().create[1], 0.79, loss=0.01)
+    converged.status.regressions = 5
+    assert [p.modification.split()[0] for p in planner.more_replay(converged, epsilon=2)] == ["replay"]

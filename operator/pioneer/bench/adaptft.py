@@ -189,7 +189,7 @@ def _spec(name: str, scenario: Scenario, labels: list[str], mode: str, source: d
         "task": {"description": scenario.description, "metric": scenario.metric, "labels": labels,
                  **({"positiveLabel": scenario.positive} if scenario.positive else {})},
         "data": {"sources": [source]},
-        "hyperparameters": {"learningRate": 2e-4, "epochs": 6, "maxLength": scenario.max_length, "batchSize": 32},
+        "hyperparameters": {"learningRate": 2e-4, "epochs": 8, "maxLength": scenario.max_length, "batchSize": 16},
         "artifacts": {"uri": "artifacts"}, "deployedModel": "adaptft-agent",
     }
     for key, value in extra.items():

@@ -123,7 +123,7 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
                             f"label ratio cap {data.max_label_ratio:g} -> {max(1.0, data.max_label_ratio / 2):g}",
                             f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: rebalance labels so minority labels are not drowned out.", ev))
     elif which == "hyperparameter-tuning":
-        underfit = loss is None or loss > 0.05
+        underfit = loss is None or loss > d.UNDERFIT_LOSS
         more_epochs = _with(p, hp={"epochs": h.epochs + max(1, round(h.epochs * 0.66))})
         higher_lr = _with(p, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])})
         lower_lr = _with(p, hp={"learning_rate": h.learning_rate / 2})
@@ -190,9 +190,19 @@ def more_replay(parent: TrainingAttempt, epsilon: int) -> list[Proposal]:
     share = min(d.MAX_REPLAY_SHARE, p.data.replay_share + 0.15)
     ev = {"parent": parent.metadata.name, "regressions": parent.status.regressions,
           "cross_checkpoint_regressions": parent.status.cross_checkpoint_regressions, "epsilon": epsilon}
-    return [Proposal(_with(p, data={"replay_share": share}), f"replay {p.data.replay_share:.2f} -> {share:.2f}",
-                     f"{parent.metadata.name} regressed on {parent.status.regressions} previously passing trace(s) (epsilon {epsilon}); "
-                     "replay more of the parent's training data to keep what it knew.", ev)]
+    regressed = (f"{parent.metadata.name} regressed on {parent.status.regressions or 0} previously passing trace(s) and "
+                 f"{parent.status.cross_checkpoint_regressions or 0} of the previous checkpoint's examples (epsilon {epsilon})")
+    replay = Proposal(_with(p, data={"replay_share": share}), f"replay {p.data.replay_share:.2f} -> {share:.2f}",
+                      f"{regressed}; replay more of what the deployed model knew.", ev)
+    loss = parent.status.train_loss
+    if loss is not None and loss > d.UNDERFIT_LOSS:  # an unconverged model forgets what it has not yet relearned
+        h = p.hyperparameters
+        epochs = h.epochs + max(1, round(h.epochs * 0.66))
+        longer = Proposal(_with(p, hp={"epochs": epochs}), f"epochs {h.epochs:g} -> {epochs:g}",
+                          f"{regressed} with a training loss of {loss} still high: the retrained model has not converged on "
+                          "the replayed data it already contains; train longer.", {**ev, "train_loss": loss})
+        return [longer, replay]
+    return [replay]
 
 
 def fusion(a: TrainingAttempt, b: TrainingAttempt) -> Proposal:
