@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/quickstart.yaml
 
-.PHONY: run test install tools crds bench-sms clean
+.PHONY: run test install tools crds bench-sms bench-adaptft clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ crds: $(BIN)/.installed
 
 bench-sms: $(BIN)/.installed
 	$(BIN)/pioneer bench coldstart-sms --data-dir ../shared/datasets --out bench-results/coldstart-sms.json
+
+bench-adaptft: $(BIN)/.installed
+	$(BIN)/pioneer bench adaptft --scenario clinc150 --data-dir ../shared/datasets --out bench-results/adaptft-clinc150.json
 
 clean:
 	rm -rf pioneer-artifacts .pytest_cache

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pioneer.bench.coldstart_sms import _cpu_seconds
-from pioneer.bench.perturbations import NO_ANSWER, TABLE_12, perturb, rates_for
+from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, perturb, rates_for
 
 STAGE_POISON = (0.15, 0.25, 0.40)
 NAIVE_UNCORRECTED = 0.30  # noisy failures left with the model's own output
@@ -169,7 +169,8 @@ def coverage_table(rows: list[dict[str, Any]], verdicts: dict[str, str], exclude
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if verdicts.get(r["id"]) == "fail":
-            for name in r["applied"] or ["(none: clean input)"]:
+            # a fixable type is credited only where no poison co-occurs (the poison decides what happens to the trace)
+            for name in [n for n in r["applied"] if not r["poisoned"] or not BY_NAME[n].fixable] or ["(none: clean input)"]:
                 by_type[name].append(r)
     fixable = {p.name: p.fixable for p in TABLE_12}
     out = []
