@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pioneer.bench.coldstart_sms import _cpu_seconds
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels
 from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, perturb, rates_for
 
 STAGE_POISON = (0.15, 0.25, 0.40)
@@ -147,13 +147,6 @@ def score(predictions: list[str], answers: list[str], metric: str, positive: str
     return sum(p == a for p, a in zip(predictions, answers)) / max(1, len(answers))
 
 
-def _predict(model_uri: str, texts: list[str], max_length: int) -> list[str]:
-    from pioneer.trainer.classification import load_trained, predict
-
-    tokenizer, model = load_trained(model_uri)
-    return predict(model, tokenizer, texts, max_length=max_length)[0]
-
-
 def filter_quality(rows: list[dict[str, Any]], excluded: set[str]) -> dict[str, Any]:
     """Poison-filter precision and recall of the agent's exclusions against the ground-truth flags."""
     poisoned = {r["id"] for r in rows if r["poisoned"]}
@@ -193,8 +186,8 @@ def _spec(name: str, scenario: Scenario, labels: list[str], mode: str, source: d
         "hyperparameters": {"learningRate": 2e-4, "epochs": 8, "maxLength": scenario.max_length, "batchSize": 16},
         "artifacts": {"uri": "artifacts"}, "deployedModel": "adaptft-agent",
     }
-    for key, value in extra.items():
-        spec.setdefault(key, {}).update(value) if isinstance(value, dict) else spec.__setitem__(key, value)
+    for key, value in extra.items():  # each a section of the spec, merged into the defaults above
+        spec.setdefault(key, {}).update(value)
     return {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": name}, "spec": spec}
 
 
@@ -245,13 +238,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"adaptft: unknown scenario {args.scenario!r}; known: {sorted(SCENARIOS)} (conll2003 needs the NER trainer)", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
-    work = Path(args.workdir).resolve() if args.workdir else out.parent / (out.stem + "-work")
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    started, cpu0 = time.monotonic(), _cpu_seconds()
+    work = fresh_workdir(args, out)
+    started, cpu0 = time.monotonic(), cpu_seconds()
     rng = random.Random(args.seed)
     try:
         clean, inference = scenario.load(Path(args.data_dir), rng)
@@ -294,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         all_train += train
         texts = [r["text"] for r in train]
         # the agent's deployed model serves the stage; an exact-match judge against the log's reference
-        preds = _predict(agent_model, texts, scenario.max_length)
+        preds = predict_labels(agent_model, texts, scenario.max_length)
         db = connect(work / f"traces-stage{k}.db")
         traces = []
         for r, p in zip(train, preds):
@@ -326,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
         agent_ckpts.append(agent_model)
 
         # naive: labels as a review-less pipeline would give them, one training run, always deployed
-        naive_preds = _predict(naive_model, texts, scenario.max_length)
+        naive_preds = predict_labels(naive_model, texts, scenario.max_length)
         naive_data += [x for x in naive_labels(train, naive_preds, args.seed + k) if x is not None]
         eval_rows = [(r["text"], r["reference"]) for r in rows if r["split"] == "test" and r["reference"] in labels]
         log(f"stage {k}: naive retrain on {len(naive_data)} examples")
@@ -343,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
 
     def held(uri: str) -> float:
         if uri not in cache:
-            cache[uri] = round(score(_predict(uri, texts, scenario.max_length), answers, scenario.metric, scenario.positive), 4)
+            cache[uri] = round(score(predict_labels(uri, texts, scenario.max_length), answers, scenario.metric, scenario.positive), 4)
         return cache[uri]
 
     checkpoints = []
@@ -363,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
         "failure_coverage": coverage_table(all_train, verdicts, excluded, failure_set),
     }
     result["wall_seconds"] = round(time.monotonic() - started, 1)
-    result["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)
+    result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     report = write_report(result, out.with_suffix(".md"))
     print(json.dumps({"checkpoints": checkpoints, "final_gap": result["final_gap"], "agent_monotone": result["agent_monotone"],

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
 from pioneer.api.models import ModelAdaptation
+from pioneer.bench.common import cpu_seconds
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -45,9 +45,6 @@ spec:
 """
 
 
-def _cpu_seconds() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def load_split(path: Path, seed: int) -> tuple[list[dict], list[dict]]:
@@ -82,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     work = Path(args.workdir).resolve() if args.workdir else out.with_suffix("").parent / (out.stem + "-work")
     work.mkdir(parents=True, exist_ok=True)
-    started, cpu0 = time.monotonic(), _cpu_seconds()
+    started, cpu0 = time.monotonic(), cpu_seconds()
 
     train, test = load_split(data, args.seed)
     train_file = work / "sms-train-80.tsv"
@@ -124,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         result["best_test"] = test_f1(best.status.model_uri, test)
         result["best_score"] = result["best_test"]["f1"]
     result["wall_seconds"] = round(time.monotonic() - started, 1)
-    result["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)
+    result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("baseline_score", "best_score", "attempts", "iterations", "wall_seconds", "cpu_seconds")}))
     return 0 if result["best_score"] is not None else 1

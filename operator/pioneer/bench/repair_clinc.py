@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from pioneer.bench.coldstart_sms import _cpu_seconds
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels
 
 INTENTS = [
     "balance", "bill_balance", "bill_due", "pay_bill", "transfer", "transactions", "freeze_account", "report_fraud",
@@ -56,10 +56,7 @@ REPAIR_SPEC = {
 
 
 def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[str]]:
-    from pioneer.trainer.classification import load_trained, predict
-
-    tokenizer, model = load_trained(model_uri)
-    preds, _ = predict(model, tokenizer, [t for t, _ in rows], max_length=32)
+    preds = predict_labels(model_uri, [t for t, _ in rows], max_length=32)
     return sum(p == y for p, (_, y) in zip(preds, rows)) / len(rows), preds
 
 
@@ -77,13 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"repair-clinc150: {data_file} not found; pass --data-dir pointing at the shared datasets folder", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
-    work = Path(args.workdir).resolve() if args.workdir else out.parent / (out.stem + "-work")
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    started, cpu0 = time.monotonic(), _cpu_seconds()
+    work = fresh_workdir(args, out)
+    started, cpu0 = time.monotonic(), cpu_seconds()
     rng = random.Random(args.seed)
     data = json.loads(data_file.read_text())
     keep = set(INTENTS)
@@ -153,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         "taxonomy_top": prep["taxonomy"][:10], "report": status.report_uri,
     }
     result["wall_seconds"] = round(time.monotonic() - started, 1)
-    result["cpu_seconds"] = round(_cpu_seconds() - cpu0, 1)
+    result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(json.dumps({k: result[k] for k in ("inferences", "failures_before", "pass_rate_before", "failures_fixed", "fixed_rate",
                                              "regression_set_size", "regressions", "cross_checkpoint_regressions", "promoted",
