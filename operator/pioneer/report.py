@@ -78,6 +78,19 @@ def plot_search_graph(graph: Graph, tau: float, metric: str) -> bytes:
     return _png(fig)
 
 
+def plot_threshold_curve(curve: list[dict[str, Any]], chosen: float) -> bytes:
+    """NER decision threshold sweep: precision, recall and F1 against the threshold."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [c["threshold"] for c in curve]
+    for key in ("precision", "recall", "f1"):
+        ax.plot(xs, [c[key] for c in curve], marker="o", ms=3, label=key)
+    ax.axvline(chosen, color="grey", ls="--", lw=1, label=f"chosen {chosen}")
+    ax.set_xlabel("decision threshold (entity probability mass)")
+    ax.set_ylabel("entity-level score")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def plot_confusion(cm: dict[str, Any], title: str) -> bytes:
     labels, matrix = cm["labels"], cm["matrix"]
     n = len(labels)
@@ -187,11 +200,22 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
 
     if best is not None and store.exists(attempt_key(best.metadata.name, f"{OUTPUT}/metrics.json")):
         metrics = read_json(store, attempt_key(best.metadata.name, f"{OUTPUT}/metrics.json"))
-        files["confusion-matrix.png"] = plot_confusion(metrics["confusion_matrix"], f"{best.metadata.name} on the evaluation set")
-        md += [f"## Best model: {best.metadata.name}", "", "![confusion matrix](confusion-matrix.png)", ""]
-        md += [_table(["label", "precision", "recall", "f1", "support"],
-                      [[lab, _fmt(v["precision"], 3), _fmt(v["recall"], 3), _fmt(v["f1"], 3), v["support"]]
-                       for lab, v in metrics["per_label"].items()]), ""]
+        md += [f"## Best model: {best.metadata.name}", ""]
+        if "confusion_matrix" in metrics:
+            files["confusion-matrix.png"] = plot_confusion(metrics["confusion_matrix"], f"{best.metadata.name} on the evaluation set")
+            md += ["![confusion matrix](confusion-matrix.png)", ""]
+        if metrics.get("threshold_curve"):
+            files["threshold-curve.png"] = plot_threshold_curve(metrics["threshold_curve"], metrics["threshold"])
+            md += [f"Entity-level precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}; "
+                   f"false positives {metrics['false_positives']}, false negatives {metrics['false_negatives']} "
+                   f"(FP:FN {metrics['fp_fn_ratio']}); decision threshold {metrics['threshold']} chosen on the evaluation set.", "",
+                   "![threshold sweep](threshold-curve.png)", ""]
+        if "format_failure_rate" in metrics:
+            md += [f"Format failures (no answer could be read): {metrics['format_failure_rate']:.1%}.", ""]
+        if metrics.get("per_label"):
+            md += [_table(["label", "precision", "recall", "f1", "support"],
+                          [[lab, _fmt(v["precision"], 3), _fmt(v["recall"], 3), _fmt(v["f1"], 3), v["support"]]
+                           for lab, v in metrics["per_label"].items()]), ""]
         if metrics.get("failure_patterns"):
             md += ["Remaining confusions (true -> predicted): " + ", ".join(
                 f"{p['label']} -> {p['prediction']} x{p['count']}" for p in metrics["failure_patterns"][:10]), ""]

@@ -49,6 +49,28 @@ class Metric(str, Enum):
     accuracy = "accuracy"
     macro_f1 = "macroF1"
     f1 = "f1"
+    entity_f1 = "entityF1"
+    exact_match = "exactMatch"
+    rouge_l = "rougeL"
+
+
+METRICS_OF_TASK = {
+    "classification": ("accuracy", "macroF1", "f1"),
+    "ner": ("entityF1",),
+    "generation": ("exactMatch", "rougeL"),
+}
+
+
+class AnswerFormat(str, Enum):
+    final_number = "finalNumber"
+    answer_letter = "answerLetter"
+    alias = "alias"
+    text = "text"
+
+
+class NerBackend(str, Enum):
+    token_classification = "tokenClassification"
+    gliner = "gliner"
 
 
 class Method(str, Enum):
@@ -67,6 +89,7 @@ class DataFormat(str, Enum):
     tsv = "tsv"
     json = "json"
     jsonl = "jsonl"
+    conll = "conll"
 
 
 class Phase(str, Enum):
@@ -119,21 +142,37 @@ class Task(ApiModel):
     description: str = Field(description="Natural-language description of the task.", min_length=1)
     type: TaskType = Field(default=TaskType.classification, description="Task family: classification, ner or generation.")
     labels: list[str] | None = Field(
-        default=None, description="Allowed labels. Inferred from the data when omitted; data rows with other labels are rejected when given."
+        default=None,
+        description="Allowed labels (ner: entity types). Inferred from the data when omitted; data rows with other labels are rejected when given.",
     )
-    metric: Metric = Field(default=Metric.accuracy, description="Score on the evaluation set: accuracy, macroF1, or f1 of positiveLabel.")
+    metric: Metric | None = Field(
+        default=None,
+        description="Score on the evaluation set. classification: accuracy (default), macroF1, or f1 of positiveLabel; "
+        "ner: entityF1 (default, entity-level micro F1); generation: exactMatch (default, after answerFormat extraction) or rougeL.",
+    )
+    answer_format: AnswerFormat = Field(
+        default=AnswerFormat.text,
+        description="generation: how the answer is read from the model's output for exactMatch: finalNumber (after ####), "
+        "answerLetter (A-E), alias (any '|'-separated reference alias) or text (whole normalised output).",
+    )
     positive_label: str | None = Field(default=None, description="Label scored by metric f1 (e.g. spam).")
     negative_label: str | None = Field(
         default=None, description="Label meaning 'no label fires' (e.g. ham, out_of_scope); fills the evaluation set's negative slice."
     )
 
     @model_validator(mode="after")
-    def _f1_needs_positive_label(self) -> Task:
+    def _consistent(self) -> Task:
+        allowed = METRICS_OF_TASK[self.type]
+        if self.metric is None:
+            self.metric = d.DEFAULT_METRIC[self.type]
+        elif self.metric not in allowed:
+            raise ValueError(f"metric {self.metric!r} does not apply to task type {self.type}; use one of {list(allowed)}")
         if self.metric == Metric.f1.value and not self.positive_label:
             raise ValueError("positiveLabel is required when metric is f1")
         if self.labels is not None:
-            if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
-                raise ValueError("labels must hold at least two distinct labels")
+            least = 2 if self.type == TaskType.classification.value else 1
+            if len(set(self.labels)) != len(self.labels) or len(self.labels) < least:
+                raise ValueError(f"labels must hold at least {least} distinct label(s)")
             for field, value in (("positiveLabel", self.positive_label), ("negativeLabel", self.negative_label)):
                 if value is not None and value not in self.labels:
                     raise ValueError(f"{field} {value!r} is not one of labels")
@@ -150,9 +189,9 @@ class DataSource(ApiModel):
     builtin: Literal["home-assistant-intents"] | None = Field(
         default=None, description="Data a registry package ships: home-assistant-intents (utterances generated with hassil)."
     )
-    format: DataFormat = Field(default=DataFormat.auto, description="File format; auto uses the file extension.")
-    text_field: str = Field(default="text", description="Column or key holding the input text.")
-    label_field: str = Field(default="label", description="Column or key holding the label.")
+    format: DataFormat = Field(default=DataFormat.auto, description="File format; auto uses the file extension (.conll/.txt with task type ner: CoNLL columns).")
+    text_field: str = Field(default="text", description="Column or key holding the input text (ner: a list of words, or text split on spaces).")
+    label_field: str = Field(default="label", description="Column or key holding the label (ner: a list of BIO tags, one per word; generation: the reference answer).")
     limit_per_label: int | None = Field(default=None, ge=1, description="builtin only: utterances generated per label.")
 
     @model_validator(mode="after")
@@ -185,6 +224,7 @@ class Curation(ApiModel):
     )
     length_matching: bool = Field(default=True, description="Sample training lengths to follow the real input length distribution.")
     replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the curriculum replayed from the parent's training data (paper: 10-20%; noisy logs with few fixable failures need more).")
+    entity_max_repeats: int = Field(default=d.ENTITY_MAX_REPEATS, ge=0, description="ner: an entity value may occur at most this often; further occurrences get a same-type substitute (0 = off).")
 
 
 class Data(ApiModel):
@@ -232,6 +272,12 @@ class Hyperparameters(ApiModel):
     lora_rank: int = Field(default=d.LORA_RANK, ge=1, le=512, description="LoRA rank (method lora).")
     weight_decay: float = Field(default=d.WEIGHT_DECAY, ge=0, le=1, description="AdamW weight decay.")
     warmup_ratio: float = Field(default=d.WARMUP_RATIO, ge=0, le=0.5, description="Share of steps spent warming up.")
+    ner_backend: NerBackend = Field(
+        default=NerBackend.token_classification,
+        description="ner: tokenClassification (a transformers encoder with a BIO head) or gliner (the gliner package; span model).",
+    )
+    system_prompt: str | None = Field(default=None, description="generation: system message of the chat template (a searchable hyperparameter).")
+    max_new_tokens: int = Field(default=d.MAX_NEW_TOKENS, ge=1, le=4096, description="generation: most tokens generated per answer.")
 
 
 class Resources(ApiModel):
@@ -278,8 +324,8 @@ class ModelAdaptationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
-        if self.task.type != TaskType.classification.value:
-            raise ValueError(f"task.type {self.task.type!r} has no trainer yet; supported: classification")
+        if self.mode == Mode.production.value and self.task.type != TaskType.classification.value:
+            raise ValueError(f"production mode supports task.type classification only (got {self.task.type!r})")
         if self.mode == Mode.production.value:
             if not self.deployed_model:
                 raise ValueError("deployedModel is required in production mode")
@@ -333,6 +379,7 @@ class DataRecipe(ApiModel):
     augment_from: str | None = Field(default=None, description="Attempt whose evaluation failures drive surgical augmentation.")
     augment_per_pattern: int = Field(default=0, ge=0, description="Examples added per failure pattern (plus one hard negative each).")
     replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the set replayed from the parent's training data.")
+    entity_max_repeats: int = Field(default=0, ge=0, description="ner: entity diversification cap (0 = off).")
     seed: int = 0
 
 
@@ -367,7 +414,7 @@ class TrainingAttemptSpec(ApiModel):
     rationale: str = Field(description="Why the planner chose this modification.")
     evidence: dict[str, Any] = Field(default_factory=dict, description="Facts the decision rested on.")
     task: Task
-    labels: list[str] = Field(min_length=2, description="Label set, in the order of the classifier head.")
+    labels: list[str] = Field(default_factory=list, description="Label set in the order of the classifier head (ner: entity types; generation: empty).")
     pipeline: Pipeline
     inputs: AttemptInputs
     output_uri: str = Field(description="Where the trainer writes model/, metrics.json, predictions.jsonl and _SUCCESS.")

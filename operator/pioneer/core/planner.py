@@ -43,6 +43,7 @@ def initial_pipeline(spec: ModelAdaptationSpec) -> Pipeline:
             max_examples=cur.max_train_examples, hard_negative_share=cur.hard_negative_share,
             max_label_ratio=cur.max_label_ratio, length_matching=cur.length_matching,
             near_duplicate_similarity=cur.near_duplicate_similarity, seed=spec.search.seed, replay_share=cur.replay_share,
+            entity_max_repeats=cur.entity_max_repeats if spec.task.type == "ner" else 0,
         ),
         hyperparameters=spec.hyperparameters,
     )
@@ -81,6 +82,32 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
                      "Another contrast: the other training method.", ev),
         ]  # the controller keeps the first k distinct pipelines
     ev = {"pool_cap": base.data.max_examples, "method": h.method, "learning_rate": h.learning_rate}
+    if spec.task.type == "generation":
+        fmt = {"answerLetter": "the letter of the correct option", "finalNumber": "the final number after ####"}.get(
+            spec.task.answer_format, "the answer only")
+        prompt = h.system_prompt or f"{spec.task.description} Reply with {fmt}."
+        return [
+            Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.", ev),
+            Proposal(_with(base, hp={"system_prompt": None if h.system_prompt else prompt}),
+                     "no system prompt" if h.system_prompt else "system prompt states the task and the answer format",
+                     "The system prompt is a hyperparameter (paper §2.4): a prompt that names the answer format can fix format "
+                     "failures on its own; the contrast shows whether the weights or the prompt carry the gain.", {**ev, "system_prompt": prompt}),
+            Proposal(_with(base, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])}), "learning rate x2",
+                     "A third contrast: a higher learning rate on the same data.", ev),
+        ][:k]
+    if spec.task.type == "ner":
+        cap = base.data.entity_max_repeats
+        return [
+            Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.",
+                     {**ev, "entity_max_repeats": cap}),
+            Proposal(_with(base, data={"entity_max_repeats": 0 if cap else d.ENTITY_MAX_REPEATS}),
+                     f"entity diversification {'off' if cap else 'on'}",
+                     "Contrast the data rule that matters most for NER: capping repeated entity values (paper §2.3) helps a model "
+                     "generalise past memorised names, but removes real frequent names; the evaluation set decides.",
+                     {**ev, "entity_max_repeats": cap}),
+            Proposal(_with(base, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])}), "learning rate x2",
+                     "A third contrast: a higher learning rate on the same data.", ev),
+        ][:k]
     out = [
         Proposal(base, "initial configuration", "Iteration 1 trains the configuration from the spec on the curated dataset D0.", ev),
         Proposal(_with(base, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}",

@@ -237,3 +237,32 @@ def build_training_set(
                               {"labels": dict(sorted(final_counts.items())), "roles": dict(Counter(ex.role for ex in training)),
                                "max_label_ratio": round(ratio, 2)}))
     return training, [r.to_dict() for r in records]
+
+
+def build_sampled_training_set(pool: list[Example], recipe: DataRecipe, failures: dict[str, list[dict[str, Any]]] | None = None
+                               ) -> tuple[list[Example], list[dict[str, Any]]]:
+    """Generation: a seeded sample of up to ``max_examples`` (answers are free text: no label balance or pairs),
+    with lengths matched to the real inputs, plus the pool examples nearest to each failure of ``augment_from``."""
+    rng = random.Random(recipe.seed)
+    reference = [len(ex.text.split()) for ex in pool]
+    want = min(recipe.max_examples, len(pool))
+    picked = sample_matching_lengths(pool, want, reference, rng) if recipe.length_matching else rng.sample(pool, want)
+    chosen = {ex.id: ex.with_role("gold") for ex in picked}
+    records = [RuleRecord("sample", f"seeded sample of at most {recipe.max_examples} examples"
+                          + (", lengths matched to the real inputs" if recipe.length_matching else ""), len(pool), len(chosen))]
+    fails = (failures or {}).get(recipe.augment_from or "", [])
+    free = [ex for ex in pool if ex.id not in chosen]
+    added = 0
+    if fails and free and recipe.augment_per_pattern:
+        index = TextIndex([ex.text for ex in free])
+        _, nbrs = index.nearest(index.vectors([f["text"] for f in fails]), list(range(len(free))), k=min(len(free), recipe.augment_per_pattern))
+        for row in nbrs:
+            for n in row:
+                if free[int(n)].id not in chosen:
+                    chosen[free[int(n)].id] = free[int(n)].with_role("augment")
+                    added += 1
+        records.append(RuleRecord("surgical-augmentation", f"{recipe.augment_per_pattern} nearest pool examples per failure of {recipe.augment_from}",
+                                  0, added, {"failures": len(fails)}))
+    training = list(chosen.values())
+    rng.shuffle(training)
+    return training, [r.to_dict() for r in records]

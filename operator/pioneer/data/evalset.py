@@ -119,3 +119,17 @@ def build_eval_set(
         "notes": notes,
     }
     return eval_set, record
+
+
+def build_random_eval_set(pool: list[Example], size: int, seed: int) -> tuple[list[Example], dict[str, Any]]:
+    """A seeded random sample (generation: answers are free text, so there are no label strata)."""
+    notes = []
+    cap = int(len(pool) * MAX_EVAL_SHARE)
+    if size > cap:
+        notes.append(f"requested evaluation size {size} > {MAX_EVAL_SHARE:.0%} of the pool; using {cap}")
+        size = cap
+    if size < 1:
+        raise DataError(f"too few examples ({len(pool)}) to hold out an evaluation set")
+    picked = sorted(random.Random(seed).sample(range(len(pool)), size))
+    eval_set = [pool[i].with_role("positive") for i in picked]
+    return eval_set, {"size": len(eval_set), "slices": {"positive": len(eval_set)}, "labels": {}, "notes": notes}

@@ -12,15 +12,41 @@ from pioneer.api.models import DataSource
 from pioneer.data.examples import DataError, Example
 
 
-def _format_of(name: str, declared: str) -> str:
+def _format_of(name: str, declared: str, task_type: str = "classification") -> str:
     if declared != "auto":
         return declared
     suffix = Path(name).suffix.lower().lstrip(".")
-    if suffix in ("csv", "tsv", "json", "jsonl"):
+    if suffix in ("csv", "tsv", "json", "jsonl", "conll"):
         return suffix
     if suffix == "ndjson":
         return "jsonl"
-    raise DataError(f"{name}: cannot tell the format from the extension; set format (csv, tsv, json, jsonl)")
+    if suffix == "txt" and task_type == "ner":
+        return "conll"
+    raise DataError(f"{name}: cannot tell the format from the extension; set format (csv, tsv, json, jsonl, conll)")
+
+
+def entity_types(tags: str) -> set[str]:
+    """Entity types named by a space-separated BIO tag sequence."""
+    return {t[2:] for t in tags.split(" ") if t != "O"}
+
+
+def _words(value: Any, what: str, where: str) -> str:
+    """A word sequence (list, or text split on whitespace) as one space-joined string."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list) and all(isinstance(w, str) and w and not any(c.isspace() for c in w) for w in value):
+        return " ".join(value)
+    raise DataError(f"{where}: {what} must be a list of non-empty words without spaces, or a space-separated string")
+
+
+def _ner_example(words: str, tags: str, where: str, meta: dict[str, Any]) -> Example:
+    n_words, tag_list = len(words.split(" ")), tags.split(" ")
+    if not words or n_words != len(tag_list):
+        raise DataError(f"{where}: {n_words} words but {len(tag_list)} tags")
+    bad = [t for t in tag_list if t != "O" and not (t[:2] in ("B-", "I-") and len(t) > 2)]
+    if bad:
+        raise DataError(f"{where}: tag {bad[0]!r} is not BIO (O, B-TYPE, I-TYPE)")
+    return Example(words, tags, meta=meta)
 
 
 def read_rows(name: str, raw: bytes, fmt: str) -> Iterable[tuple[int, dict[str, Any]]]:
@@ -70,19 +96,34 @@ def read_rows(name: str, raw: bytes, fmt: str) -> Iterable[tuple[int, dict[str, 
         raise DataError(f"{name}: unsupported format {fmt}")
 
 
-def parse_examples(name: str, raw: bytes, source: DataSource) -> list[Example]:
-    fmt = _format_of(name, source.format)
+def parse_examples(name: str, raw: bytes, source: DataSource, task_type: str = "classification") -> list[Example]:
+    fmt = _format_of(name, source.format, task_type)
+    if fmt == "conll":
+        if task_type != "ner":
+            raise DataError(f"{name}: CoNLL files hold token tags: they need task.type ner")
+        from pioneer.data.conll import read_conll
+
+        return [_ner_example(" ".join(w), " ".join(t), f"{name}: sentence {i + 1}", {"source": name, "sentence": i + 1})
+                for i, (w, t) in enumerate(read_conll(name, raw))]
     out = []
     for line, row in read_rows(name, raw, fmt):
         missing = [f for f in (source.text_field, source.label_field) if f not in row]
         if missing:
             raise DataError(f"{name}:{line}: missing field(s) {missing}; found {sorted(row)}")
         text, label = row[source.text_field], row[source.label_field]
+        if task_type == "ner":
+            where = f"{name}:{line}"
+            out.append(_ner_example(_words(text, source.text_field, where), _words(label, source.label_field, where), where,
+                                    {"source": name, "line": line}))
+            continue
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{name}:{line}: empty or non-text {source.text_field!r}")
         if label is None or str(label).strip() == "":
             raise DataError(f"{name}:{line}: empty {source.label_field!r}")
-        out.append(Example(text.strip(), str(label).strip(), meta={"source": name, "line": line}))
+        meta = {"source": name, "line": line}
+        if task_type == "generation" and isinstance(row.get("rationale"), str):
+            meta["rationale"] = row["rationale"]  # a teacher's reasoning: chainOfThought supervision
+        out.append(Example(text.strip(), str(label).strip(), meta=meta))
     if not out:
         raise DataError(f"{name}: no examples")
     return out
@@ -159,7 +200,8 @@ def home_assistant_intents(limit_per_label: int = 60, labels: list[str] | None =
     return out
 
 
-def load_source(source: DataSource, base_dir: Path | None = None, labels: list[str] | None = None) -> list[Example]:
+def load_source(source: DataSource, base_dir: Path | None = None, labels: list[str] | None = None,
+                task_type: str = "classification") -> list[Example]:
     if source.builtin:
         return home_assistant_intents(source.limit_per_label or 60, labels)
     if source.path:
@@ -168,21 +210,31 @@ def load_source(source: DataSource, base_dir: Path | None = None, labels: list[s
             path = base_dir / path
         if not path.is_file():
             raise DataError(f"{path}: no such data file")
-        return parse_examples(str(path), path.read_bytes(), source)
+        return parse_examples(str(path), path.read_bytes(), source, task_type)
     if source.s3:
-        return parse_examples(source.s3, _read_s3(source.s3), source)
+        return parse_examples(source.s3, _read_s3(source.s3), source, task_type)
     if source.traces:
         raise DataError("a traces source feeds production mode (mode: production), not a cold start")
     name, raw = _read_hub(source.hub or "")
-    return parse_examples(f"hub:{source.hub}/{name}", raw, source)
+    return parse_examples(f"hub:{source.hub}/{name}", raw, source, task_type)
 
 
-def load_sources(sources: list[DataSource], base_dir: Path | None = None, labels: list[str] | None = None) -> list[Example]:
-    examples = [ex for source in sources for ex in load_source(source, base_dir, labels)]
+def label_names(example: Example, task_type: str) -> set[str]:
+    """The labels an example uses: its label, or for ner the entity types of its tags; none for generation."""
+    if task_type == "ner":
+        return entity_types(example.label)
+    return set() if task_type == "generation" else {example.label}
+
+
+def load_sources(sources: list[DataSource], base_dir: Path | None = None, labels: list[str] | None = None,
+                 task_type: str = "classification") -> list[Example]:
+    if task_type != "classification" and any(s.builtin for s in sources):
+        raise DataError("builtin home-assistant-intents is classification data (task.type classification)")
+    examples = [ex for source in sources for ex in load_source(source, base_dir, labels, task_type)]
     if labels is not None:
-        unknown = sorted({ex.label for ex in examples} - set(labels))
+        unknown = sorted(set().union(*(label_names(ex, task_type) for ex in examples)) - set(labels))
         if unknown:
-            bad = next(ex for ex in examples if ex.label in unknown)
+            bad = next(ex for ex in examples if label_names(ex, task_type) & set(unknown))
             where = f"{bad.meta.get('source')}:{bad.meta.get('line')}"
             raise DataError(f"{where}: label(s) {unknown} are not in task.labels {labels}")
     return examples

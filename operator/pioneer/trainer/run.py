@@ -43,13 +43,28 @@ class AttemptFailed(RuntimeError):
     pass
 
 
-def _rows(data: bytes, where: str, labels: list[str] | None) -> list[dict[str, Any]]:
+TASK_MODULES = {"classification": "pioneer.trainer.classification", "ner": "pioneer.trainer.ner",
+                "generation": "pioneer.trainer.generation"}
+
+
+def task_module(task_type: str):
+    """The module that trains and scores a task family.
+
+    Each has the same functions: validate_row, train_attempt, evaluate_attempt, predict_rows, agrees, save.
+    """
+    import importlib
+
+    return importlib.import_module(TASK_MODULES[task_type])
+
+
+def _rows(data: bytes, where: str, labels: list[str], check) -> list[dict[str, Any]]:
     rows = []
     for n, row in read_rows(where, data, "jsonl"):
-        if not isinstance(row.get("text"), str) or "label" not in row:
-            raise DataError(f"{where}:{n}: expected an object with 'text' and 'label'")
-        if labels is not None and row["label"] not in labels:
-            raise DataError(f"{where}:{n}: label {row['label']!r} is not one of {labels}")
+        if not isinstance(row.get("text"), str) or not isinstance(row.get("label"), str):
+            raise DataError(f"{where}:{n}: expected an object with 'text' and 'label' strings")
+        problem = check(row, labels)
+        if problem:
+            raise DataError(f"{where}:{n}: {problem}")
         rows.append(row)
     if not rows:
         raise DataError(f"{where}: no examples")
@@ -66,55 +81,45 @@ def _read(uri: str) -> bytes:
 
 def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) -> dict[str, Any]:
     """Train and evaluate one attempt; write its artifacts to ``store`` (rooted at the attempt's folder)."""
-    from pioneer.trainer import classification
-    from pioneer.trainer.metrics import classification_metrics
+    backend = task_module(spec.task.type)
 
     def progress(state: dict[str, Any]) -> None:
         write_json(store, PROGRESS, {**state, "time": time.time()})
 
+    def rows_of(uri: str | None) -> list[dict[str, Any]]:
+        return _rows(_read(uri), uri, spec.labels, backend.validate_row) if uri else []
+
     progress({"phase": "loading"})
-    labels = spec.labels
     eval_bytes = _read(spec.inputs.eval_uri)
     verify(eval_bytes, spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
-    eval_rows = _rows(eval_bytes, spec.inputs.eval_uri, labels)
-    train_rows = _rows(_read(spec.inputs.train_uri), spec.inputs.train_uri, labels) if spec.inputs.train_uri else []
-    regression_rows = _rows(_read(spec.inputs.regression_uri), spec.inputs.regression_uri, labels) if spec.inputs.regression_uri else []
-    cross_rows = _rows(_read(spec.inputs.cross_checkpoint_uri), spec.inputs.cross_checkpoint_uri, labels) if spec.inputs.cross_checkpoint_uri else []
+    eval_rows = _rows(eval_bytes, spec.inputs.eval_uri, spec.labels, backend.validate_row)
+    train_rows = rows_of(spec.inputs.train_uri)
+    regression_rows = rows_of(spec.inputs.regression_uri)
+    cross_rows = rows_of(spec.inputs.cross_checkpoint_uri)
 
-    hp = spec.pipeline.hyperparameters
-    tokenizer, model, facts = classification.train(
-        [r["text"] for r in train_rows], [r["label"] for r in train_rows], labels, hp, spec.pipeline.data.seed, workdir,
-        on_progress=progress,
-    )
+    trained, facts = backend.train_attempt(train_rows, spec, workdir, on_progress=progress)
     progress({"phase": "evaluating"})
     # verify again right before scoring: the set must be the frozen one at evaluation time
     verify(_read(spec.inputs.eval_uri), spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
-    texts = [r["text"] for r in eval_rows]
-    preds, probs = classification.predict(model, tokenizer, texts, hp.max_length)
-    truth = [r["label"] for r in eval_rows]
-    metrics = classification_metrics(truth, preds, labels, spec.task.metric, spec.task.positive_label,
-                                     slices=[r.get("role", "positive") for r in eval_rows])
+    metrics, predictions = backend.evaluate_attempt(trained, eval_rows, spec)
     metrics.update(attempt=spec.model_dump(by_alias=True, include={"adaptation", "iteration", "parent"}),
                    eval_sha256=spec.inputs.eval_sha256, training=facts)
     for rows, count_key, list_key in ((regression_rows, "regressions", "regressed_examples"),
                                       (cross_rows, "cross_checkpoint_regressions", "cross_checkpoint_regressed_examples")):
         if not rows:
             continue
-        got, _ = classification.predict(model, tokenizer, [r["text"] for r in rows], hp.max_length)
+        got = backend.predict_rows(trained, rows, spec)
         regressed = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": p}
-                     for r, p in zip(rows, got) if p != r["label"]]
+                     for r, p in zip(rows, got) if not backend.agrees(p, r["label"], spec)]
         metrics[count_key], metrics[list_key] = len(regressed), regressed
 
     out = workdir / OUTPUT
     out.mkdir()
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    backend.save(trained, out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "predictions.jsonl", "w") as fh:
-        for row, pred, p in zip(eval_rows, preds, probs):
-            fh.write(json.dumps({"id": row.get("id"), "text": row["text"], "label": row["label"], "prediction": pred,
-                                 "confidence": round(float(p.max()), 5), "correct": pred == row["label"],
-                                 "slice": row.get("role")}, ensure_ascii=False) + "\n")
+        for row in predictions:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     progress({"phase": "uploading"})
     store.upload_dir(out, OUTPUT)
     store.write_bytes(f"{OUTPUT}/{SUCCESS}", b"")

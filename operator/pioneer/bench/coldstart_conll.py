@@ -1,0 +1,99 @@
+"""``pioneer bench coldstart-conll``: cold-start NER on CoNLL-2003 English.
+
+The agent sees ``train.txt`` only (it holds out its own frozen evaluation set from it); ``test.txt``
+is the held-out test, scored once at the end with entity-level F1 (seqeval) for the untrained
+baseline and for the best attempt, at the decision threshold the attempt chose on its evaluation set.
+Anchors: bert-base-NER 0.926 test F1; the paper's production repair 0.810.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pioneer.api.models import ModelAdaptation
+from pioneer.bench.common import cpu_seconds, fresh_workdir
+
+SPEC = """
+apiVersion: pioneer.dev/v1alpha1
+kind: ModelAdaptation
+metadata:
+  name: coldstart-conll
+spec:
+  mode: coldStart
+  task:
+    description: Extract person, organisation, location and miscellaneous entity names from news sentences.
+    type: ner
+  data:
+    sources:
+      - path: {train}
+        format: conll
+    evaluation: {{size: 1000}}
+    curation: {{maxTrainExamples: 14000, hardNegativeShare: 0.2}}
+  hyperparameters: {{learningRate: 1.0e-4, epochs: 2, maxLength: 128, batchSize: 32}}
+  gate: {{tau: 0.95}}
+  search: {{maxAttempts: {max_attempts}, parallelism: 2, configurationsPerIteration: 2, seed: {seed}}}
+  artifacts: {{uri: {artifacts}}}
+"""
+
+
+def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> dict:
+    from pioneer.trainer.ner import load_trained, predict
+    from pioneer.trainer.ner_metrics import ner_metrics
+
+    tokenizer, model, threshold = load_trained(model_dir)
+    pred = predict(model, tokenizer, [" ".join(w) for w, _ in sentences], 128, threshold)
+    m = ner_metrics([t for _, t in sentences], [p.split(" ") for p in pred])
+    keep = ("score", "precision", "recall", "true_positives", "false_positives", "false_negatives", "fp_fn_ratio", "per_label")
+    return {"threshold": threshold, **{k: m[k] for k in keep}}
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pioneer.data.conll import read_conll
+    from pioneer.runner.display import Display
+    from pioneer.runner.local import LocalRunner
+
+    folder = Path(args.data_dir) / "conll2003"
+    if not (folder / "train.txt").is_file() or not (folder / "test.txt").is_file():
+        print(f"coldstart-conll: {folder}/train.txt and test.txt not found; pass --data-dir pointing at the shared datasets folder",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    work = fresh_workdir(args, out)
+    started, cpu0 = time.monotonic(), cpu_seconds()
+    test = read_conll(str(folder / "test.txt"), (folder / "test.txt").read_bytes())
+    spec_text = SPEC.format(train=json.dumps(str((folder / "train.txt").resolve())), artifacts=json.dumps(str(work / "artifacts")),
+                            max_attempts=args.max_attempts, seed=args.seed)
+    (work / "spec.yaml").write_text(spec_text)
+    display = Display()
+    runner = LocalRunner(ModelAdaptation.model_validate(yaml.safe_load(spec_text)), base_dir=work, on_event=display.event)
+    status = runner.run(on_tick=display.tick)
+    display.close()
+
+    baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
+    best = runner.attempts.get(status.best_attempt or "")
+    result = {
+        "benchmark": "coldstart-conll", "data": str(folder), "test_sentences": len(test),
+        "baseline_f1": None, "best_f1": None, "precision": None, "recall": None, "threshold": None,
+        "best_attempt": status.best_attempt, "best_eval_score": status.best_score, "attempts": status.attempts.total,
+        "iterations": status.iteration, "outcome": (runner.state().get("completion") or {}).get("reason"),
+        "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
+        "report": status.report_uri,
+    }
+    if baseline.status and baseline.status.model_uri:
+        result["baseline_test"] = test_scores(baseline.status.model_uri, test)
+        result["baseline_f1"] = result["baseline_test"]["score"]
+    if best is not None and best.status.model_uri:
+        result["best_test"] = scores = test_scores(best.status.model_uri, test)
+        result.update(best_f1=scores["score"], precision=scores["precision"], recall=scores["recall"], threshold=scores["threshold"])
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("baseline_f1", "best_f1", "precision", "recall", "threshold", "attempts", "wall_seconds")}))
+    return 0 if result["best_f1"] is not None else 1

@@ -1,0 +1,93 @@
+"""The optimisation loop every encoder backend shares: Hugging Face ``Trainer`` with our progress and facts."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pioneer.api.models import Hyperparameters
+
+
+def pick_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Pre-tokenised examples (one dict of features per example)."""
+
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def fit(model, dataset, collator, hp: Hyperparameters, seed: int, workdir: Path,
+        on_progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train ``model`` on ``dataset``; return (trained model, facts: steps, seconds, mean and final loss)."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    device = pick_device()
+    total_steps = math.ceil(len(dataset) / hp.batch_size) * math.ceil(hp.epochs)
+    last_loss: list[float] = []
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                last_loss.append(float(logs["loss"]))
+                if on_progress:
+                    on_progress({"phase": "training", "step": state.global_step, "total_steps": state.max_steps,
+                                 "epoch": round(state.epoch or 0, 2), "loss": round(float(logs["loss"]), 4)})
+
+    args = TrainingArguments(
+        output_dir=str(workdir / "checkpoints"),
+        num_train_epochs=hp.epochs,
+        learning_rate=hp.learning_rate,
+        per_device_train_batch_size=hp.batch_size,
+        weight_decay=hp.weight_decay,
+        warmup_steps=hp.warmup_ratio,
+        lr_scheduler_type="linear",
+        logging_steps=max(1, total_steps // 20),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",  # batches of similar lengths: far less padding on CPU
+        remove_unused_columns=False,
+    )
+    started = time.monotonic()
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Progress()])
+    result = trainer.train()
+    facts = {"device": device, "steps": result.global_step, "train_seconds": round(time.monotonic() - started, 2),
+             "mean_loss": round(float(result.training_loss), 4),
+             "final_loss": round(last_loss[-1] if last_loss else float(result.training_loss), 4)}
+    model = trainer.model
+    if hp.method == "lora":
+        model = model.merge_and_unload()
+    return model, facts
+
+
+def with_lora(model, hp: Hyperparameters, task_type: str, target_modules: Any = "all-linear"):
+    """Wrap ``model`` in LoRA adapters when the pipeline asks for it."""
+    if hp.method != "lora":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type=task_type, r=hp.lora_rank, lora_alpha=2 * hp.lora_rank, lora_dropout=0.1,
+                        target_modules=target_modules)
+    return get_peft_model(model, config)

@@ -1,0 +1,245 @@
+"""Named-entity recognition with a ``transformers`` token-classification encoder.
+
+An example is a sentence as words with one BIO tag per word (``text`` = words joined by single spaces,
+``label`` = tags joined by single spaces). Only a word's first sub-word token carries its tag in the
+loss. At inference a word is an entity when the probability mass on entity tags reaches the decision
+``threshold``; the trainer sweeps it on the evaluation set and keeps the best one with the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pioneer.api.models import Hyperparameters
+from pioneer.trainer.base_models import resolve
+from pioneer.trainer.fit import ListDataset, fit, pick_device, with_lora
+
+OUTSIDE = "O"
+THRESHOLD_FILE = "pioneer_ner.json"
+THRESHOLDS = [round(t, 2) for t in np.arange(0.1, 0.91, 0.05)]
+
+
+def tag_set(entity_types: list[str]) -> list[str]:
+    """BIO tags of the entity types, ``O`` first."""
+    return [OUTSIDE] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
+
+
+def words_and_tags(text: str, label: str) -> tuple[list[str], list[str]]:
+    return text.split(" "), label.split(" ")
+
+
+CASE_CLASSES = 4  # no capitals, Initial capital, ALL CAPS, other mixed case
+
+
+def case_class(word: str) -> int:
+    """Shape of a word's capitalisation; an uncased encoder cannot see it, yet it is NER's strongest cue."""
+    letters = [c for c in word if c.isalpha()]
+    if not any(c.isupper() for c in letters):
+        return 0
+    if len(letters) > 1 and all(c.isupper() for c in letters):
+        return 2
+    if letters[0].isupper() and not any(c.isupper() for c in letters[1:]):
+        return 1
+    return 3
+
+
+def _lowercases(tokenizer) -> bool:
+    return tokenizer("A")["input_ids"] == tokenizer("a")["input_ids"]
+
+
+def add_casing_feature(model, tokenizer) -> bool:
+    """Give an uncased BERT-style encoder the words' capitalisation through its token-type embeddings.
+
+    The token-type table grows to one row per case class (new rows start as copies of row 0, so the
+    pretrained behaviour is unchanged at step 0); ``config.casing_feature`` tells inference to fill
+    ``token_type_ids`` the same way. The model stays a plain ``from_pretrained`` checkpoint.
+    """
+    embeddings = getattr(model.base_model, "embeddings", None)
+    table = getattr(embeddings, "token_type_embeddings", None)
+    if table is None or not _lowercases(tokenizer):
+        return False
+    grown = torch.nn.Embedding(CASE_CLASSES, table.embedding_dim)
+    with torch.no_grad():
+        grown.weight[:] = table.weight[0]
+    embeddings.token_type_embeddings = grown
+    if hasattr(embeddings, "token_type_ids"):  # a registered all-zeros buffer; keep its shape
+        embeddings.token_type_ids.zero_()
+    model.config.type_vocab_size = CASE_CLASSES
+    model.config.casing_feature = True
+    return True
+
+
+def _encode(tokenizer, words: list[list[str]], max_length: int, casing: bool = False):
+    enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    if casing:
+        enc["token_type_ids"] = [[0 if w is None else case_class(ws[w]) for w in enc.word_ids(i)] for i, ws in enumerate(words)]
+    return enc
+
+
+def load_for_training(hp: Hyperparameters, tags: list[str], seed: int):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
+
+    set_seed(seed)
+    source = resolve(hp.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForTokenClassification.from_pretrained(
+        source, num_labels=len(tags), id2label=dict(enumerate(tags)), label2id={t: i for i, t in enumerate(tags)},
+        ignore_mismatched_sizes=True,
+    )
+    add_casing_feature(model, tokenizer)
+    return tokenizer, with_lora(model, hp, "TOKEN_CLS")
+
+
+def train(texts: list[str], labels: list[str], entity_types: list[str], hp: Hyperparameters, seed: int, workdir: Path,
+          on_progress=None):
+    """Train and return (tokenizer, model, facts)."""
+    from transformers import DataCollatorForTokenClassification
+
+    tags = tag_set(entity_types)
+    tokenizer, model = load_for_training(hp, tags, seed)
+    casing = bool(getattr(model.config, "casing_feature", False))
+    facts: dict[str, Any] = {"device": pick_device(), "n_train": len(texts), "method": hp.method, "casing_feature": casing}
+    if hp.epochs == 0 or not texts:
+        facts.update(steps=0, train_seconds=0.0, final_loss=None)
+        return tokenizer, model, facts
+    tag_id = {t: i for i, t in enumerate(tags)}
+    pairs = [words_and_tags(t, lab) for t, lab in zip(texts, labels)]
+    enc = _encode(tokenizer, [w for w, _ in pairs], hp.max_length, casing)
+    items = []
+    for i, (_, word_tags) in enumerate(pairs):
+        previous, label_ids = None, []
+        for w in enc.word_ids(i):
+            label_ids.append(-100 if w is None or w == previous else tag_id[word_tags[w]])
+            previous = w
+        item = {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": label_ids}
+        if casing:
+            item["token_type_ids"] = enc["token_type_ids"][i]
+        items.append(item)
+    model, trained = fit(model, ListDataset(items), DataCollatorForTokenClassification(tokenizer), hp, seed, workdir, on_progress)
+    facts.update(trained)
+    return tokenizer, model, facts
+
+
+@torch.no_grad()
+def word_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> list[np.ndarray]:
+    """Per sentence, a (words x tags) array of tag probabilities at each word's first sub-word.
+
+    Words cut off by ``max_length`` get probability 1 on ``O``.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    words = [t.split(" ") for t in texts]
+    out: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    order = np.argsort([len(w) for w in words], kind="stable")
+    n_tags = model.config.num_labels
+    casing = bool(getattr(model.config, "casing_feature", False))
+    keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if casing else [])
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batch = _encode(tokenizer, [words[i] for i in idx], max_length, casing)
+        padded = tokenizer.pad({k: batch[k] for k in keys}, return_tensors="pt")
+        probs = torch.softmax(model(**{k: v.to(device) for k, v in padded.items()}).logits.float(), dim=-1).cpu().numpy()
+        for row, i in enumerate(idx):
+            p = np.zeros((len(words[i]), n_tags), dtype=np.float32)
+            p[:, 0] = 1.0
+            seen = set()
+            for pos, w in enumerate(batch.word_ids(row)):
+                if w is not None and w not in seen:
+                    p[w] = probs[row, pos]
+                    seen.add(w)
+            out[i] = p
+    return out
+
+
+def decode(probs: np.ndarray, tags: list[str], threshold: float) -> list[str]:
+    """Tags of one sentence: a word is an entity when 1 - P(O) >= threshold, then its most likely entity tag."""
+    entity_mass = 1.0 - probs[:, 0]
+    best_entity = probs[:, 1:].argmax(axis=1) + 1
+    return [tags[int(b)] if m >= threshold else OUTSIDE for m, b in zip(entity_mass, best_entity)]
+
+
+def predict(model, tokenizer, texts: list[str], max_length: int, threshold: float) -> list[str]:
+    tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return [" ".join(decode(p, tags, threshold)) for p in word_probabilities(model, tokenizer, texts, max_length)]
+
+
+def save_threshold(model_dir: Path, threshold: float, curve: list[dict[str, Any]]) -> None:
+    (Path(model_dir) / THRESHOLD_FILE).write_text(json.dumps({"threshold": threshold, "curve": curve}, indent=2) + "\n")
+
+
+def load_trained(model_dir: str | Path):
+    """(tokenizer, model, threshold) of a model the trainer wrote."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).to(pick_device())
+    meta = Path(model_dir) / THRESHOLD_FILE
+    threshold = json.loads(meta.read_text())["threshold"] if meta.is_file() else 0.5
+    return tokenizer, model, threshold
+
+
+# --------------------------------------------------------------------------- the trainer program's interface
+
+
+def validate_row(row: dict[str, Any], entity_types: list[str]) -> str | None:
+    words, tags = words_and_tags(row["text"], row["label"])
+    if len(words) != len(tags):
+        return f"{len(words)} words but {len(tags)} tags (text and label must align word for word)"
+    bad = sorted({t for t in tags if t != OUTSIDE and (t[:2] not in ("B-", "I-") or t[2:] not in entity_types)})
+    return f"tag(s) {bad} are not O or B-/I- of {entity_types}" if bad else None
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
+    hp = spec.pipeline.hyperparameters
+    if hp.ner_backend == "gliner":
+        # gliner 0.2.x pins transformers < 5.17 and no registry ships pretrained GLiNER weights (MODELS.md):
+        # it cannot share this environment, so the attempt fails with the reason instead of pretending
+        raise BackendUnavailable("nerBackend gliner is not available in this build (the gliner package needs transformers<5.17 "
+                                 "and pretrained GLiNER weights from the hub); use nerBackend tokenClassification")
+    tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
+                                    spec.pipeline.data.seed, workdir, on_progress=on_progress)
+    return [tokenizer, model, 0.5, []], facts
+
+
+def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Sweep the decision threshold on the evaluation set, keep the best, score at it."""
+    from pioneer.trainer.ner_metrics import ner_metrics, threshold_curve
+
+    tokenizer, model = trained[0], trained[1]
+    tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    probs = word_probabilities(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length)
+    truth = [r["label"].split(" ") for r in rows]
+    curve = threshold_curve(truth, lambda t: [decode(p, tags, t) for p in probs], THRESHOLDS)
+    best = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - 0.5)))
+    trained[2], trained[3] = best["threshold"], curve
+    pred = [decode(p, tags, best["threshold"]) for p in probs]
+    metrics = ner_metrics(truth, pred, slices=[r.get("role", "positive") for r in rows])
+    metrics.update(threshold=best["threshold"], threshold_curve=curve)
+    predictions = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": " ".join(p),
+                    "correct": t == p, "slice": r.get("role")} for r, t, p in zip(rows, truth, pred)]
+    return metrics, predictions
+
+
+def predict_rows(trained, rows: list[dict[str, Any]], spec) -> list[str]:
+    tokenizer, model, threshold = trained[0], trained[1], trained[2]
+    return predict(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length, threshold)
+
+
+def agrees(prediction: str, label: str, spec) -> bool:
+    return prediction == label
+
+
+def save(trained, folder: Path) -> None:
+    tokenizer, model, threshold, curve = trained
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_threshold(folder, threshold, curve)
