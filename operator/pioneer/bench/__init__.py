@@ -33,6 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
     p.add_argument("--base-model", default="smollm2", help="decoder to adapt (default: smollm2, after `pioneer models fetch smollm2`)")
+    p.add_argument("--test-limit", type=int, default=0, help="score only the first N test questions (0 = all 1,172; the protocol)")
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("repair-clinc150", help="production repair of an under-trained 30-intent CLINC150 model from ~3,000 judged traces")

@@ -37,7 +37,7 @@ spec:
     evaluation: {{size: 80}}
     curation: {{maxTrainExamples: 400, lengthMatching: false}}
   hyperparameters: {{baseModel: {base_model}, method: lora, loraRank: 16, learningRate: 5.0e-4, epochs: 3, batchSize: 8,
-                    maxLength: 320, maxNewTokens: 16}}
+                    maxLength: 320, maxNewTokens: 8}}
   gate: {{tau: 0.6}}
   search: {{maxAttempts: {max_attempts}, parallelism: 2, configurationsPerIteration: 2, seed: {seed}}}
   artifacts: {{uri: {artifacts}}}
@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         val, test = load_arc("val"), load_arc("test")
+        if args.test_limit:  # a first seeded slice, for a quick indication; the full protocol scores all 1,172
+            test = test[: args.test_limit]
         resolve(args.base_model)
     except (FileNotFoundError, ModelNotFound) as exc:
         print(f"coldstart-arc: {exc}", file=sys.stderr)
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     best = runner.attempts.get(status.best_attempt or "")
     result = {
         "benchmark": "coldstart-arc", "base_model": args.base_model, "validation_questions": len(val), "test_questions": len(test),
+        "full_test_set": not args.test_limit,
         "baseline_accuracy": None, "best_accuracy": None, "best_attempt": status.best_attempt, "best_eval_score": status.best_score,
         "attempts": status.attempts.total, "iterations": status.iteration,
         "outcome": (runner.state().get("completion") or {}).get("reason"),
