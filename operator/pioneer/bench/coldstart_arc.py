@@ -17,8 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.api.models import ModelAdaptation
-from pioneer.bench.common import cpu_seconds, fresh_workdir
+from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -75,10 +74,6 @@ def test_accuracy(model_dir: str, test: list[dict[str, str]], max_new_tokens: in
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pioneer.runner.display import Display
-    from pioneer.runner.local import LocalRunner
     from pioneer.trainer.base_models import ModelNotFound, resolve
 
     try:
@@ -96,14 +91,7 @@ def run(args: argparse.Namespace) -> int:
     train_file.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in val))
     spec_text = SPEC.format(train=json.dumps(str(train_file)), artifacts=json.dumps(str(work / "artifacts")),
                             base_model=json.dumps(args.base_model), max_attempts=args.max_attempts, seed=args.seed)
-    (work / "spec.yaml").write_text(spec_text)
-    display = Display()
-    runner = LocalRunner(ModelAdaptation.model_validate(yaml.safe_load(spec_text)), base_dir=work, on_event=display.event)
-    status = runner.run(on_tick=display.tick)
-    display.close()
-
-    baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
-    best = runner.attempts.get(status.best_attempt or "")
+    runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-arc", "base_model": args.base_model, "validation_questions": len(val), "test_questions": len(test),
         "full_test_set": not args.test_limit,

@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.api.models import ModelAdaptation
-from pioneer.bench.common import cpu_seconds, fresh_workdir
+from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -52,11 +51,7 @@ def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     from pioneer.data.conll import read_conll
-    from pioneer.runner.display import Display
-    from pioneer.runner.local import LocalRunner
 
     folder = Path(args.data_dir) / "conll2003"
     if not (folder / "train.txt").is_file() or not (folder / "test.txt").is_file():
@@ -69,14 +64,7 @@ def run(args: argparse.Namespace) -> int:
     test = read_conll(str(folder / "test.txt"), (folder / "test.txt").read_bytes())
     spec_text = SPEC.format(train=json.dumps(str((folder / "train.txt").resolve())), artifacts=json.dumps(str(work / "artifacts")),
                             max_attempts=args.max_attempts, seed=args.seed)
-    (work / "spec.yaml").write_text(spec_text)
-    display = Display()
-    runner = LocalRunner(ModelAdaptation.model_validate(yaml.safe_load(spec_text)), base_dir=work, on_event=display.event)
-    status = runner.run(on_tick=display.tick)
-    display.close()
-
-    baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
-    best = runner.attempts.get(status.best_attempt or "")
+    runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-conll", "data": str(folder), "test_sentences": len(test),
         "baseline_f1": None, "best_f1": None, "precision": None, "recall": None, "threshold": None,

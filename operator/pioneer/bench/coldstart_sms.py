@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.api.models import ModelAdaptation
-from pioneer.bench.common import cpu_seconds
+from pioneer.bench.common import cpu_seconds, run_adaptation
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -67,11 +66,6 @@ def test_f1(model_dir: str, test: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pioneer.runner.display import Display
-    from pioneer.runner.local import LocalRunner
-
     data = Path(args.data_dir) / "sms_spam" / "SMSSpamCollection.tsv"
     if not data.is_file():
         print(f"coldstart-sms: {data} not found; pass --data-dir pointing at the shared datasets folder", file=sys.stderr)
@@ -89,16 +83,8 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows({"Label": r["Label"], "SMS": r["SMS"]} for r in train)
     spec_text = SPEC.format(train=json.dumps(str(train_file)), artifacts=json.dumps(str(work / "artifacts")),
                             max_attempts=args.max_attempts, seed=args.seed)
-    (work / "spec.yaml").write_text(spec_text)
-    ma = ModelAdaptation.model_validate(yaml.safe_load(spec_text))
-    display = Display()
-    runner = LocalRunner(ma, base_dir=work, on_event=display.event)
-    status = runner.run(on_tick=display.tick)
-    display.close()
-
+    runner, status, baseline, best = run_adaptation(spec_text, work)
     state = runner.state()
-    baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
-    best = runner.attempts.get(status.best_attempt or "")
     result = {
         "benchmark": "coldstart-sms",
         "data": str(data),

@@ -27,3 +27,21 @@ def predict_labels(model_uri: str, texts: list[str], max_length: int) -> list[st
 
     tokenizer, model = load_trained(model_uri)
     return predict(model, tokenizer, texts, max_length=max_length)[0]
+
+
+def run_adaptation(spec_text: str, work: Path):
+    """Validate a benchmark's spec, keep it beside the artifacts, run it on the embedded default with
+    the live display; return (runner, final status, the untrained baseline attempt, the best attempt)."""
+    import yaml
+
+    from pioneer.api.models import ModelAdaptation
+    from pioneer.runner.display import Display
+    from pioneer.runner.local import LocalRunner
+
+    (work / "spec.yaml").write_text(spec_text)
+    display = Display()
+    runner = LocalRunner(ModelAdaptation.model_validate(yaml.safe_load(spec_text)), base_dir=work, on_event=display.event)
+    status = runner.run(on_tick=display.tick)
+    display.close()
+    baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
+    return runner, status, baseline, runner.attempts.get(status.best_attempt or "")

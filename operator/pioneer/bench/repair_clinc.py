@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels
 

@@ -41,6 +41,16 @@ def verify(data: bytes, expected_sha256: str, where: str = "evaluation set") -> 
         )
 
 
+def capped_size(size: int, pool_size: int, least: int = 1) -> tuple[int, list[str]]:
+    """The evaluation size actually used (never above MAX_EVAL_SHARE of the pool) and a note when it was cut."""
+    cap = int(pool_size * MAX_EVAL_SHARE)
+    notes = [f"requested evaluation size {size} > {MAX_EVAL_SHARE:.0%} of the pool; using {cap}"] if size > cap else []
+    size = min(size, cap)
+    if size < least:
+        raise DataError(f"too few examples ({pool_size}) to hold out an evaluation set of at least {least}")
+    return size, notes
+
+
 def _allocate(total: int, counts: dict[str, int], caps: dict[str, int]) -> dict[str, int]:
     """Split ``total`` over labels proportionally to ``counts``, every label at least a small floor, none above its cap."""
     labels = sorted(counts)
@@ -75,11 +85,7 @@ def build_eval_set(
     counts = Counter(labels)
     if len(counts) < 2:
         raise DataError(f"need at least two labels to build an evaluation set, found {sorted(counts)}")
-    notes = []
-    cap_total = int(len(pool) * MAX_EVAL_SHARE)
-    if size > cap_total:
-        notes.append(f"requested evaluation size {size} > {MAX_EVAL_SHARE:.0%} of the pool; using {cap_total}")
-        size = cap_total
+    size, notes = capped_size(size, len(pool))
     caps = {lab: int(c * MAX_LABEL_HELD_OUT) for lab, c in counts.items()}
     thin = sorted(lab for lab, cap in caps.items() if cap == 0)
     if thin:
@@ -123,13 +129,7 @@ def build_eval_set(
 
 def build_random_eval_set(pool: list[Example], size: int, seed: int) -> tuple[list[Example], dict[str, Any]]:
     """A seeded random sample (generation: answers are free text, so there are no label strata)."""
-    notes = []
-    cap = int(len(pool) * MAX_EVAL_SHARE)
-    if size > cap:
-        notes.append(f"requested evaluation size {size} > {MAX_EVAL_SHARE:.0%} of the pool; using {cap}")
-        size = cap
-    if size < 1:
-        raise DataError(f"too few examples ({len(pool)}) to hold out an evaluation set")
+    size, notes = capped_size(size, len(pool))
     picked = sorted(random.Random(seed).sample(range(len(pool)), size))
     eval_set = [pool[i].with_role("positive") for i in picked]
     return eval_set, {"size": len(eval_set), "slices": {"positive": len(eval_set)}, "labels": {}, "notes": notes}

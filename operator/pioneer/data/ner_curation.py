@@ -11,8 +11,8 @@ from typing import Any
 
 from pioneer.api.models import DataRecipe
 from pioneer.data.curation import RuleRecord
-from pioneer.data.evalset import MAX_EVAL_SHARE
-from pioneer.data.examples import DataError, Example
+from pioneer.data.evalset import capped_size
+from pioneer.data.examples import Example
 from pioneer.data.similarity import TextIndex
 
 
@@ -46,13 +46,7 @@ def _confusable_values(pool: list[Example]) -> set[str]:
 def build_ner_eval_set(pool: list[Example], size: int, boundary_share: float, seed: int) -> tuple[list[Example], dict[str, Any]]:
     """Positives (sentences with entities, every type covered), negatives (entity-free) and boundary
     sentences (holding a surface form the pool tags with more than one type)."""
-    notes = []
-    cap = int(len(pool) * MAX_EVAL_SHARE)
-    if size > cap:
-        notes.append(f"requested evaluation size {size} > {MAX_EVAL_SHARE:.0%} of the pool; using {cap}")
-        size = cap
-    if size < 2:
-        raise DataError(f"need at least 7 sentences to hold out an evaluation set, found {len(pool)}")
+    size, notes = capped_size(size, len(pool), least=2)
     rng = random.Random(seed)
     confusable = _confusable_values(pool)
     with_entities = [i for i, ex in enumerate(pool) if spans(ex)]
