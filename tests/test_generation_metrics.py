@@ -2,7 +2,7 @@
 
 import pytest
 
-from pioneer.trainer.generation_metrics import alias_match, answer_letter, exact_match, rouge
+from pioneer.trainer.generation_metrics import alias_match, answer_letter, code_block, exact_match, rouge
 
 
 def test_final_number_and_format_failures():
@@ -31,3 +31,25 @@ def test_rouge_is_rouge_score():
     assert same == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
     part = rouge(["the cat sat"], ["the cat sat on the mat"])
     assert 0 < part["rouge2"] < part["rouge1"] < 1
+
+
+def test_pass_at_1_runs_the_program_against_the_reference_tests_in_the_sandbox():
+    tests = "assert add(2, 3) == 5\nassert add(-1, 1) == 0"
+    right = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nHope it helps."
+    wrong = "def add(a, b):\n    return a - b"
+    escapes = "import socket\ndef add(a, b):\n    socket.create_connection(('example.com', 80))\n    return a + b"
+    not_python = "```python\ndef add(a, b) return a + b\n```"
+    assert code_block(right) == "def add(a, b):\n    return a + b\n"
+    assert code_block(not_python) is None
+    m = exact_match([right, wrong, escapes, not_python], [tests] * 4, "code")
+    # right passes; wrong fails its asserts; the socket is blocked (a failure, the run goes on);
+    # a syntax error is a format failure
+    assert m == {"exact_match": 0.25, "format_failure_rate": 0.25}
+
+
+def test_pass_at_1_metric_needs_code_answers():
+    from pioneer.api.models import Task
+
+    assert Task(description="write functions", type="generation", metric="passAt1", answerFormat="code").metric == "passAt1"
+    with pytest.raises(ValueError, match="passAt1 needs answerFormat code"):
+        Task(description="write functions", type="generation", metric="passAt1")

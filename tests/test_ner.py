@@ -13,7 +13,9 @@ from pioneer.data.conll import read_conll
 from pioneer.data.examples import DataError, Example
 from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set, diversify_entities, entity_values, spans
 from pioneer.data.sources import parse_examples
-from pioneer.trainer.ner import case_class, decode, tag_set
+from pioneer.trainer.casing import case_class
+from pioneer.data.bio import alignment_problem, tag_set
+from pioneer.trainer.ner import decode, validate_row
 from pioneer.trainer.ner_metrics import error_counts, ner_metrics, threshold_curve
 
 PEOPLE = ["Anna Berg", "Tom Hale", "Rita Moss", "Ivo Lind", "Mia Kane", "Otto Reyes", "Lena Park", "Sam Ortiz"]
@@ -58,6 +60,15 @@ def test_jsonl_word_lists_and_misaligned_rows():
         parse_examples("d.jsonl", b'{"tokens": ["Anna", "sings"], "tags": ["B-PER"]}\n', src, "ner")
     with pytest.raises(DataError, match="need task.type ner"):
         parse_examples("d.conll", b"Anna B-PER\n", DataSource(path="d.conll"), "classification")
+
+
+def test_one_bio_rule_for_readers_and_trainer():
+    assert alignment_problem(["Anna", "sings"], ["B-PER", "O"]) is None
+    assert "not BIO" in alignment_problem(["Anna"], ["PER"])
+    assert "not BIO" in alignment_problem(["Anna"], ["B-"])
+    # the trainer also knows the attempt's entity types: a tag of another type is refused
+    assert alignment_problem(["Anna"], ["B-PER"], ["LOC"]) == "tag(s) ['B-PER'] are not BIO (O, B-/I- of ['LOC'])"
+    assert validate_row({"text": "Anna sings", "label": "B-PER"}, ["PER"]).startswith("2 words but 1 tags")
 
 
 def test_eval_set_has_positives_negatives_and_boundary_sentences_covering_every_type():

@@ -52,12 +52,13 @@ class Metric(str, Enum):
     entity_f1 = "entityF1"
     exact_match = "exactMatch"
     rouge_l = "rougeL"
+    pass_at_1 = "passAt1"
 
 
 METRICS_OF_TASK = {
     "classification": ("accuracy", "macroF1", "f1"),
     "ner": ("entityF1",),
-    "generation": ("exactMatch", "rougeL"),
+    "generation": ("exactMatch", "rougeL", "passAt1"),
 }
 
 
@@ -66,6 +67,7 @@ class AnswerFormat(str, Enum):
     answer_letter = "answerLetter"
     alias = "alias"
     text = "text"
+    code = "code"
 
 
 class NerBackend(str, Enum):
@@ -148,12 +150,13 @@ class Task(ApiModel):
     metric: Metric | None = Field(
         default=None,
         description="Score on the evaluation set. classification: accuracy (default), macroF1, or f1 of positiveLabel; "
-        "ner: entityF1 (default, entity-level micro F1); generation: exactMatch (default, after answerFormat extraction) or rougeL.",
+        "ner: entityF1 (default, entity-level micro F1); generation: exactMatch (default, after answerFormat extraction), rougeL, or passAt1 (answerFormat code).",
     )
     answer_format: AnswerFormat = Field(
         default=AnswerFormat.text,
         description="generation: how the answer is read from the model's output for exactMatch: finalNumber (after ####), "
-        "answerLetter (A-E), alias (any '|'-separated reference alias) or text (whole normalised output).",
+        "answerLetter (A-E), alias (any '|'-separated reference alias), text (whole normalised output) or code (the output's "
+        "program, run in a sandbox followed by the reference's tests: correct when it exits 0).",
     )
     positive_label: str | None = Field(default=None, description="Label scored by metric f1 (e.g. spam).")
     negative_label: str | None = Field(
@@ -167,6 +170,8 @@ class Task(ApiModel):
             self.metric = d.DEFAULT_METRIC[self.type]
         elif self.metric not in allowed:
             raise ValueError(f"metric {self.metric!r} does not apply to task type {self.type}; use one of {list(allowed)}")
+        if self.metric == Metric.pass_at_1.value and self.answer_format != AnswerFormat.code.value:
+            raise ValueError("metric passAt1 needs answerFormat code (the reference holds the tests the program must pass)")
         if self.metric == Metric.f1.value and not self.positive_label:
             raise ValueError("positiveLabel is required when metric is f1")
         if self.labels is not None:

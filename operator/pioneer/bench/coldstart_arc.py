@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         val, test = load_arc("val"), load_arc("test")
-        if args.test_limit:  # a first seeded slice, for a quick indication; the full protocol scores all 1,172
+        if args.test_limit:  # the first N in file order, for a quick indication; the protocol scores all 1,172
             test = test[: args.test_limit]
         resolve(args.base_model)
     except (FileNotFoundError, ModelNotFound) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pioneer.data.bio import is_bio
 from pioneer.data.examples import DataError
 
 DOCSTART = "-DOCSTART-"
@@ -26,7 +27,7 @@ def read_conll(name: str, raw: bytes) -> list[tuple[list[str], list[str]]]:
         if len(cols) < 2:
             raise DataError(f"{name}:{n}: expected 'token ... tag', got {line.strip()!r}")
         tag = cols[-1]
-        if tag != "O" and not (tag[:2] in ("B-", "I-") and len(tag) > 2):
+        if not is_bio(tag):
             raise DataError(f"{name}:{n}: tag {tag!r} is not BIO (O, B-TYPE, I-TYPE)")
         words.append(cols[0])
         tags.append(tag)

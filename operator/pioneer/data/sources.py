@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from pioneer.api.models import DataSource
+from pioneer.data.bio import alignment_problem
 from pioneer.data.examples import DataError, Example
 
 
@@ -40,12 +41,9 @@ def _words(value: Any, what: str, where: str) -> str:
 
 
 def _ner_example(words: str, tags: str, where: str, meta: dict[str, Any]) -> Example:
-    n_words, tag_list = len(words.split(" ")), tags.split(" ")
-    if not words or n_words != len(tag_list):
-        raise DataError(f"{where}: {n_words} words but {len(tag_list)} tags")
-    bad = [t for t in tag_list if t != "O" and not (t[:2] in ("B-", "I-") and len(t) > 2)]
-    if bad:
-        raise DataError(f"{where}: tag {bad[0]!r} is not BIO (O, B-TYPE, I-TYPE)")
+    problem = alignment_problem(words.split(" "), tags.split(" "))
+    if problem:
+        raise DataError(f"{where}: {problem}")
     return Example(words, tags, meta=meta)
 
 

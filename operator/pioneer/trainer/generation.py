@@ -165,6 +165,8 @@ def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[st
                                "exact_match": sum(c for c, _ in judged) / n,
                                "format_failure_rate": sum(not ok for _, ok in judged) / n,
                                **rouge(outputs, [r["label"] for r in rows])}
+    if spec.task.answer_format == "code":
+        metrics["pass_at_1"] = metrics["exact_match"]  # one greedy sample per problem, run against its tests
     metrics["score"] = metrics["rougeL"] if spec.task.metric == "rougeL" else metrics["exact_match"]
     metrics["failure_patterns"] = [{"label": "readable answer", "prediction": "format failure", "count": sum(not ok for _, ok in judged)},
                                    {"label": "right answer", "prediction": "wrong answer", "count": sum(ok and not c for c, ok in judged)}]

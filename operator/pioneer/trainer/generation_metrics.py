@@ -1,7 +1,8 @@
 """Metrics for generation tasks: exact match through task extractors, ROUGE (rouge-score), pass@1 (sandbox).
 
 Extractors turn free text into the answer a benchmark scores: the final ``####`` number (GSM8K), the
-answer letter (ARC and other multiple choice), a normalised alias match (TriviaQA). An output the
+answer letter (ARC and other multiple choice), a normalised alias match (TriviaQA), a program that must
+pass the reference's tests in the sandbox (pass@1, HumanEval/MBPP style). An output the
 extractor cannot read is a *format failure*, counted separately: base models often fail on format
 before they fail on content (the paper's ARC base model scored 5.3% for that reason).
 """
@@ -38,6 +39,24 @@ def alias_match(prediction: str | None, aliases: Sequence[str]) -> bool:
     return any(a and (pred == a or re.search(rf"\b{re.escape(a)}\b", pred)) for a in map(normalize_answer, aliases))
 
 
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def code_block(text: str | None) -> str | None:
+    """The program in an output: its first fenced code block, else the whole output; None unless it is
+    valid Python (a syntax error is a format failure, not a wrong answer)."""
+    text = text or ""
+    fenced = _FENCE.search(text)
+    code = fenced.group(1) if fenced else text
+    if not code.strip():
+        return None
+    try:
+        compile(code, "<output>", "exec")
+    except (SyntaxError, ValueError):
+        return None
+    return code
+
+
 def _text(text: str | None) -> str | None:
     normal = normalize_answer(text)
     return normal or None
@@ -48,14 +67,23 @@ EXTRACTORS: dict[str, Callable[[str | None], object]] = {
     "answerLetter": answer_letter,
     "alias": _text,
     "text": _text,
+    "code": code_block,
 }
 
 
 def answer_correct(prediction: str | None, reference: str, answer_format: str) -> tuple[bool, bool]:
-    """(correct, readable) of one output. ``alias`` references hold the accepted answers separated by ``|``."""
+    """(correct, readable) of one output.
+
+    ``alias`` references hold the accepted answers separated by ``|``; ``code`` references hold the tests
+    (e.g. asserts) that run after the output's program in the sandbox (``pioneer.trainer.sandbox``).
+    """
     got = EXTRACTORS[answer_format](prediction)
     if got is None:
         return False, False
+    if answer_format == "code":
+        from pioneer.trainer.sandbox import run_program
+
+        return run_program(f"{got}\n\n{reference}").passed, True
     if answer_format == "alias":
         return alias_match(prediction, reference.split("|")), True
     if answer_format == "finalNumber":

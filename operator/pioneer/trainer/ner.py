@@ -9,6 +9,7 @@ loss. At inference a word is an entity when the probability mass on entity tags 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,62 +17,17 @@ import numpy as np
 import torch
 
 from pioneer.api.models import Hyperparameters
+from pioneer.data.bio import OUTSIDE, alignment_problem, tag_set
 from pioneer.trainer.base_models import resolve
+from pioneer.trainer.casing import add_casing_feature, case_class, uses_casing
 from pioneer.trainer.fit import ListDataset, fit, pick_device, with_lora
 
-OUTSIDE = "O"
 THRESHOLD_FILE = "pioneer_ner.json"
 THRESHOLDS = [round(t, 2) for t in np.arange(0.1, 0.91, 0.05)]
 
 
-def tag_set(entity_types: list[str]) -> list[str]:
-    """BIO tags of the entity types, ``O`` first."""
-    return [OUTSIDE] + [f"{p}-{t}" for t in entity_types for p in ("B", "I")]
-
-
 def words_and_tags(text: str, label: str) -> tuple[list[str], list[str]]:
     return text.split(" "), label.split(" ")
-
-
-CASE_CLASSES = 4  # no capitals, Initial capital, ALL CAPS, other mixed case
-
-
-def case_class(word: str) -> int:
-    """Shape of a word's capitalisation; an uncased encoder cannot see it, yet it is NER's strongest cue."""
-    letters = [c for c in word if c.isalpha()]
-    if not any(c.isupper() for c in letters):
-        return 0
-    if len(letters) > 1 and all(c.isupper() for c in letters):
-        return 2
-    if letters[0].isupper() and not any(c.isupper() for c in letters[1:]):
-        return 1
-    return 3
-
-
-def _lowercases(tokenizer) -> bool:
-    return tokenizer("A")["input_ids"] == tokenizer("a")["input_ids"]
-
-
-def add_casing_feature(model, tokenizer) -> bool:
-    """Give an uncased BERT-style encoder the words' capitalisation through its token-type embeddings.
-
-    The token-type table grows to one row per case class (new rows start as copies of row 0, so the
-    pretrained behaviour is unchanged at step 0); ``config.casing_feature`` tells inference to fill
-    ``token_type_ids`` the same way. The model stays a plain ``from_pretrained`` checkpoint.
-    """
-    embeddings = getattr(model.base_model, "embeddings", None)
-    table = getattr(embeddings, "token_type_embeddings", None)
-    if table is None or not _lowercases(tokenizer):
-        return False
-    grown = torch.nn.Embedding(CASE_CLASSES, table.embedding_dim)
-    with torch.no_grad():
-        grown.weight[:] = table.weight[0]
-    embeddings.token_type_embeddings = grown
-    if hasattr(embeddings, "token_type_ids"):  # a registered all-zeros buffer; keep its shape
-        embeddings.token_type_ids.zero_()
-    model.config.type_vocab_size = CASE_CLASSES
-    model.config.casing_feature = True
-    return True
 
 
 def _encode(tokenizer, words: list[list[str]], max_length: int, casing: bool = False):
@@ -102,7 +58,7 @@ def train(texts: list[str], labels: list[str], entity_types: list[str], hp: Hype
 
     tags = tag_set(entity_types)
     tokenizer, model = load_for_training(hp, tags, seed)
-    casing = bool(getattr(model.config, "casing_feature", False))
+    casing = uses_casing(model)
     facts: dict[str, Any] = {"device": pick_device(), "n_train": len(texts), "method": hp.method, "casing_feature": casing}
     if hp.epochs == 0 or not texts:
         facts.update(steps=0, train_seconds=0.0, final_loss=None)
@@ -137,7 +93,7 @@ def word_probabilities(model, tokenizer, texts: list[str], max_length: int, batc
     out: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     order = np.argsort([len(w) for w in words], kind="stable")
     n_tags = model.config.num_labels
-    casing = bool(getattr(model.config, "casing_feature", False))
+    casing = uses_casing(model)
     keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if casing else [])
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
@@ -187,15 +143,21 @@ def load_trained(model_dir: str | Path):
 
 
 def validate_row(row: dict[str, Any], entity_types: list[str]) -> str | None:
-    words, tags = words_and_tags(row["text"], row["label"])
-    if len(words) != len(tags):
-        return f"{len(words)} words but {len(tags)} tags (text and label must align word for word)"
-    bad = sorted({t for t in tags if t != OUTSIDE and (t[:2] not in ("B-", "I-") or t[2:] not in entity_types)})
-    return f"tag(s) {bad} are not O or B-/I- of {entity_types}" if bad else None
+    return alignment_problem(*words_and_tags(row["text"], row["label"]), entity_types)
 
 
 class BackendUnavailable(RuntimeError):
     pass
+
+
+@dataclass
+class TrainedTagger:
+    """A trained tagger and its decision threshold (set when ``evaluate_attempt`` sweeps it)."""
+
+    tokenizer: Any
+    model: Any
+    threshold: float = 0.5
+    curve: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
@@ -207,20 +169,20 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
                                  "and pretrained GLiNER weights from the hub); use nerBackend tokenClassification")
     tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
                                     spec.pipeline.data.seed, workdir, on_progress=on_progress)
-    return [tokenizer, model, 0.5, []], facts
+    return TrainedTagger(tokenizer, model), facts
 
 
 def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Sweep the decision threshold on the evaluation set, keep the best, score at it."""
     from pioneer.trainer.ner_metrics import ner_metrics, threshold_curve
 
-    tokenizer, model = trained[0], trained[1]
+    tokenizer, model = trained.tokenizer, trained.model
     tags = [model.config.id2label[i] for i in range(model.config.num_labels)]
     probs = word_probabilities(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length)
     truth = [r["label"].split(" ") for r in rows]
     curve = threshold_curve(truth, lambda t: [decode(p, tags, t) for p in probs], THRESHOLDS)
     best = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - 0.5)))
-    trained[2], trained[3] = best["threshold"], curve
+    trained.threshold, trained.curve = best["threshold"], curve
     pred = [decode(p, tags, best["threshold"]) for p in probs]
     metrics = ner_metrics(truth, pred, slices=[r.get("role", "positive") for r in rows])
     metrics.update(threshold=best["threshold"], threshold_curve=curve)
@@ -230,8 +192,8 @@ def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[st
 
 
 def predict_rows(trained, rows: list[dict[str, Any]], spec) -> list[str]:
-    tokenizer, model, threshold = trained[0], trained[1], trained[2]
-    return predict(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length, threshold)
+    return predict(trained.model, trained.tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length,
+                   trained.threshold)
 
 
 def agrees(prediction: str, label: str, spec) -> bool:
@@ -239,7 +201,6 @@ def agrees(prediction: str, label: str, spec) -> bool:
 
 
 def save(trained, folder: Path) -> None:
-    tokenizer, model, threshold, curve = trained
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    save_threshold(folder, threshold, curve)
+    trained.model.save_pretrained(folder)
+    trained.tokenizer.save_pretrained(folder)
+    save_threshold(folder, trained.threshold, trained.curve)
