@@ -53,3 +53,12 @@ def test_pass_at_1_metric_needs_code_answers():
     assert Task(description="write functions", type="generation", metric="passAt1", answerFormat="code").metric == "passAt1"
     with pytest.raises(ValueError, match="passAt1 needs answerFormat code"):
         Task(description="write functions", type="generation", metric="passAt1")
+
+
+def test_an_article_is_not_an_answer_letter():
+    # outputs of the untrained SmolLM2 on ARC: an answer that starts with the article "A" picked no option
+    assert answer_letter("A physical model is not the most helpful") is None
+    assert answer_letter("A cheetah runs fast.\nThe answer is a mammal") is None
+    assert answer_letter("C. Food is stored for future use") == "C"
+    assert answer_letter("A. speed\n\nA cheetah") == "A"
+    assert answer_letter("I think B. No wait, the answer is D") == "D"

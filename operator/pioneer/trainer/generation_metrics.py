@@ -15,14 +15,25 @@ from typing import Callable, Sequence
 
 from pioneer.traces.judges import final_number
 
-_LETTER = re.compile(r"(?:answer\s*(?:is|:)?\s*\(?|^\(?)([A-E])\b\)?", re.IGNORECASE | re.MULTILINE)
+# "the answer is C", "Answer: (b)": a cue, then the letter as a word of its own
+_CUE = re.compile(r"answer\s*(?:is|:)?\s*\(?([a-e])(?![\w'])", re.IGNORECASE)
+# a line that starts with the option: "C", "C.", "(C)", "B) dolphins", "D: ..." - not the article in "A cheetah runs"
+_LEAD = re.compile(r"^[ \t]*\(?([A-E])(?:[.):]|[ \t]*$)", re.MULTILINE)
 
 
 def answer_letter(text: str | None) -> str | None:
-    """The chosen option letter: 'The answer is (C)', 'C)', 'Answer: c'; None when no letter can be read."""
+    """The chosen option letter: 'The answer is (C)', 'C)', 'Answer: c'; None when no letter can be read.
+
+    The last letter the text commits to wins. A lower-case letter after a cue counts only when nothing
+    but punctuation follows it, so "the answer is a mammal" is not option A.
+    """
     text = (text or "").strip()
-    found = _LETTER.findall(text)
-    return found[-1].upper() if found else None
+    found = [(m.start(), m.group(1)) for m in _LEAD.finditer(text)]
+    for m in _CUE.finditer(text):
+        letter, rest = m.group(1), text[m.end():]
+        if letter.isupper() or re.match(r"[\s.):]*(?:$|\n)", rest):
+            found.append((m.start(1), letter))
+    return max(found)[1].upper() if found else None
 
 
 def normalize_answer(text: str | None) -> str:
