@@ -61,4 +61,5 @@ def test_an_article_is_not_an_answer_letter():
     assert answer_letter("A cheetah runs fast.\nThe answer is a mammal") is None
     assert answer_letter("C. Food is stored for future use") == "C"
     assert answer_letter("A. speed\n\nA cheetah") == "A"
+    assert answer_letter("b") == "B"  # an uncased tokenizer writes the option in lower case
     assert answer_letter("I think B. No wait, the answer is D") == "D"

@@ -18,7 +18,7 @@ from pioneer.traces.judges import final_number
 # "the answer is C", "Answer: (b)": a cue, then the letter as a word of its own
 _CUE = re.compile(r"answer\s*(?:is|:)?\s*\(?([a-e])(?![\w'])", re.IGNORECASE)
 # a line that starts with the option: "C", "C.", "(C)", "B) dolphins", "D: ..." - not the article in "A cheetah runs"
-_LEAD = re.compile(r"^[ \t]*\(?([A-E])(?:[.):]|[ \t]*$)", re.MULTILINE)
+_LEAD = re.compile(r"^[ \t]*\(?([A-E])(?:[.):]|[ \t]*$)", re.MULTILINE | re.IGNORECASE)
 
 
 def answer_letter(text: str | None) -> str | None:
