@@ -32,7 +32,7 @@ spec:
         format: conll
     evaluation: {{size: 1000}}
     curation: {{maxTrainExamples: 14000, hardNegativeShare: 0.2}}
-  hyperparameters: {{learningRate: 1.0e-4, epochs: 2, maxLength: 128, batchSize: 32}}
+  hyperparameters: {{learningRate: {learning_rate}, epochs: {epochs}, maxLength: 128, batchSize: 32}}
   gate: {{tau: 0.95}}
   search: {{maxAttempts: {max_attempts}, parallelism: 2, configurationsPerIteration: 2, seed: {seed}}}
   artifacts: {{uri: {artifacts}}}
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     started, cpu0 = time.monotonic(), cpu_seconds()
     test = read_conll(str(folder / "test.txt"), (folder / "test.txt").read_bytes())
     spec_text = SPEC.format(train=json.dumps(str((folder / "train.txt").resolve())), artifacts=json.dumps(str(work / "artifacts")),
-                            max_attempts=args.max_attempts, seed=args.seed)
+                            max_attempts=args.max_attempts, seed=args.seed, epochs=args.epochs, learning_rate=args.learning_rate)
     runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-conll", "data": str(folder), "test_sentences": len(test),
