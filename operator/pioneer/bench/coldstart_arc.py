@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation
+from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation, search_summary
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -95,11 +95,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "benchmark": "coldstart-arc", "base_model": args.base_model, "validation_questions": len(val), "test_questions": len(test),
         "full_test_set": not args.test_limit,
-        "baseline_accuracy": None, "best_accuracy": None, "best_attempt": status.best_attempt, "best_eval_score": status.best_score,
-        "attempts": status.attempts.total, "iterations": status.iteration,
-        "outcome": (runner.state().get("completion") or {}).get("reason"),
-        "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
-        "report": status.report_uri,
+        "baseline_accuracy": None, "best_accuracy": None, **search_summary(runner, status),
     }
     for key, attempt in (("baseline", baseline), ("best", best)):
         if attempt is not None and attempt.status and attempt.status.model_uri:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation
+from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation, search_summary
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -68,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "benchmark": "coldstart-conll", "data": str(folder), "test_sentences": len(test),
         "baseline_f1": None, "best_f1": None, "precision": None, "recall": None, "threshold": None,
-        "best_attempt": status.best_attempt, "best_eval_score": status.best_score, "attempts": status.attempts.total,
-        "iterations": status.iteration, "outcome": (runner.state().get("completion") or {}).get("reason"),
-        "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
-        "report": status.report_uri,
+        **search_summary(runner, status),
     }
     if baseline.status and baseline.status.model_uri:
         result["baseline_test"] = test_scores(baseline.status.model_uri, test)

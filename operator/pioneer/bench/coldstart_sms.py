@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, run_adaptation
+from pioneer.bench.common import cpu_seconds, run_adaptation, search_summary
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -84,21 +84,14 @@ def run(args: argparse.Namespace) -> int:
     spec_text = SPEC.format(train=json.dumps(str(train_file)), artifacts=json.dumps(str(work / "artifacts")),
                             max_attempts=args.max_attempts, seed=args.seed)
     runner, status, baseline, best = run_adaptation(spec_text, work)
-    state = runner.state()
     result = {
         "benchmark": "coldstart-sms",
         "data": str(data),
         "split": {"seed": args.seed, "train": len(train), "test": len(test), "test_spam": sum(r["Label"] == "spam" for r in test)},
         "baseline_score": None,
         "best_score": None,
-        "best_attempt": status.best_attempt,
-        "best_eval_score": status.best_score,
         "baseline_eval_score": status.baseline_score,
-        "attempts": status.attempts.total,
-        "iterations": status.iteration,
-        "outcome": (state.get("completion") or {}).get("reason"),
-        "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
-        "report": status.report_uri,
+        **search_summary(runner, status),
     }
     if baseline.status and baseline.status.model_uri:
         result["baseline_test"] = test_f1(baseline.status.model_uri, test)

@@ -45,3 +45,13 @@ def run_adaptation(spec_text: str, work: Path):
     display.close()
     baseline = next(a for a in runner.attempts.values() if a.spec.iteration == 0)
     return runner, status, baseline, runner.attempts.get(status.best_attempt or "")
+
+
+def search_summary(runner, status) -> dict:
+    """What every cold-start benchmark reports about the search itself."""
+    return {
+        "best_attempt": status.best_attempt, "best_eval_score": status.best_score, "attempts": status.attempts.total,
+        "iterations": status.iteration, "outcome": (runner.state().get("completion") or {}).get("reason"),
+        "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
+        "report": status.report_uri,
+    }
