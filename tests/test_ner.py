@@ -132,6 +132,18 @@ def test_threshold_trades_false_positives_for_false_negatives():
     assert [c["false_negatives"] for c in curve] == [0, 0, 0, 1]
 
 
+def test_decoding_never_emits_an_inside_tag_without_its_start():
+    import numpy as np
+
+    tags = tag_set(["PER", "LOC"])  # O, B-PER, I-PER, B-LOC, I-LOC
+    doubtful_start = [0.6, 0.4, 0.0, 0.0, 0.0]
+    confident_inside = [0.3, 0.1, 0.6, 0.0, 0.0]
+    assert decode(np.array([doubtful_start, confident_inside]), tags, 0.5) == ["B-PER", "I-PER"]
+    other_type_inside = [0.3, 0.0, 0.0, 0.0, 0.7]
+    assert decode(np.array([[0.1, 0.9, 0, 0, 0], other_type_inside]), tags, 0.5) == ["B-PER", "O"]
+    assert decode(np.array([other_type_inside]), tags, 0.5) == ["O"]  # a sentence cannot start inside an entity
+
+
 def test_case_classes():
     assert [case_class(w) for w in ["the", "Paris", "NATO", "McDonald", "1996", "U.S."]] == [0, 1, 2, 3, 0, 2]
 

@@ -2,7 +2,7 @@
 
 An example is a sentence as words with one BIO tag per word (``text`` = words joined by single spaces,
 ``label`` = tags joined by single spaces). Only a word's first sub-word token carries its tag in the
-loss. At inference a word is an entity when the probability mass on entity tags reaches the decision
+loss. At inference the tags are the most probable valid BIO sequence, with ``O`` weighted by the decision
 ``threshold``; the trainer sweeps it on the evaluation set and keeps the best one with the model.
 """
 
@@ -112,11 +112,39 @@ def word_probabilities(model, tokenizer, texts: list[str], max_length: int, batc
     return out
 
 
+def _transitions(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Log-scores (0 allowed, -inf forbidden) of starting with each tag and of each tag -> tag step under BIO:
+    ``I-X`` only continues ``B-X`` or ``I-X``."""
+    inside = np.array([t.startswith("I-") for t in tags])
+    start = np.where(inside, -np.inf, 0.0)
+    step = np.zeros((len(tags), len(tags)))
+    for j, t in enumerate(tags):
+        if inside[j]:
+            step[:, j] = [0.0 if s != OUTSIDE and s[2:] == t[2:] else -np.inf for s in tags]
+    return start, step
+
+
 def decode(probs: np.ndarray, tags: list[str], threshold: float) -> list[str]:
-    """Tags of one sentence: a word is an entity when 1 - P(O) >= threshold, then its most likely entity tag."""
-    entity_mass = 1.0 - probs[:, 0]
-    best_entity = probs[:, 1:].argmax(axis=1) + 1
-    return [tags[int(b)] if m >= threshold else OUTSIDE for m, b in zip(entity_mass, best_entity)]
+    """Tags of one sentence: the most probable valid BIO sequence (Viterbi), with ``O`` weighted by the threshold.
+
+    ``O`` gets the log-odds ``log(threshold / (1 - threshold))`` added, so with a single entity tag a word is
+    an entity exactly when its entity probability reaches ``threshold``; higher thresholds trade false
+    positives for false negatives. The BIO constraint keeps an uncertain first word with a confident
+    continuation instead of emitting a stray ``I-`` tag.
+    """
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    scores = np.log(np.clip(probs, 1e-12, 1.0))
+    scores[:, tags.index(OUTSIDE)] += np.log(t / (1 - t))
+    start, step = _transitions(tags)
+    best, back = start + scores[0], []
+    for word in scores[1:]:
+        candidates = best[:, None] + step
+        back.append(candidates.argmax(axis=0))
+        best = candidates.max(axis=0) + word
+    path = [int(best.argmax())]
+    for pointers in reversed(back):
+        path.append(int(pointers[path[-1]]))
+    return [tags[i] for i in reversed(path)]
 
 
 def predict(model, tokenizer, texts: list[str], max_length: int, threshold: float) -> list[str]:
