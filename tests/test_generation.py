@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from pioneer.api.models import Hyperparameters, TrainingAttemptSpec
 from pioneer.trainer import generation
@@ -53,6 +54,25 @@ def test_a_long_prompt_loses_its_start_never_the_answer(tiny_decoder):
     ex = generation.encode_example(tok, "word " * 200, "final answer", None, max_length=32)
     assert len(ex["input_ids"]) == 32
     assert tok.decode([i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != generation.IGNORE]) == "final answer [SEP]"
+
+
+def test_logits_only_where_labels_are_learned_give_the_same_loss_and_gradients(tiny_decoder):
+    from transformers import DataCollatorForSeq2Seq
+
+    tok, model = generation.load_for_training(Hyperparameters(base_model=tiny_decoder, method="full"), 0)
+    model.eval()  # no dropout: the two losses must match exactly
+    items = [generation.encode_example(tok, prompt, answer, None, 64)
+             for prompt, answer in [("is the sky blue?", "yes"), ("what colour is grass on a sunny summer day?", "green")]]
+    slim = generation.AnswerLogitsCollator(tok)(items)
+    assert int(slim["logits_to_keep"].sum()) == len(slim["shift_labels"]) == 2 + 2  # each answer word + its EOS
+    full_loss = model(**DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=generation.IGNORE)(items)).loss
+    full_loss.backward()
+    full_grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    slim_loss = model(**slim).loss
+    slim_loss.backward()
+    assert slim_loss.item() == pytest.approx(full_loss.item(), rel=1e-5)
+    assert torch.allclose(model.lm_head.weight.grad, full_grad, atol=1e-6)
 
 
 def test_chain_of_thought_target_uses_the_teachers_rationale():

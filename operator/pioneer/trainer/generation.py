@@ -57,6 +57,29 @@ def encode_example(tokenizer, prompt: str, answer: str, system_prompt: str | Non
     return {"input_ids": head + tail, "attention_mask": [1] * (len(head) + len(tail)), "labels": [IGNORE] * len(head) + tail}
 
 
+class AnswerLogitsCollator:
+    """Pads a batch and asks the model for logits only where a label is learned.
+
+    The loss covers only the assistant's few tokens, yet a causal LM projects every position onto its
+    vocabulary (262k entries for Gemma 3): most of a training step went into logits nobody uses. The
+    boolean ``logits_to_keep`` mask selects the positions that predict a label, ``shift_labels`` holds
+    those labels in the same order, and the model's own loss function does the rest.
+    """
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorForSeq2Seq
+
+        self.pad = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.pad(features)
+        following = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)  # position i predicts token i + 1
+        keep = following != IGNORE
+        batch["logits_to_keep"] = keep
+        batch["shift_labels"] = following[keep]
+        return batch
+
+
 def target_text(row: dict[str, Any], supervision: str, answer_format: str) -> str:
     """What the model learns to write: the reference, or a teacher's rationale followed by it."""
     rationale = (row.get("meta") or {}).get("rationale")
@@ -82,8 +105,6 @@ def load_for_training(hp: Hyperparameters, seed: int):
 
 def train(rows: list[dict[str, Any]], hp: Hyperparameters, supervision: str, answer_format: str, seed: int, workdir: Path,
           on_progress=None):
-    from transformers import DataCollatorForSeq2Seq
-
     tokenizer, model = load_for_training(hp, seed)
     cot = sum(1 for r in rows if (r.get("meta") or {}).get("rationale"))
     facts: dict[str, Any] = {"device": pick_device(), "n_train": len(rows), "method": hp.method, "supervision": supervision,
@@ -93,8 +114,7 @@ def train(rows: list[dict[str, Any]], hp: Hyperparameters, supervision: str, ans
         return tokenizer, model, facts
     items = [encode_example(tokenizer, r["text"], target_text(r, supervision, answer_format), hp.system_prompt, hp.max_length)
              for r in rows]
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
-    model, trained = fit(model, ListDataset(items), collator, hp, seed, workdir, on_progress)
+    model, trained = fit(model, ListDataset(items), AnswerLogitsCollator(tokenizer), hp, seed, workdir, on_progress)
     facts.update(trained)
     return tokenizer, model, facts
 
