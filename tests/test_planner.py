@@ -177,3 +177,16 @@ def test_generation_first_iteration_contrasts_the_system_prompt():
     a, b = [n for n in plan.create if n.iteration == 1]
     assert a.pipeline.hyperparameters.system_prompt is None
     assert b.pipeline.hyperparameters.system_prompt == "Answer science questions. Reply with the letter of the correct option."
+
+
+def test_generation_data_rework_trains_longer_instead_of_reworking_pairs_it_does_not_have():
+    from pioneer.core import planner
+
+    doc = tiny_adaptation(search={"maxAttempts": 10, "parallelism": 2})
+    doc["spec"]["task"] = {"description": "Answer science questions.", "type": "generation", "answerFormat": "answerLetter"}
+    spec = parse_resource(doc).spec
+    first = next(n for n in start(spec).create if n.iteration == 1)
+    parent = as_attempt(first, 0.35).model_copy(update={"spec": as_attempt(first, 0.35).spec.model_copy(update={"task": spec.task})})
+    moves = [p.modification for p in planner.proposals(parent, pool_size=200)]
+    assert moves[0].startswith("epochs") and "every available example" in planner.proposals(parent, 200)[0].rationale
+    assert not any(m.startswith(("hard negatives", "label ratio")) for m in moves)  # no-ops for a sampled answer set

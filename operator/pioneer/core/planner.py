@@ -135,6 +135,7 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
     loss = parent.status.train_loss
     patterns = parent.status.failure_patterns or []
     which = band(score)
+    generation = parent.spec.task.type == "generation"
     ev = {"parent": parent.metadata.name, "parent_score": round(score, 4), "band": which,
           "train_loss": loss, "failure_patterns": patterns[:5]}
     out: list[Proposal] = []
@@ -143,12 +144,18 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
             grow = min(pool_size, data.max_examples * 2)
             out.append(Proposal(_with(p, data={"max_examples": grow}), f"dataset size {data.max_examples} -> {grow}",
                                 f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: a data problem. The pool holds {pool_size} clean examples; double the coverage.", ev))
-        out.append(Proposal(_with(p, data={"hard_negative_share": min(0.5, data.hard_negative_share + 0.15)}),
-                            f"hard negatives {data.hard_negative_share:.2f} -> {min(0.5, data.hard_negative_share + 0.15):.2f}",
-                            f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: confusions {_fmt(patterns)} call for more boundary pairs.", ev))
-        out.append(Proposal(_with(p, data={"max_label_ratio": max(1.0, data.max_label_ratio / 2)}),
-                            f"label ratio cap {data.max_label_ratio:g} -> {max(1.0, data.max_label_ratio / 2):g}",
-                            f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: rebalance labels so minority labels are not drowned out.", ev))
+        if generation:  # answers are sampled as they are: no boundary pairs or label caps to rework
+            epochs = h.epochs + max(1, round(h.epochs * 0.66))
+            out.append(Proposal(_with(p, hp={"epochs": epochs}), f"epochs {h.epochs:g} -> {epochs:g}",
+                                f"Score {score:.3f} < {d.DATA_REWORK_BELOW} with every available example already used: "
+                                f"more passes over them (remaining errors {_fmt(patterns)}).", ev))
+        else:
+            out.append(Proposal(_with(p, data={"hard_negative_share": min(0.5, data.hard_negative_share + 0.15)}),
+                                f"hard negatives {data.hard_negative_share:.2f} -> {min(0.5, data.hard_negative_share + 0.15):.2f}",
+                                f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: confusions {_fmt(patterns)} call for more boundary pairs.", ev))
+            out.append(Proposal(_with(p, data={"max_label_ratio": max(1.0, data.max_label_ratio / 2)}),
+                                f"label ratio cap {data.max_label_ratio:g} -> {max(1.0, data.max_label_ratio / 2):g}",
+                                f"Score {score:.3f} < {d.DATA_REWORK_BELOW}: rebalance labels so minority labels are not drowned out.", ev))
     elif which == "hyperparameter-tuning":
         underfit = loss is None or loss > d.UNDERFIT_LOSS
         more_epochs = _with(p, hp={"epochs": h.epochs + max(1, round(h.epochs * 0.66))})
@@ -190,10 +197,10 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
         out.append(Proposal(_with(p, data={"seed": data.seed + 1}, hp={"learning_rate": h.learning_rate * 0.75}),
                             "resample gold examples, learning rate x0.75",
                             f"Score {score:.3f} >= {d.SURGICAL_FROM}: a gentle variation of the best pipeline.", ev))
-    return out + _exploration(p, score, pool_size, ev)
+    return out + _exploration(p, score, pool_size, ev, generation)
 
 
-def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any]) -> list[Proposal]:
+def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any], generation: bool = False) -> list[Proposal]:
     """Further single changes, tried once the band's first choices are used up (e.g. after a rollback)."""
     h, data = p.hyperparameters, p.data
     why = f"The preferred modifications of this node were already tried; explore a neighbouring pipeline (score {score:.3f})."
@@ -208,6 +215,8 @@ def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any]) 
         (_with(p, data={"seed": data.seed + 1}), "resample the dataset"),
         (_with(p, hp={"epochs": h.epochs + 1, "learning_rate": min(h.learning_rate * 1.5, LR_CEILING[h.method])}), "epochs +1 and learning rate x1.5"),
     ]
+    if generation:  # a generation training set is a sample of the pool: hard negatives change nothing
+        moves = [(pipe, mod) for pipe, mod in moves if not mod.startswith("hard negatives")]
     return [Proposal(pipe, mod, why, ev) for pipe, mod in moves]
 
 
