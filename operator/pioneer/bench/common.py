@@ -55,3 +55,35 @@ def search_summary(runner, status) -> dict:
         "per_attempt_eval": {a.metadata.name: a.status.score for a in runner.attempts.values() if a.status},
         "report": status.report_uri,
     }
+
+
+def repair_summary(repair, status, registry, deployed_model: str, failures_before: int, inferences: int) -> tuple[dict, object]:
+    """What every production-repair benchmark reports: the diagnosis, the gate's sets and verdict, the fix rate.
+
+    Returns (summary, the DeployedModel after the repair)."""
+    from pioneer import deploy
+    from pioneer.store import read_json
+
+    after = deploy.load(registry, deployed_model)
+    promoted = after.current_revision == 2
+    chosen = after.revisions[-1].attempt if promoted else status.best_attempt
+    best = repair.attempts.get(chosen or "")
+    metrics = read_json(repair.store, f"attempts/{best.metadata.name}/output/metrics.json") if best else {}
+    prep = repair.prepared.record
+    eval_n = metrics.get("n", 0)
+    fixed = round(metrics.get("exact_sentences", metrics.get("accuracy", 0)) * eval_n)
+    summary = {
+        "inferences": inferences, "failures_before": failures_before, "pass_rate_before": round(1 - failures_before / inferences, 4),
+        "fixable_failures": prep["fixable"], "external_failures": prep["external"],
+        "failures_fixed": fixed, "fixed_rate": round(fixed / eval_n, 4) if eval_n else None,
+        "fixed_rate_of_all_failures": round(fixed / failures_before, 4) if failures_before else None,
+        "failure_set_score": metrics.get("score"),
+        "regression_set_size": prep["regression_set"], "regressions": metrics.get("regressions"),
+        "cross_checkpoint_set_size": prep["cross_checkpoint_set"],
+        "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
+        "promoted": promoted, "revision": after.current_revision,
+        "gate": after.last_verdict.model_dump() if after.last_verdict else None,
+        "best_attempt": chosen, "best_model": best.status.model_uri if best and best.status else None,
+        "attempts": status.attempts.total, "taxonomy_top": prep["taxonomy"][:10], "report": status.report_uri,
+    }
+    return summary, after

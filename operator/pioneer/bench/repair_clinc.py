@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels, repair_summary
 
 INTENTS = [
     "balance", "bill_balance", "bill_due", "pay_bill", "transfer", "transactions", "freeze_account", "report_fraud",
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from pioneer.api.validation import parse_resource
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
-    from pioneer.store import LocalStore, read_json
+    from pioneer.store import LocalStore
     from pioneer.traces.judges import exact_match
     from pioneer.traces.store import add, connect
 
@@ -119,29 +119,11 @@ def run(args: argparse.Namespace) -> int:
     repair = LocalRunner(parse_resource(REPAIR_SPEC), base_dir=work, on_event=display.event)
     status = repair.run(on_tick=display.tick)
     display.close()
-    after = deploy.load(registry, "clinc30")
-    promoted = after.current_revision == 2
-    chosen = after.revisions[-1].attempt if promoted else status.best_attempt
-    best = repair.attempts.get(chosen or "")
-    metrics = read_json(repair.store, f"attempts/{best.metadata.name}/output/metrics.json") if best else {}
-    prep = repair.prepared.record
-    eval_n = metrics.get("n", 0)
-    fixed = round(metrics.get("accuracy", 0) * eval_n)
+    summary, after = repair_summary(repair, status, registry, "clinc30", failures_before, len(rows))
     heldout_after, _ = _accuracy(after.model_uri, fresh)
     result = {
-        "benchmark": "repair-clinc150", "intents": len(INTENTS), "deployed_train_per_intent": DEPLOYED_PER_INTENT,
-        "inferences": len(rows), "failures_before": failures_before, "pass_rate_before": round(1 - failures_before / len(rows), 4),
-        "fixable_failures": prep["fixable"], "external_failures": prep["external"],
-        "failures_fixed": fixed, "fixed_rate": round(fixed / eval_n, 4) if eval_n else None,
-        "fixed_rate_of_all_failures": round(fixed / failures_before, 4) if failures_before else None,
-        "regression_set_size": prep["regression_set"], "regressions": metrics.get("regressions"),
-        "cross_checkpoint_set_size": prep["cross_checkpoint_set"],
-        "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
-        "promoted": promoted, "revision": after.current_revision,
-        "gate": after.last_verdict.model_dump() if after.last_verdict else None,
-        "best_attempt": chosen, "attempts": status.attempts.total,
+        "benchmark": "repair-clinc150", "intents": len(INTENTS), "deployed_train_per_intent": DEPLOYED_PER_INTENT, **summary,
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
-        "taxonomy_top": prep["taxonomy"][:10], "report": status.report_uri,
     }
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)

@@ -24,8 +24,12 @@ INJECTION = re.compile(
 _VOWELS = set("aeiouAEIOU")
 
 
-def input_flags(text: str) -> list[str]:
-    """Detector findings for one input; an empty list means nothing suspicious."""
+def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
+    """Detector findings for one input; an empty list means nothing suspicious.
+
+    ``digits_are_content``: count digits with letters when judging gibberish (news text for NER holds score
+    tables and datelines such as "BEIJING 1996-08-27", which are not noise).
+    """
     stripped = (text or "").strip()
     if not re.search(r"\w", stripped):
         return ["empty"]
@@ -33,7 +37,7 @@ def input_flags(text: str) -> list[str]:
     if INJECTION.search(stripped):
         flags.append("injection")
     words = re.findall(r"[A-Za-z]+", stripped)
-    letters = sum(len(w) for w in words)
+    letters = sum(len(w) for w in words) + (sum(c.isdigit() for c in stripped) if digits_are_content else 0)
     if len(stripped) >= 8 and (letters / len(stripped) < 0.4 or (words and sum(1 for w in words if not set(w) & _VOWELS and len(w) > 3) / len(words) > 0.5)):
         flags.append("gibberish")
     return flags

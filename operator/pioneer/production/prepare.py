@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from pioneer import deploy
 from pioneer.api.models import ModelAdaptationSpec
 from pioneer.core import gate
+from pioneer.data.bio import alignment_problem
 from pioneer.data.evalset import serialize, sha256, verify
 from pioneer.data.examples import DataError, Example
 from pioneer.engine import EVAL_KEY, EVAL_MANIFEST, PREPARATION_KEY, Prepared, now
+from pioneer.production import ner_repair
 from pioneer.production.diagnosis import confirm, taxonomy, triage
 from pioneer.store import ArtifactStore, read_json, read_jsonl, split_uri, write_json, write_jsonl
 from pioneer.traces import store as trace_store
@@ -86,7 +88,12 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     current = next((r for r in deployed.revisions if r.revision == deployed.current_revision), None)
     if current is None:
         raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision in {registry.uri(deploy.PREFIX)}")
+    ner = spec.task.type == "ner"
     labels = parent_labels(current.model_uri, spec.task.labels)
+    if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
+        labels = list(dict.fromkeys(t[2:] for t in labels if t[:2] in ("B-", "I-")))
+    fits = ((lambda text, label: alignment_problem(text.split(" "), label.split(" "), labels) is None) if ner
+            else (lambda text, label: label in labels))
 
     db_ref = next(src.traces for src in spec.data.sources if src.traces)
     if "://" not in db_ref and base_dir is not None and not Path(db_ref).is_absolute():
@@ -96,30 +103,36 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
         rows = conn.execute(sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces "
                                     "WHERE verdict IS NOT NULL ORDER BY id")).fetchall()
     failures = [{"id": r[0], "text": r[1], "prediction": r[2], "corrected": r[3]} for r in rows if r[4] == "fail" and r[3]]
-    passing = [{"id": r[0], "text": r[1], "prediction": r[2]} for r in rows if r[4] == "pass" and r[2] in labels]
+    passing = [{"id": r[0], "text": r[1], "prediction": r[2]} for r in rows if r[4] == "pass" and r[2] and fits(r[1], r[2])]
     if not failures:
         raise DataError(f"no failing traces with a correction in {db_ref}: nothing to repair")
 
     parent_train = []
     if current.train_uri:
         try:
-            parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if r["label"] in labels]
+            parent_train = [Example(r["text"], r["label"], role="parent") for r in _read_uri_rows(current.train_uri) if fits(r["text"], r["label"])]
         except OSError:
             parent_train = []
-    tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
-                 embed=_embedder(spec.hyperparameters.base_model) if parent_train else None)
+    if ner:
+        tri = ner_repair.triage(failures, passing, labels)
+        clusters = ner_repair.taxonomy(tri)
+        for p in tri.kept_passing:  # the regression set keeps the share of sentences with and without entities
+            p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
+    else:
+        tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
+                     embed=_embedder(spec.hyperparameters.base_model) if parent_train else None)
+        clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     passing = tri.kept_passing
-    clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
                    for f in tri.fixable]
     size = gate.regression_set_size(len(failure_set), len(passing), spec.gate.regression_set_fraction)
     regression = [Example(p["text"], p["prediction"], role="regression", meta={"trace": p["id"]})
-                  for p in gate.stratified_sample(passing, size, "prediction", spec.search.seed)]
+                  for p in gate.stratified_sample(passing, size, "stratum" if ner else "prediction", spec.search.seed)]
     cross: list[Example] = []
     if spec.gate.cross_checkpoint and current.predictions_uri:
         try:
             cross = [Example(r["text"], r["label"], role="cross-checkpoint") for r in _read_uri_rows(current.predictions_uri)
-                     if r.get("correct") and r["label"] in labels]
+                     if r.get("correct") and fits(r["text"], r["label"])]
         except OSError:
             cross = []
 

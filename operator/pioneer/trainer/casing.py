@@ -37,6 +37,8 @@ def add_casing_feature(model, tokenizer) -> bool:
 
     Returns False (and changes nothing) for cased tokenizers and for models without token types.
     """
+    if uses_casing(model):  # a checkpoint that already has it (a deployed parent): keep its learned rows
+        return True
     embeddings = getattr(model.base_model, "embeddings", None)
     table = getattr(embeddings, "token_type_embeddings", None)
     if table is None or not lowercases(tokenizer):

@@ -186,6 +186,7 @@ class TrainedTagger:
     model: Any
     threshold: float = 0.5
     curve: list[dict[str, Any]] = field(default_factory=list)
+    fixed: bool = False  # the threshold was given (decisionThreshold, or the deployed model's own): report the curve, keep it
 
 
 def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
@@ -197,11 +198,16 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
                                  "and pretrained GLiNER weights from the hub); use nerBackend tokenClassification")
     tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
                                     spec.pipeline.data.seed, workdir, on_progress=on_progress)
-    return TrainedTagger(tokenizer, model), facts
+    threshold = hp.decision_threshold
+    shipped = Path(resolve(hp.base_model)) / THRESHOLD_FILE
+    if threshold is None and not facts["steps"] and shipped.is_file():
+        threshold = json.loads(shipped.read_text())["threshold"]  # an untrained deployed model keeps its operating point
+    facts["decision_threshold"] = "fixed" if threshold is not None else "swept"
+    return TrainedTagger(tokenizer, model, threshold if threshold is not None else 0.5, fixed=threshold is not None), facts
 
 
 def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Sweep the decision threshold on the evaluation set, keep the best, score at it."""
+    """Sweep the decision threshold on the evaluation set, keep the best (unless it is fixed), score at it."""
     from pioneer.trainer.ner_metrics import ner_metrics, threshold_curve
 
     tokenizer, model = trained.tokenizer, trained.model
@@ -209,11 +215,12 @@ def evaluate_attempt(trained, rows: list[dict[str, Any]], spec) -> tuple[dict[st
     probs = word_probabilities(model, tokenizer, [r["text"] for r in rows], spec.pipeline.hyperparameters.max_length)
     truth = [r["label"].split(" ") for r in rows]
     curve = threshold_curve(truth, lambda t: [decode(p, tags, t) for p in probs], THRESHOLDS)
-    best = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - 0.5)))
-    trained.threshold, trained.curve = best["threshold"], curve
-    pred = [decode(p, tags, best["threshold"]) for p in probs]
+    if not trained.fixed:
+        trained.threshold = max(curve, key=lambda c: (c["f1"], -abs(c["threshold"] - 0.5)))["threshold"]
+    trained.curve = curve
+    pred = [decode(p, tags, trained.threshold) for p in probs]
     metrics = ner_metrics(truth, pred, slices=[r.get("role", "positive") for r in rows])
-    metrics.update(threshold=best["threshold"], threshold_curve=curve)
+    metrics.update(threshold=trained.threshold, threshold_fixed=trained.fixed, threshold_curve=curve)
     predictions = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": " ".join(p),
                     "correct": t == p, "slice": r.get("role")} for r, t, p in zip(rows, truth, pred)]
     return metrics, predictions
