@@ -87,3 +87,19 @@ def repair_summary(repair, status, registry, deployed_model: str, failures_befor
         "attempts": status.attempts.total, "taxonomy_top": prep["taxonomy"][:10], "report": status.report_uri,
     }
     return summary, after
+
+
+def deploy_first_revision(doc: dict, work: Path, display):
+    """Run a cold-start spec that promotes to a DeployedModel; return (registry, the DeployedModel), or
+    (registry, None) when revision 1 was not promoted."""
+    from pioneer import deploy
+    from pioneer.api.validation import parse_resource
+    from pioneer.runner.local import LocalRunner
+    from pioneer.store import LocalStore
+
+    resource = parse_resource(doc)
+    LocalRunner(resource, base_dir=work, on_event=display.event).run(on_tick=display.tick)
+    display.close()
+    registry = LocalStore(work / "artifacts")
+    deployed = deploy.load(registry, resource.spec.deployed_model)
+    return registry, deployed if deployed.current_revision == 1 else None

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels, repair_summary
+from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, predict_labels, repair_summary
 
 INTENTS = [
     "balance", "bill_balance", "bill_due", "pay_bill", "transfer", "transactions", "freeze_account", "report_fraud",
@@ -60,11 +60,9 @@ def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[
 
 
 def run(args: argparse.Namespace) -> int:
-    from pioneer import deploy
     from pioneer.api.validation import parse_resource
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
-    from pioneer.store import LocalStore
     from pioneer.traces.judges import exact_match
     from pioneer.traces.store import add, connect
 
@@ -94,12 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     display = Display()
     # 1. the deployed model: a deliberately small cold start, promoted as revision 1
-    v1 = LocalRunner(parse_resource(DEPLOY_SPEC), base_dir=work, on_event=display.event)
-    v1.run(on_tick=display.tick)
-    display.close()
-    registry = LocalStore(work / "artifacts")
-    parent = deploy.load(registry, "clinc30")
-    if parent.current_revision != 1:
+    registry, parent = deploy_first_revision(DEPLOY_SPEC, work, display)
+    if parent is None:
         print("repair-clinc150: the deployed model was not promoted", file=sys.stderr)
         return 1
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, repair_summary
+from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, repair_summary
 from pioneer.bench.coldstart_conll import test_scores
 
 TASK = {"description": "Extract person, organisation, location and miscellaneous entity names from news sentences.", "type": "ner"}
@@ -64,12 +64,10 @@ def _conll(sentences: list[tuple[list[str], list[str]]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pioneer import deploy
     from pioneer.api.validation import parse_resource
     from pioneer.data.conll import read_conll
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
-    from pioneer.store import LocalStore
     from pioneer.traces.judges import exact_match
     from pioneer.traces.store import add, connect
     from pioneer.trainer.ner_metrics import error_counts
@@ -90,12 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     display = Display()
     # 1. the deployed tagger: a small cold start shipped at a low threshold, promoted as revision 1
-    v1 = LocalRunner(parse_resource(deploy_spec(args.deployed_threshold, args.deployed_epochs)), base_dir=work, on_event=display.event)
-    v1.run(on_tick=display.tick)
-    display.close()
-    registry = LocalStore(work / "artifacts")
-    parent = deploy.load(registry, "conll-tagger")
-    if parent.current_revision != 1:
+    registry, parent = deploy_first_revision(deploy_spec(args.deployed_threshold, args.deployed_epochs), work, display)
+    if parent is None:
         print("repair-conll: the deployed tagger was not promoted", file=sys.stderr)
         return 1
 
