@@ -94,3 +94,33 @@ def test_a_missing_data_file_is_named(write_spec, tmp_path, capsys):
     doc = tiny_adaptation(data={"sources": [{"path": "nope.jsonl"}]})
     assert main(["run", str(write_spec(doc))]) == 1
     assert "nope.jsonl: no such data file" in capsys.readouterr().err
+
+
+def test_an_attempt_that_would_repeat_a_finished_training_reuses_its_result_instead(tmp_path):
+    from pioneer import engine
+    from pioneer.core.controller import NewAttempt
+    from pioneer.core.planner import initial_pipeline
+    from pioneer.store import LocalStore, write_json
+
+    spec = parse_resource(tiny_adaptation()).spec
+    store = LocalStore(tmp_path / "art")
+    prepared = engine.prepare(spec, store, tmp_path)
+    pipeline = initial_pipeline(spec)
+    first = engine.materialize("t", spec, prepared, NewAttempt("t-i1-a", 1, "t-baseline", pipeline, "initial", "why"), store)
+    write_json(store, "attempts/t-i1-a/output/metrics.json", {"score": 0.8, "eval_sha256": prepared.eval_sha256})
+    store.write_bytes("attempts/t-i1-a/output/model/weights.bin", b"trained")
+    store.write_bytes("attempts/t-i1-a/output/_SUCCESS", b"")
+    assert engine.collect(store, first).score == 0.8
+
+    # a later attempt whose recipe differs but yields the same training bytes with the same configuration
+    same = engine.materialize("t", spec, prepared, NewAttempt("t-i2-a", 2, "t-i1-a", pipeline, "more replay", "why"), store)
+    assert store.read_bytes("attempts/t-i2-a/train.jsonl") == store.read_bytes("attempts/t-i1-a/train.jsonl")
+    reused = engine.collect(store, same)
+    assert reused.phase == "Succeeded" and reused.score == 0.8 and reused.model_uri.endswith("attempts/t-i2-a/output/model")
+    assert read_json(store, "attempts/t-i2-a/output/metrics.json")["reused_from"] == "t-i1-a"
+    assert store.read_bytes("attempts/t-i2-a/output/model/weights.bin") == b"trained"
+
+    # a different learning rate is a different training: it runs
+    faster = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"learning_rate": 3e-4})})
+    other = engine.materialize("t", spec, prepared, NewAttempt("t-i2-b", 2, "t-i1-a", faster, "lr x3", "why"), store)
+    assert engine.collect(store, other) is None and not store.exists("attempts/t-i2-b/output")

@@ -12,6 +12,7 @@ nothing else (no processes, no Kubernetes)::
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ EVAL_KEY = "eval/evalset.jsonl"
 EVAL_MANIFEST = "eval/manifest.json"
 POOL_KEY = "data/pool.jsonl"
 PREPARATION_KEY = "data/preparation.json"
+IDENTITY = "training-identity"  # per attempt: hash of what decides its result (see training_identity)
 
 
 def now() -> str:
@@ -154,11 +156,52 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
     )
     if not store.exists(spec_key):
         write_json(store, spec_key, attempt_spec.dump())
+    if new.iteration >= 1 and not store.exists(attempt_key(new.name, IDENTITY)):
+        identity = training_identity(attempt_spec, store.read_bytes(attempt_key(new.name, "train.jsonl")))
+        twin = _finished_twin(store, identity)
+        if twin is not None:
+            _reuse(store, twin, new.name)
+        store.write_bytes(attempt_key(new.name, IDENTITY), identity.encode())
     return TrainingAttempt(
         metadata=ObjectMeta(name=new.name, namespace=namespace, labels={"pioneer.dev/adaptation": adaptation}),
         spec=attempt_spec,
         status=TrainingAttemptStatus(phase=Phase.pending),
     )
+
+
+def training_identity(spec: TrainingAttemptSpec, train_bytes: bytes) -> str:
+    """What decides a trained model's result: the training bytes, the hyperparameters, strategy and seed, the
+    task and the sets it is scored on. Two data recipes that produce the same bytes (e.g. a replay share raised
+    when every replayable example is already in) are the same training; the seeded trainer would repeat it."""
+    p = spec.pipeline
+    facts = {"train": sha256(train_bytes), "hyperparameters": p.hyperparameters.model_dump(), "seed": p.data.seed,
+             "strategy": p.strategy.model_dump(),
+             "task": spec.task.model_dump(), "labels": spec.labels, "inputs": spec.inputs.model_dump(exclude={"train_uri"})}
+    return sha256(json.dumps(facts, sort_keys=True, default=str).encode())
+
+
+def _finished_twin(store: ArtifactStore, identity: str) -> str | None:
+    """An attempt of this adaptation with the same training identity and a valid output, if any."""
+    for key in store.list("attempts/"):
+        if key.endswith(f"/{IDENTITY}") and store.read_bytes(key).decode() == identity:
+            name = key.split("/")[1]
+            if store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
+                return name
+    return None
+
+
+def _reuse(store: ArtifactStore, twin: str, name: str) -> None:
+    """Give ``name`` the output of its finished twin instead of training the same thing again (_SUCCESS last)."""
+    source, target = attempt_key(twin, OUTPUT), attempt_key(name, OUTPUT)
+    for key in store.list(source):
+        rest = key[len(source):]
+        if rest == f"/{SUCCESS}":
+            continue
+        data = store.read_bytes(key)
+        if rest == "/metrics.json":
+            data = json.dumps({**json.loads(data), "reused_from": twin}, indent=2).encode() + b"\n"
+        store.write_bytes(target + rest, data)
+    store.write_bytes(f"{target}/{SUCCESS}", b"")
 
 
 def attempt_spec_uri(store: ArtifactStore, name: str) -> str:

@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from dataclasses import asdict
-from typing import Any
 
 import kopf
 
@@ -198,6 +197,11 @@ def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch
         raise kopf.TemporaryError(f"ModelAdaptation {attempt.spec.adaptation} not found", delay=10)
     ma = ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
                                         | {"metadata": {"name": attempt.spec.adaptation}})
+    reused = engine.collect(adaptation_store(ma, None), attempt)
+    if reused is not None:  # the output is already there (a finished twin with the same training): no Job
+        kopf.info(body, reason="Reused", message="same training data and configuration as an earlier attempt; its result is reused")
+        patch.status.update(reused.dump())
+        return
     manifest = jobs.job_manifest(attempt, ma.spec, f"{attempt.spec.output_uri.rstrip('/')}/attempt.json")
     kopf.adopt(manifest, owner=body)
     created = client.create_job(namespace, manifest)

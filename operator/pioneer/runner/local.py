@@ -302,9 +302,14 @@ class LocalRunner:
                 for new in plan.create:
                     if new.name in self.attempts:
                         continue
-                    self.attempts[new.name] = materialize(self.name, self.spec, self.prepared, new, self.store)
+                    attempt = self.attempts[new.name] = materialize(self.name, self.spec, self.prepared, new, self.store)
                     parent = f" from {new.parent}" if new.parent else ""
                     self._event("decision", f"{new.name}{parent}: {new.modification}. {new.rationale}", new.name)
+                    reused = collect(self.store, attempt)  # a finished twin's output (same training), or None
+                    if reused is not None:
+                        attempt.status = reused
+                        self._event("reused", f"{new.name}: same training data and configuration as an earlier attempt; "
+                                              f"its result is reused ({self.spec.task.metric} = {reused.score:.4f})", new.name)
                 if plan.complete and not self.procs:
                     self.completion = plan.complete
                     self._event("complete", f"{plan.complete.reason}: {plan.complete.message}")
