@@ -21,6 +21,7 @@ def test_span_errors_name_spurious_missed_confused_and_boundary_spans():
     assert span_errors("B-PER I-PER O O O O", truth) == ["missed LOC"]
     assert span_errors("B-PER I-PER O B-ORG O O", truth) == ["LOC read as ORG"]
     assert span_errors("B-PER O O B-LOC O O", truth) == ["boundary of PER"]
+    assert span_errors(None, truth) == ["missed PER", "missed LOC"]  # a trace logged without an output
     assert wrong_and_missed(["spurious ORG", "LOC read as MISC", "missed PER"]) == ({"ORG", "MISC"}, {"LOC", "PER"})
 
 

@@ -21,13 +21,14 @@ from pioneer.data.similarity import TextIndex
 from pioneer.production.diagnosis import Triage, input_flags, length_bucket
 
 
-def _spans(tags: str) -> set[tuple[str, int, int]]:
+def _spans(tags: str | None) -> set[tuple[str, int, int]]:
+    """(type, first word, last word) of each entity; none for a missing or empty output."""
     from seqeval.metrics.sequence_labeling import get_entities
 
-    return set(get_entities(tags.split(" ")))
+    return set(get_entities(tags.split(" "))) if tags and tags.strip() else set()
 
 
-def span_errors(prediction: str, corrected: str) -> list[str]:
+def span_errors(prediction: str | None, corrected: str) -> list[str]:
     """What the prediction got wrong, span by span: ``spurious T``, ``missed T``, ``T read as U``, ``boundary of T``."""
     got, gold = _spans(prediction), _spans(corrected)
     errors = []
