@@ -96,7 +96,7 @@ def test_a_missing_data_file_is_named(write_spec, tmp_path, capsys):
     assert "nope.jsonl: no such data file" in capsys.readouterr().err
 
 
-def test_an_attempt_that_would_repeat_a_finished_training_reuses_its_result_instead(tmp_path):
+def test_an_attempt_that_would_repeat_a_training_waits_for_it_and_reuses_its_result(tmp_path):
     from pioneer import engine
     from pioneer.core.controller import NewAttempt
     from pioneer.core.planner import initial_pipeline
@@ -106,21 +106,30 @@ def test_an_attempt_that_would_repeat_a_finished_training_reuses_its_result_inst
     store = LocalStore(tmp_path / "art")
     prepared = engine.prepare(spec, store, tmp_path)
     pipeline = initial_pipeline(spec)
-    first = engine.materialize("t", spec, prepared, NewAttempt("t-i1-a", 1, "t-baseline", pipeline, "initial", "why"), store)
+    new = lambda name, it, pipe, why: engine.materialize("t", spec, prepared, NewAttempt(name, it, "t-baseline", pipe, why, "why"), store)  # noqa: E731
+    first = new("t-i1-a", 1, pipeline, "initial")
+    # a sibling whose recipe differs but yields the same training bytes with the same configuration
+    twin = new("t-i1-b", 1, pipeline, "more replay")
+    assert store.read_bytes("attempts/t-i1-b/train.jsonl") == store.read_bytes("attempts/t-i1-a/train.jsonl")
+    assert engine.pending_twin(store, "t-i1-a") is None  # the earlier one trains
+    assert engine.pending_twin(store, "t-i1-b") == "t-i1-a"  # the later one waits for it
+
     write_json(store, "attempts/t-i1-a/output/metrics.json", {"score": 0.8, "eval_sha256": prepared.eval_sha256})
     store.write_bytes("attempts/t-i1-a/output/model/weights.bin", b"trained")
     store.write_bytes("attempts/t-i1-a/output/_SUCCESS", b"")
     assert engine.collect(store, first).score == 0.8
-
-    # a later attempt whose recipe differs but yields the same training bytes with the same configuration
-    same = engine.materialize("t", spec, prepared, NewAttempt("t-i2-a", 2, "t-i1-a", pipeline, "more replay", "why"), store)
-    assert store.read_bytes("attempts/t-i2-a/train.jsonl") == store.read_bytes("attempts/t-i1-a/train.jsonl")
-    reused = engine.collect(store, same)
-    assert reused.phase == "Succeeded" and reused.score == 0.8 and reused.model_uri.endswith("attempts/t-i2-a/output/model")
-    assert read_json(store, "attempts/t-i2-a/output/metrics.json")["reused_from"] == "t-i1-a"
-    assert store.read_bytes("attempts/t-i2-a/output/model/weights.bin") == b"trained"
+    assert engine.pending_twin(store, "t-i1-b") is None  # finished: its output is now t-i1-b's too
+    reused = engine.collect(store, twin)
+    assert reused.phase == "Succeeded" and reused.score == 0.8 and reused.model_uri.endswith("attempts/t-i1-b/output/model")
+    assert read_json(store, "attempts/t-i1-b/output/metrics.json")["reused_from"] == "t-i1-a"
+    assert store.read_bytes("attempts/t-i1-b/output/model/weights.bin") == b"trained"
 
     # a different learning rate is a different training: it runs
     faster = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"learning_rate": 3e-4})})
-    other = engine.materialize("t", spec, prepared, NewAttempt("t-i2-b", 2, "t-i1-a", faster, "lr x3", "why"), store)
-    assert engine.collect(store, other) is None and not store.exists("attempts/t-i2-b/output")
+    other = new("t-i2-a", 2, faster, "lr x3")
+    assert engine.pending_twin(store, "t-i2-a") is None and engine.collect(store, other) is None
+
+    # a twin that failed is no reason to wait: the attempt trains itself
+    third = new("t-i2-b", 2, pipeline.model_copy(update={"hyperparameters": faster.hyperparameters}), "same as i2-a")
+    write_json(store, "attempts/t-i2-a/failure.json", {"error": "OSError", "message": "disk full"})
+    assert engine.pending_twin(store, "t-i2-b") is None and engine.collect(store, third) is None

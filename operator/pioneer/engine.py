@@ -158,9 +158,6 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
         write_json(store, spec_key, attempt_spec.dump())
     if new.iteration >= 1 and not store.exists(attempt_key(new.name, IDENTITY)):
         identity = training_identity(attempt_spec, store.read_bytes(attempt_key(new.name, "train.jsonl")))
-        twin = _finished_twin(store, identity)
-        if twin is not None:
-            _reuse(store, twin, new.name)
         store.write_bytes(attempt_key(new.name, IDENTITY), identity.encode())
     return TrainingAttempt(
         metadata=ObjectMeta(name=new.name, namespace=namespace, labels={"pioneer.dev/adaptation": adaptation}),
@@ -180,13 +177,28 @@ def training_identity(spec: TrainingAttemptSpec, train_bytes: bytes) -> str:
     return sha256(json.dumps(facts, sort_keys=True, default=str).encode())
 
 
-def _finished_twin(store: ArtifactStore, identity: str) -> str | None:
-    """An attempt of this adaptation with the same training identity and a valid output, if any."""
-    for key in store.list("attempts/"):
-        if key.endswith(f"/{IDENTITY}") and store.read_bytes(key).decode() == identity:
-            name = key.split("/")[1]
-            if store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
-                return name
+def _order(store: ArtifactStore, name: str) -> tuple[int, str]:
+    return read_json(store, attempt_key(name, "attempt.json")).get("iteration", 0), name
+
+
+def pending_twin(store: ArtifactStore, name: str) -> str | None:
+    """Before ``name`` trains: the earlier attempt of this adaptation that trains exactly the same thing
+    (:func:`training_identity`) and has not finished yet, which ``name`` should wait for. When that twin has
+    finished, its output is copied to ``name`` (``collect`` then returns the result) and None is returned;
+    a failed twin does not count, and neither does a later one (so two twins never wait for each other)."""
+    if not store.exists(attempt_key(name, IDENTITY)) or store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
+        return None
+    identity, mine = store.read_bytes(attempt_key(name, IDENTITY)), _order(store, name)
+    earlier = sorted(order for order in (_order(store, key.split("/")[1]) for key in store.list("attempts/")
+                                         if key.endswith(f"/{IDENTITY}") and store.read_bytes(key) == identity)
+                     if order < mine)
+    for _, twin in earlier:
+        if store.exists(attempt_key(twin, FAILURE)):
+            continue
+        if store.exists(attempt_key(twin, f"{OUTPUT}/{SUCCESS}")):
+            _reuse(store, twin, name)
+            return None
+        return twin
     return None
 
 

@@ -197,8 +197,12 @@ def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch
         raise kopf.TemporaryError(f"ModelAdaptation {attempt.spec.adaptation} not found", delay=10)
     ma = ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
                                         | {"metadata": {"name": attempt.spec.adaptation}})
-    reused = engine.collect(adaptation_store(ma, None), attempt)
-    if reused is not None:  # the output is already there (a finished twin with the same training): no Job
+    store = adaptation_store(ma, None)
+    twin = engine.pending_twin(store, name)
+    if twin is not None:  # the same training is under way in another attempt: wait for its result
+        raise kopf.TemporaryError(f"waits for {twin}: same training data and configuration", delay=RECONCILE_SECONDS)
+    reused = engine.collect(store, attempt)
+    if reused is not None:  # the output is already there (copied from a finished twin): no Job
         kopf.info(body, reason="Reused", message="same training data and configuration as an earlier attempt; its result is reused")
         patch.status.update(reused.dump())
         return

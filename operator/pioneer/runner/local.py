@@ -33,6 +33,7 @@ from pioneer.engine import (
     collect,
     materialize,
     now,
+    pending_twin,
     prepare,
     read_progress,
 )
@@ -217,6 +218,18 @@ class LocalRunner:
             if len(self.procs) >= self.spec.search.parallelism:
                 return
             if a.status.phase == Phase.pending.value and name not in self.procs and time.monotonic() >= self.retry_at.get(name, 0):
+                twin = pending_twin(self.store, name)
+                if twin is not None:  # the same training is under way: wait for its result instead of repeating it
+                    if a.status.message != (waiting := f"waits for {twin}: same training data and configuration"):
+                        a.status = a.status.model_copy(update={"message": waiting})
+                        self._event("waiting", f"{name}: {waiting}", name)
+                    continue
+                reused = collect(self.store, a)
+                if reused is not None:
+                    a.status = reused
+                    self._event("reused", f"{name}: same training data and configuration as an earlier attempt; its result "
+                                          f"is reused ({self.spec.task.metric} = {reused.score:.4f})", name)
+                    continue
                 self._start(name)
 
     @staticmethod
@@ -302,14 +315,9 @@ class LocalRunner:
                 for new in plan.create:
                     if new.name in self.attempts:
                         continue
-                    attempt = self.attempts[new.name] = materialize(self.name, self.spec, self.prepared, new, self.store)
+                    self.attempts[new.name] = materialize(self.name, self.spec, self.prepared, new, self.store)
                     parent = f" from {new.parent}" if new.parent else ""
                     self._event("decision", f"{new.name}{parent}: {new.modification}. {new.rationale}", new.name)
-                    reused = collect(self.store, attempt)  # a finished twin's output (same training), or None
-                    if reused is not None:
-                        attempt.status = reused
-                        self._event("reused", f"{new.name}: same training data and configuration as an earlier attempt; "
-                                              f"its result is reused ({self.spec.task.metric} = {reused.score:.4f})", new.name)
                 if plan.complete and not self.procs:
                     self.completion = plan.complete
                     self._event("complete", f"{plan.complete.reason}: {plan.complete.message}")
