@@ -111,14 +111,15 @@ def test_an_attempt_that_would_repeat_a_training_waits_for_it_and_reuses_its_res
     # a sibling whose recipe differs but yields the same training bytes with the same configuration
     twin = new("t-i1-b", 1, pipeline, "more replay")
     assert store.read_bytes("attempts/t-i1-b/train.jsonl") == store.read_bytes("attempts/t-i1-a/train.jsonl")
-    assert engine.pending_twin(store, "t-i1-a") is None  # the earlier one trains
-    assert engine.pending_twin(store, "t-i1-b") == "t-i1-a"  # the later one waits for it
+    siblings = [first, twin]
+    assert engine.pending_twin(store, first, siblings) is None  # the earlier one trains
+    assert engine.pending_twin(store, twin, siblings) == "t-i1-a"  # the later one waits for it
 
     write_json(store, "attempts/t-i1-a/output/metrics.json", {"score": 0.8, "eval_sha256": prepared.eval_sha256})
     store.write_bytes("attempts/t-i1-a/output/model/weights.bin", b"trained")
     store.write_bytes("attempts/t-i1-a/output/_SUCCESS", b"")
     assert engine.collect(store, first).score == 0.8
-    assert engine.pending_twin(store, "t-i1-b") is None  # finished: its output is now t-i1-b's too
+    assert engine.pending_twin(store, twin, siblings) is None  # finished: its output is now t-i1-b's too
     reused = engine.collect(store, twin)
     assert reused.phase == "Succeeded" and reused.score == 0.8 and reused.model_uri.endswith("attempts/t-i1-b/output/model")
     assert read_json(store, "attempts/t-i1-b/output/metrics.json")["reused_from"] == "t-i1-a"
@@ -127,9 +128,9 @@ def test_an_attempt_that_would_repeat_a_training_waits_for_it_and_reuses_its_res
     # a different learning rate is a different training: it runs
     faster = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"learning_rate": 3e-4})})
     other = new("t-i2-a", 2, faster, "lr x3")
-    assert engine.pending_twin(store, "t-i2-a") is None and engine.collect(store, other) is None
+    assert engine.pending_twin(store, other, siblings + [other]) is None and engine.collect(store, other) is None
 
     # a twin that failed is no reason to wait: the attempt trains itself
     third = new("t-i2-b", 2, pipeline.model_copy(update={"hyperparameters": faster.hyperparameters}), "same as i2-a")
     write_json(store, "attempts/t-i2-a/failure.json", {"error": "OSError", "message": "disk full"})
-    assert engine.pending_twin(store, "t-i2-b") is None and engine.collect(store, third) is None
+    assert engine.pending_twin(store, third, siblings + [other, third]) is None and engine.collect(store, third) is None

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pioneer.api.models import (
     AttemptInputs,
@@ -177,23 +177,19 @@ def training_identity(spec: TrainingAttemptSpec, train_bytes: bytes) -> str:
     return sha256(json.dumps(facts, sort_keys=True, default=str).encode())
 
 
-def _order(store: ArtifactStore, name: str) -> tuple[int, str]:
-    return read_json(store, attempt_key(name, "attempt.json")).get("iteration", 0), name
-
-
-def pending_twin(store: ArtifactStore, name: str) -> str | None:
-    """Before ``name`` trains: the earlier attempt of this adaptation that trains exactly the same thing
-    (:func:`training_identity`) and has not finished yet, which ``name`` should wait for. When that twin has
-    finished, its output is copied to ``name`` (``collect`` then returns the result) and None is returned;
-    a failed twin does not count, and neither does a later one (so two twins never wait for each other)."""
+def pending_twin(store: ArtifactStore, attempt: TrainingAttempt, siblings: Iterable[TrainingAttempt]) -> str | None:
+    """Before ``attempt`` trains: the earlier sibling (the adaptation's other attempts) that trains exactly the
+    same thing (:func:`training_identity`) and has not finished yet, which ``attempt`` should wait for. When
+    that twin has finished, its output is copied to ``attempt`` (``collect`` then returns the result) and None
+    is returned; a failed twin does not count, and neither does a later one (two twins never wait for each other)."""
+    name = attempt.metadata.name
     if not store.exists(attempt_key(name, IDENTITY)) or store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
         return None
-    identity, mine = store.read_bytes(attempt_key(name, IDENTITY)), _order(store, name)
-    earlier = sorted(order for order in (_order(store, key.split("/")[1]) for key in store.list("attempts/")
-                                         if key.endswith(f"/{IDENTITY}") and store.read_bytes(key) == identity)
-                     if order < mine)
+    identity, mine = store.read_bytes(attempt_key(name, IDENTITY)), (attempt.spec.iteration, name)
+    earlier = sorted((a.spec.iteration, a.metadata.name) for a in siblings if (a.spec.iteration, a.metadata.name) < mine)
     for _, twin in earlier:
-        if store.exists(attempt_key(twin, FAILURE)):
+        key = attempt_key(twin, IDENTITY)
+        if not store.exists(key) or store.read_bytes(key) != identity or store.exists(attempt_key(twin, FAILURE)):
             continue
         if store.exists(attempt_key(twin, f"{OUTPUT}/{SUCCESS}")):
             _reuse(store, twin, name)

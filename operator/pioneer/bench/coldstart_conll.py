@@ -39,12 +39,18 @@ spec:
 """
 
 
-def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> dict:
+def tag_sentences(model_dir: str, sentences: list[tuple[list[str], list[str]]], max_length: int = 128) -> tuple[list[str], float]:
+    """(predicted tags of each sentence, space-joined; the threshold used) with a trained tagger's own threshold."""
     from pioneer.trainer.ner import load_trained, predict
-    from pioneer.trainer.ner_metrics import ner_metrics
 
     tokenizer, model, threshold = load_trained(model_dir)
-    pred = predict(model, tokenizer, [" ".join(w) for w, _ in sentences], 128, threshold)
+    return predict(model, tokenizer, [" ".join(w) for w, _ in sentences], max_length, threshold), threshold
+
+
+def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> dict:
+    from pioneer.trainer.ner_metrics import ner_metrics
+
+    pred, threshold = tag_sentences(model_dir, sentences)
     m = ner_metrics([t for _, t in sentences], [p.split(" ") for p in pred])
     keep = ("score", "precision", "recall", "true_positives", "false_positives", "false_negatives", "fp_fn_ratio", "per_label")
     return {"threshold": threshold, **{k: m[k] for k in keep}}

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, repair_summary
-from pioneer.bench.coldstart_conll import test_scores
+from pioneer.bench.coldstart_conll import tag_sentences, test_scores
 
 TASK = {"description": "Extract person, organisation, location and miscellaneous entity names from news sentences.", "type": "ner"}
 HYPERPARAMETERS = {"learningRate": 2e-4, "maxLength": 128, "batchSize": 32}
@@ -50,13 +50,6 @@ def repair_spec(args: argparse.Namespace) -> dict:
             "artifacts": {"uri": "artifacts"}, "deployedModel": "conll-tagger",
         },
     }
-
-
-def _tag(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> list[str]:
-    from pioneer.trainer.ner import load_trained, predict
-
-    tokenizer, model, threshold = load_trained(model_dir)
-    return predict(model, tokenizer, [" ".join(w) for w, _ in sentences], HYPERPARAMETERS["maxLength"], threshold)
 
 
 def _conll(sentences: list[tuple[list[str], list[str]]]) -> str:
@@ -94,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     # 2. production traffic, judged by exact match against the gold tags
-    preds = _tag(parent.model_uri, inferences)
+    preds, _ = tag_sentences(parent.model_uri, inferences, HYPERPARAMETERS["maxLength"])
     rows = []
     for i, ((words, tags), pred) in enumerate(zip(inferences, preds)):
         gold = " ".join(tags)

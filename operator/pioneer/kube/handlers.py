@@ -198,7 +198,7 @@ def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch
     ma = ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
                                         | {"metadata": {"name": attempt.spec.adaptation}})
     store = adaptation_store(ma, None)
-    twin = engine.pending_twin(store, name)
+    twin = engine.pending_twin(store, attempt, _attempts(namespace, attempt.spec.adaptation))
     if twin is not None:  # the same training is under way in another attempt: wait for its result
         raise kopf.TemporaryError(f"waits for {twin}: same training data and configuration", delay=RECONCILE_SECONDS)
     reused = engine.collect(store, attempt)

@@ -18,14 +18,14 @@ from pioneer.api.models import DataRecipe
 from pioneer.data.bio import alignment_problem
 from pioneer.data.examples import Example
 from pioneer.data.similarity import TextIndex
+from pioneer.data.sources import entity_types as tag_types
 from pioneer.production.diagnosis import Triage, input_flags, length_bucket
+from pioneer.trainer.ner_metrics import entity_spans
 
 
 def _spans(tags: str | None) -> set[tuple[str, int, int]]:
-    """(type, first word, last word) of each entity; none for a missing or empty output."""
-    from seqeval.metrics.sequence_labeling import get_entities
-
-    return set(get_entities(tags.split(" "))) if tags and tags.strip() else set()
+    """The entity spans of a space-joined tag sequence; none for a missing or empty output."""
+    return entity_spans(tags.split(" ") if tags and tags.strip() else [])
 
 
 def span_errors(prediction: str | None, corrected: str) -> list[str]:
@@ -111,10 +111,6 @@ def taxonomy(result: Triage, top_examples: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def _types(tags: str) -> set[str]:
-    return {t for t, _, _ in _spans(tags)}
-
-
 def build_curriculum(failures: list[Example], passing: list[Example], parent_train: list[Example], recipe: DataRecipe,
                      replay_share: float, remaining: list[dict[str, Any]] | None = None) -> tuple[list[Example], list[dict[str, Any]]]:
     """(training set, rule records): gold corrections, a hard negative per failure, surgical augmentation, replay.
@@ -134,7 +130,7 @@ def build_curriculum(failures: list[Example], passing: list[Example], parent_tra
     taken = {ex.id for ex in gold}
     verified = [ex for ex in passing + parent_train if ex.id not in taken]
     index = TextIndex([ex.text for ex in verified]) if verified else None
-    verified_types = [_types(ex.label) for ex in verified]
+    verified_types = [tag_types(ex.label) for ex in verified]
 
     def nearest(text: str, prediction: str, truth: str, k: int) -> list[Example]:
         """The k nearest verified sentences that show the right behaviour for this failure's errors: free of
@@ -164,7 +160,7 @@ def build_curriculum(failures: list[Example], passing: list[Example], parent_tra
     if recipe.hard_negative_share > 0:
         for ex in gold:
             for pick in nearest(ex.text, ex.meta.get("prediction", ""), ex.label, 1):
-                kinds["entity-free" if not _types(pick.label) else "with entities"] += 1
+                kinds["entity-free" if not tag_types(pick.label) else "with entities"] += 1
                 hard.append(pick.with_role("hard_negative", pair_of=ex.id))
     records.append({"rule": "hard-negatives", "description": "2-for-1: each corrected failure brings the nearest verified sentence "
                     "without the type it over-predicted (or with the type it missed)", "before": 0, "after": len(hard),
@@ -190,5 +186,5 @@ def build_curriculum(failures: list[Example], passing: list[Example], parent_tra
     records.append({"rule": "final-composition", "description": "roles of the curriculum and how many sentences hold no entity",
                     "before": len(training), "after": len(training),
                     "details": {"roles": dict(Counter(ex.role for ex in training)),
-                                "entity_free": sum(1 for ex in training if not _types(ex.label))}})
+                                "entity_free": sum(1 for ex in training if not tag_types(ex.label))}})
     return training, records

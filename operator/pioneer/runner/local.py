@@ -218,7 +218,7 @@ class LocalRunner:
             if len(self.procs) >= self.spec.search.parallelism:
                 return
             if a.status.phase == Phase.pending.value and name not in self.procs and time.monotonic() >= self.retry_at.get(name, 0):
-                twin = pending_twin(self.store, name)
+                twin = pending_twin(self.store, a, self.attempts.values())
                 if twin is not None:  # the same training is under way: wait for its result instead of repeating it
                     if a.status.message != (waiting := f"waits for {twin}: same training data and configuration"):
                         a.status = a.status.model_copy(update={"message": waiting})

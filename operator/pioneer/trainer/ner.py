@@ -156,15 +156,20 @@ def save_threshold(model_dir: Path, threshold: float, curve: list[dict[str, Any]
     (Path(model_dir) / THRESHOLD_FILE).write_text(json.dumps({"threshold": threshold, "curve": curve}, indent=2) + "\n")
 
 
+def saved_threshold(model_dir: str | Path) -> float | None:
+    """The decision threshold a model folder was saved with, if any."""
+    meta = Path(model_dir) / THRESHOLD_FILE
+    return json.loads(meta.read_text())["threshold"] if meta.is_file() else None
+
+
 def load_trained(model_dir: str | Path):
     """(tokenizer, model, threshold) of a model the trainer wrote."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForTokenClassification.from_pretrained(model_dir).to(pick_device())
-    meta = Path(model_dir) / THRESHOLD_FILE
-    threshold = json.loads(meta.read_text())["threshold"] if meta.is_file() else 0.5
-    return tokenizer, model, threshold
+    threshold = saved_threshold(model_dir)
+    return tokenizer, model, 0.5 if threshold is None else threshold
 
 
 # --------------------------------------------------------------------------- the trainer program's interface
@@ -199,9 +204,8 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
     tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
                                     spec.pipeline.data.seed, workdir, on_progress=on_progress)
     threshold = hp.decision_threshold
-    shipped = Path(resolve(hp.base_model)) / THRESHOLD_FILE
-    if threshold is None and not facts["steps"] and shipped.is_file():
-        threshold = json.loads(shipped.read_text())["threshold"]  # an untrained deployed model keeps its operating point
+    if threshold is None and not facts["steps"]:  # an untrained deployed model keeps its operating point
+        threshold = saved_threshold(resolve(hp.base_model))
     facts["decision_threshold"] = "fixed" if threshold is not None else "swept"
     return TrainedTagger(tokenizer, model, threshold if threshold is not None else 0.5, fixed=threshold is not None), facts
 

@@ -9,7 +9,8 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 
-def _spans(tags: list[str]) -> set[tuple[str, int, int]]:
+def entity_spans(tags: list[str]) -> set[tuple[str, int, int]]:
+    """(type, first word, last word) of each entity, seqeval's reading of BIO."""
     return set(get_entities(tags))
 
 
@@ -17,7 +18,7 @@ def error_counts(truth: list[list[str]], pred: list[list[str]]) -> dict[str, Any
     """True positives, false positives (predicted spans not in the truth) and false negatives, overall and per type."""
     tp, fp, fn = Counter(), Counter(), Counter()
     for t, p in zip(truth, pred):
-        gold, got = _spans(t), _spans(p)
+        gold, got = entity_spans(t), entity_spans(p)
         for kind, counter in (("tp", gold & got), ("fp", got - gold), ("fn", gold - got)):
             for span in counter:
                 {"tp": tp, "fp": fp, "fn": fn}[kind][span[0]] += 1
@@ -58,7 +59,7 @@ def failure_patterns(truth: list[list[str]], pred: list[list[str]]) -> list[dict
     """Most frequent span errors as (label -> prediction): a type confusion, a missed entity (-> O) or a spurious one (O ->)."""
     patterns = Counter()
     for t, p in zip(truth, pred):
-        gold, got = _spans(t), _spans(p)
+        gold, got = entity_spans(t), entity_spans(p)
         got_at = {(s, e): k for k, s, e in got}
         gold_at = {(s, e): k for k, s, e in gold}
         for k, s, e in gold - got:
