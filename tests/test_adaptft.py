@@ -49,9 +49,10 @@ def test_poison_filter_precision_recall_and_the_coverage_table():
     q = filter_quality(rows, {"a", "c"})
     assert (q["precision"], q["recall"], q["true_positives"]) == (0.5, 0.5, 1)
     table = coverage_table(rows, {"a": "fail", "b": "fail", "c": "fail", "d": "pass"},
-                           {"a": "adversarial-or-malformed-input", "c": "off-domain-input"}, failure_set={"b"})
+                           {"a": "trained as 'oos': adversarial-or-malformed-input", "c": "excluded: off-domain-input"}, failure_set={"b"})
     by = {r["perturbation"]: r for r in table}
-    assert by["gibberish"]["fixable"] is False and by["gibberish"]["action"] == "excluded: adversarial-or-malformed-input"
+    assert by["gibberish"]["fixable"] is False and by["gibberish"]["action"] == "trained as 'oos': adversarial-or-malformed-input"
+    assert by["typos"]["action"] == "excluded: off-domain-input"
     assert by["label_flip"]["action"] == "trained on (gold correction)" and by["typos"]["fixable"] is True
     assert "(none: clean input)" not in by  # d passed
 

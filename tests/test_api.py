@@ -37,6 +37,8 @@ def test_a_minimal_spec_gets_every_default():
         (lambda d: d["spec"]["task"].update(type="ner", metric="accuracy"), "spec.task"),
         (lambda d: d["spec"]["task"].update(type="generation", answerFormat="letter"), "spec.task.answerFormat"),
         (lambda d: d["spec"]["hyperparameters"].update(nerBackend="spacy"), "spec.hyperparameters.nerBackend"),
+        (lambda d: d["spec"]["task"].update(outOfScopeLabel="oos"), "spec.task"),  # not one of the labels
+        (lambda d: d["spec"]["task"].update(type="ner", metric="entityF1", labels=["PER"], outOfScopeLabel="PER"), "spec.task"),
     ],
 )
 def test_a_bad_field_is_named_in_the_error(mutate, field):

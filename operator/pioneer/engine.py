@@ -69,7 +69,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     task, cur = spec.task, spec.data.curation
     examples = load_sources(spec.data.sources, base_dir, task.labels, task.type)
     labels = task.labels or sorted(set().union(*(label_names(ex, task.type) for ex in examples)))
-    for field, value in (("positiveLabel", task.positive_label), ("negativeLabel", task.negative_label)):
+    for field, value in (("positiveLabel", task.positive_label), ("negativeLabel", task.negative_label),
+                         ("outOfScopeLabel", task.out_of_scope_label)):
         if value is not None and value not in labels:
             raise DataError(f"task.{field} {value!r} does not occur in the data (labels: {labels})")
     loaded = len(examples)

@@ -162,6 +162,11 @@ class Task(ApiModel):
     negative_label: str | None = Field(
         default=None, description="Label meaning 'no label fires' (e.g. ham, out_of_scope); fills the evaluation set's negative slice."
     )
+    out_of_scope_label: str | None = Field(
+        default=None,
+        description="classification: label for inputs the task does not handle (CLINC's oos). Production mode then trains the "
+        "traces triage finds off-task (empty, gibberish, injections, off-domain) to this label instead of only excluding them.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Task:
@@ -172,13 +177,16 @@ class Task(ApiModel):
             raise ValueError(f"metric {self.metric!r} does not apply to task type {self.type}; use one of {list(allowed)}")
         if self.metric == Metric.pass_at_1.value and self.answer_format != AnswerFormat.code.value:
             raise ValueError("metric passAt1 needs answerFormat code (the reference holds the tests the program must pass)")
+        if self.out_of_scope_label is not None and self.type != TaskType.classification.value:
+            raise ValueError("outOfScopeLabel applies to classification tasks only")
         if self.metric == Metric.f1.value and not self.positive_label:
             raise ValueError("positiveLabel is required when metric is f1")
         if self.labels is not None:
             least = 2 if self.type == TaskType.classification.value else 1
             if len(set(self.labels)) != len(self.labels) or len(self.labels) < least:
                 raise ValueError(f"labels must hold at least {least} distinct label(s)")
-            for field, value in (("positiveLabel", self.positive_label), ("negativeLabel", self.negative_label)):
+            for field, value in (("positiveLabel", self.positive_label), ("negativeLabel", self.negative_label),
+                                 ("outOfScopeLabel", self.out_of_scope_label)):
                 if value is not None and value not in self.labels:
                     raise ValueError(f"{field} {value!r} is not one of labels")
         return self

@@ -158,7 +158,10 @@ def filter_quality(rows: list[dict[str, Any]], excluded: set[str]) -> dict[str, 
 
 def coverage_table(rows: list[dict[str, Any]], verdicts: dict[str, str], excluded: dict[str, str],
                    failure_set: set[str]) -> list[dict[str, Any]]:
-    """Failure coverage like the paper's Table 7: per perturbation type, the failing traces and what the agent did."""
+    """Failure coverage like the paper's Table 7: per perturbation type, the failing traces and what the agent did.
+
+    ``excluded``: trace id -> "<action>: <reason>" for every trace whose logged answer the agent did not train on.
+    """
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if verdicts.get(r["id"]) == "fail":
@@ -168,7 +171,7 @@ def coverage_table(rows: list[dict[str, Any]], verdicts: dict[str, str], exclude
     fixable = {p.name: p.fixable for p in TABLE_12}
     out = []
     for name, members in sorted(by_type.items(), key=lambda kv: -len(kv[1])):
-        actions = Counter("excluded: " + excluded[m["id"]] if m["id"] in excluded
+        actions = Counter(excluded[m["id"]] if m["id"] in excluded
                           else "trained on (gold correction)" if m["id"] in failure_set else "not used" for m in members)
         out.append({"perturbation": name, "failures": len(members), "fixable": fixable.get(name, True),
                     "action": actions.most_common(1)[0][0], "actions": dict(actions)})
@@ -181,7 +184,8 @@ def _spec(name: str, scenario: Scenario, labels: list[str], mode: str, source: d
     spec: dict[str, Any] = {
         "mode": mode,
         "task": {"description": scenario.description, "metric": scenario.metric, "labels": labels,
-                 **({"positiveLabel": scenario.positive} if scenario.positive else {})},
+                 **({"positiveLabel": scenario.positive} if scenario.positive else {}),
+                 **({"outOfScopeLabel": scenario.out_of_scope} if scenario.out_of_scope else {})},
         "data": {"sources": [source]},
         "hyperparameters": {"learningRate": 2e-4, "epochs": 8, "maxLength": scenario.max_length, "batchSize": 16},
         "artifacts": {"uri": "artifacts"}, "deployedModel": "adaptft-agent",
@@ -305,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
         status = runner.run(on_tick=display.tick)
         display.close()
         stage_store = runner.store
-        stage_excluded = {r["id"]: r["reason"] for r in read_jsonl(stage_store, EXCLUDED_KEY)}
+        stage_excluded = {r["id"]: f"{r.get('action', 'excluded')}: {r['reason']}" for r in read_jsonl(stage_store, EXCLUDED_KEY)}
         excluded.update(stage_excluded)
         failure_set |= {r["meta"]["trace"] for r in read_jsonl(stage_store, FAILURES_KEY)}
         dm = deploy.load(registry, "adaptft-agent")

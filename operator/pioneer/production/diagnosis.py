@@ -2,7 +2,9 @@
 
 Trace text is data: detectors look at it, nothing ever follows it. Triage without an LLM:
 input detectors (empty, gibberish, prompt injection / jailbreak patterns), labels outside the task,
-and confident learning (cleanlab) on out-of-fold predictions of a TF-IDF model to catch wrong corrections.
+off-domain inputs and unsupported corrections (embedding k-NN against trusted examples), inputs that
+look more like the off-task traffic found so far than like the task, and confident learning (cleanlab)
+on out-of-fold predictions of a TF-IDF model to catch wrong corrections.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
 
 
 SUPPORT_K = 5  # neighbours that vote on whether a label is supported
+NEIGHBOURHOOD_K = 3  # off-task traces that vote on whether an input belongs with them
+NEIGHBOURHOOD_MIN = 5  # off-task traces needed before their neighbourhood is used as evidence
+# reasons that say the *input* is not a request for the task (as opposed to a wrong correction of a good input)
+OFF_TASK_REASONS = ("adversarial-or-malformed-input", "off-domain-input", "off-task-neighbourhood")
 SUPPORT_QUANTILE = 0.05  # a trace is less supported than 95% of the trusted examples are by their own label
 
 
@@ -80,13 +86,13 @@ class LabelSupport:
             # a label whose own examples are diverse (an out-of-scope class) gets its own, lower bar
             self.label_threshold[lab] = min(overall, float(np.quantile(mine, 2 * SUPPORT_QUANTILE))) if len(mine) >= 5 else overall
 
-    def scores(self, texts: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(support of each text by its label, similarity of each text to the domain)."""
+    def scores(self, vectors: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(support of each input by its label, similarity of each input to the domain); ``vectors`` = ``embed(texts)``."""
         from pioneer.data.embeddings import top_k_mean
 
-        if not texts:
+        if not len(vectors):
             return np.zeros(0), np.zeros(0)
-        sims = self.embed(texts) @ self.matrix.T
+        sims = vectors @ self.matrix.T
         support = np.array([top_k_mean(sims[i:i + 1, self.label_array == lab], SUPPORT_K)[0] if lab in self.label_threshold else 0.0
                             for i, lab in enumerate(labels)])
         return support, top_k_mean(sims, SUPPORT_K)
@@ -99,9 +105,27 @@ class Triage:
     screened: list[dict[str, Any]] = field(default_factory=list)  # passing traces set aside (not trained on), with evidence
     kept_passing: list[dict[str, Any]] = field(default_factory=list)
 
-    def excluded(self) -> list[dict[str, Any]]:
-        """Every trace kept out of training, with its reason and evidence (the poison filter's output)."""
-        return [{"id": t["id"], "verdict": v, "reason": t["reason"], "evidence": t["evidence"], "text": t["text"][:200]}
+    def off_task(self) -> list[dict[str, Any]]:
+        """Traces (failing or passing) whose input is not a request for the task: empty, gibberish, injections, off-domain."""
+        return [t for t in self.external + self.screened if t["reason"] in OFF_TASK_REASONS]
+
+    def keep_out_of_scope(self, label: str) -> None:
+        """Give back the off-task traces whose logged answer already is the out-of-scope ``label``: nothing about
+        them is wrong (a failing one becomes a fixable failure, a passing one a kept passing trace)."""
+        def agrees(t: dict[str, Any], answer: str) -> bool:
+            return t["reason"] in OFF_TASK_REASONS and t.get(answer) == label
+        strip = lambda t: {k: v for k, v in t.items() if k not in ("reason", "evidence")}  # noqa: E731
+        self.fixable += [strip(t) for t in self.external if agrees(t, "corrected")]
+        self.external = [t for t in self.external if not agrees(t, "corrected")]
+        self.kept_passing += [strip(t) for t in self.screened if agrees(t, "prediction")]
+        self.screened = [t for t in self.screened if not agrees(t, "prediction")]
+
+    def excluded(self, out_of_scope_label: str | None = None) -> list[dict[str, Any]]:
+        """Every trace whose logged answer is kept out of training, with its reason, evidence and the action taken
+        (the poison filter's output). With ``out_of_scope_label``, off-task inputs are trained to that label instead."""
+        def action(t: dict[str, Any]) -> str:
+            return f"trained as {out_of_scope_label!r}" if out_of_scope_label and t["reason"] in OFF_TASK_REASONS else "excluded"
+        return [{"id": t["id"], "verdict": v, "reason": t["reason"], "evidence": t["evidence"], "action": action(t), "text": t["text"][:200]}
                 for v, group in (("fail", self.external), ("pass", self.screened)) for t in group]
 
 
@@ -129,52 +153,61 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
-    screen passing traces ({id, text, prediction}) with the same input detectors: a passing verdict does not
+    screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
 
     ``reference``: trusted (text, label) examples, the parent's training data. A failing trace whose correction
     they do not support (:class:`LabelSupport`, in the space of ``embed``; character n-grams by default) is
-    set aside as off-domain or as an unsupported correction; they also anchor the confident-learning model.
+    set aside as off-domain or as an unsupported correction, a passing trace unlike the whole task as
+    off-domain; then any trace that sits with the off-task traffic found so far is off-task too
+    (:func:`_off_task_neighbourhood`). The trusted examples also anchor the confident-learning model.
     """
     out = Triage()
     reference = [(t, y) for t, y in (reference or []) if y in labels]
-    support = domain = None
+    traces = failures + passing
+    checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
+    checker = support = domain = vectors = None
     if len(reference) >= 20 and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
-        support, domain = checker.scores([f["text"] for f in failures], [f.get("corrected") or "" for f in failures])
+        vectors = checker.embed([t["text"] for t in traces]) if traces else np.zeros((0, checker.matrix.shape[1]))
+        support, domain = checker.scores(vectors, checked)
 
-    def unsupported(i: int, f: dict[str, Any]) -> tuple[str, str] | None:
-        if support is None or f.get("corrected") not in checker.label_threshold:
+    def unsupported(i: int) -> tuple[str, str] | None:
+        label = checked[i]
+        if checker is None or label not in checker.label_threshold:
             return None
-        bar = checker.label_threshold[f["corrected"]]
+        bar = checker.label_threshold[label]
         if support[i] >= bar:
             return None
         if domain[i] < checker.domain_threshold:
             return "off-domain-input", (f"similarity to the task's trusted examples {domain[i]:.3f} < {checker.domain_threshold:.3f} "
-                                        f"(5th percentile of their own), and to examples of {f['corrected']!r} {support[i]:.3f} < {bar:.3f}")
-        return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {f['corrected']!r} have mean similarity "
+                                        f"(5th percentile of their own), and to examples of {label!r} {support[i]:.3f} < {bar:.3f}")
+        return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {label!r} have mean similarity "
                                           f"{support[i]:.3f} < {bar:.3f} (calibrated on the parent's training data): "
                                           "the input does not look like that label")
 
+    reasons: dict[int, tuple[str, str]] = {}  # trace index -> (reason, evidence); traces without one are kept
+    for i, t in enumerate(traces):
+        flags = input_flags(t["text"])
+        failing = i < len(failures)
+        if flags:
+            reasons[i] = ("adversarial-or-malformed-input", f"input detectors: {flags}")
+        elif failing and t.get("corrected") not in labels:
+            reasons[i] = ("off-task-correction", f"corrected output {t.get('corrected')!r} is not a task label")
+        elif (found := unsupported(i)) and (failing or found[0] == "off-domain-input"):
+            reasons[i] = found  # a passing trace is set aside only when the input is unlike the whole task
+    if checker is not None:
+        reasons.update(_off_task_neighbourhood(reasons, vectors, domain))
     candidates = []
-    for i, f in enumerate(failures):
-        flags = input_flags(f["text"])
-        if flags:
-            out.external.append({**f, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
-        elif f.get("corrected") not in labels:
-            out.external.append({**f, "reason": "off-task-correction", "evidence": f"corrected output {f.get('corrected')!r} is not a task label"})
-        elif found := unsupported(i, f):
-            out.external.append({**f, "reason": found[0], "evidence": found[1]})
+    for i, t in enumerate(traces):
+        if i in reasons:
+            (out.external if i < len(failures) else out.screened).append({**t, "reason": reasons[i][0], "evidence": reasons[i][1]})
+        elif i < len(failures):
+            candidates.append(t)
         else:
-            candidates.append(f)
-    for p in passing:
-        flags = input_flags(p["text"])
-        if flags:
-            out.screened.append({**p, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
-        else:
-            out.kept_passing.append(p)
+            out.kept_passing.append(t)
     if confident_learning and candidates:
         anchors = [(t, y) for t, y in reference if y in labels]
         texts = [t for t, _ in anchors] + [p["text"] for p in out.kept_passing] + [f["text"] for f in candidates]
@@ -189,6 +222,36 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     else:
         out.fixable = candidates
     return out
+
+
+def _off_task_neighbourhood(reasons: dict[int, tuple[str, str]], vectors: np.ndarray, domain: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Traces that look more like the off-task traffic already found than like the task: {index: (reason, evidence)}.
+
+    Off-task inputs come in families (templated false premises, the same injection reworded); once detectors
+    and the domain check have found some of a family, the rest sit next to them and far from every trusted
+    example. One pass, no propagation: only traces flagged by a detector or by the domain check vote.
+    Suspects are the traces still kept and those set aside as unsupported corrections (an off-task input
+    explains that as well). ``vectors`` and ``domain``: every trace's embedding and its similarity to the
+    trusted examples.
+    """
+    from pioneer.data.embeddings import top_k_mean
+
+    seeds = [i for i, (reason, _) in reasons.items() if reason in OFF_TASK_REASONS[:2]]
+    if len(seeds) < NEIGHBOURHOOD_MIN:
+        return {}
+    suspects = [i for i in range(len(vectors)) if i not in reasons or reasons[i][0] == "unsupported-correction"]
+    if not suspects:
+        return {}
+    sims = vectors[suspects] @ vectors[seeds].T
+    sims[np.array(suspects)[:, None] == np.array(seeds)[None, :]] = -1.0  # a trace does not vote for itself
+    near_off_task = top_k_mean(sims, NEIGHBOURHOOD_K)
+    found = {}
+    for i, off in zip(suspects, near_off_task):
+        if off > domain[i]:
+            evidence = (f"mean similarity to the {NEIGHBOURHOOD_K} nearest off-task traces {off:.3f} > to the task's "
+                        f"{SUPPORT_K} nearest trusted examples {domain[i]:.3f}")
+            found[i] = ("off-task-neighbourhood", evidence + (f"; and {reasons[i][1]}" if i in reasons else ""))
+    return found
 
 
 def length_bucket(text: str) -> str:

@@ -1,7 +1,8 @@
 """Production-mode preparation: from judged traces and the deployed parent to frozen gate sets and a diagnosis.
 
 Writes, before any training (and reuses on resume):
-    eval/evalset.jsonl      every fixable failing trace, labelled with its correction (the failure set)
+    eval/evalset.jsonl      every fixable failing trace, labelled with its correction (the failure set), and with
+                            task.outOfScopeLabel every off-task input, labelled with that label
     eval/regression.jsonl   stratified sample of passing traces (30-100% of the failure-set size)
     eval/cross.jsonl        the previous checkpoint's evaluation examples it got right (cross-checkpoint gate)
     data/failures.jsonl data/passing.jsonl data/parent_train.jsonl   curriculum sources
@@ -121,10 +122,19 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     else:
         tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
                      embed=_embedder(spec.hyperparameters.base_model) if parent_train else None)
+        if spec.task.out_of_scope_label:
+            tri.keep_out_of_scope(spec.task.out_of_scope_label)
         clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     passing = tri.kept_passing
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
                    for f in tri.fixable]
+    out_of_scope = spec.task.out_of_scope_label
+    routed = [] if ner or not out_of_scope else tri.off_task()
+    if routed and out_of_scope not in labels:
+        raise DataError(f"task.outOfScopeLabel {out_of_scope!r} is not a label of the deployed model ({labels})")
+    # off-task inputs are corrected to the out-of-scope label (never to the logged answer) and join the failure set
+    failure_set += [Example(t["text"], out_of_scope, role="out-of-scope", meta={"trace": t["id"], "prediction": t["prediction"], "reason": t["reason"]})
+                    for t in routed]
     size = gate.regression_set_size(len(failure_set), len(passing), spec.gate.regression_set_fraction)
     regression = [Example(p["text"], p["prediction"], role="regression", meta={"trace": p["id"]})
                   for p in gate.stratified_sample(passing, size, "stratum" if ner else "prediction", spec.search.seed)]
@@ -150,8 +160,11 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
                    "details": {"external": dict(Counter(e["reason"] for e in tri.external))}},
                   {"rule": "screen-passing", "description": "passing traces set aside by the same input detectors (not trained on)",
                    "before": len(passing) + len(tri.screened), "after": len(passing),
-                   "details": {"screened": dict(Counter(e["reason"] for e in tri.screened))}}],
-        "evaluation": {"size": len(failure_set), "slices": {"failure": len(failure_set)}},
+                   "details": {"screened": dict(Counter(e["reason"] for e in tri.screened))}},
+                  {"rule": "route-off-task", "description": (f"off-task inputs (failing or passing) trained as {out_of_scope!r}, never with their logged answer"
+                                                             if out_of_scope else "off-task inputs excluded (task.outOfScopeLabel not set)"),
+                   "before": len(tri.off_task()), "after": len(routed), "details": {"reasons": dict(Counter(t["reason"] for t in routed))}}],
+        "evaluation": {"size": len(failure_set), "slices": dict(Counter(ex.role for ex in failure_set))},
     }
     write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
     # passing traces are judge-verified training data, except the regression set: the gate's check stays unseen
@@ -159,14 +172,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing if p["id"] not in held])
     write_jsonl(store, PARENT_TRAIN_KEY, [ex.to_row() for ex in parent_train])
     write_json(store, TAXONOMY_KEY, {"clusters": clusters, "external": tri.external[:200]})
-    write_jsonl(store, EXCLUDED_KEY, tri.excluded())
+    write_jsonl(store, EXCLUDED_KEY, tri.excluded(out_of_scope if routed else None))
     store.write_bytes(REGRESSION_KEY, serialize(regression))
     store.write_bytes(CROSS_KEY, serialize(cross))
     write_json(store, PREPARATION_KEY, record)
     store.write_bytes(EVAL_KEY, eval_bytes)
     pool = len(passing) + len(parent_train)
     write_json(store, EVAL_MANIFEST, {"sha256": digest, "labels": labels, "size": len(failure_set), "pool_size": pool,
-                                      "slices": {"failure": len(failure_set)}, "frozen_at": now(),
+                                      "slices": dict(Counter(ex.role for ex in failure_set)), "frozen_at": now(),
                                       "regression_sha256": sha256(serialize(regression))})
     return Prepared(labels, store.uri(EVAL_KEY), digest, pool, record)
 
