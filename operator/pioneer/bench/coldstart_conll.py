@@ -56,18 +56,31 @@ def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) ->
     return {"threshold": threshold, **{k: m[k] for k in keep}}
 
 
-def run(args: argparse.Namespace) -> int:
+def conll_folder(data_dir: str, benchmark: str) -> Path | None:
+    """The shared CoNLL-2003 folder (train.txt, test.txt), or None after saying on stderr what is missing."""
+    folder = Path(data_dir) / "conll2003"
+    if not (folder / "train.txt").is_file() or not (folder / "test.txt").is_file():
+        print(f"{benchmark}: {folder}/train.txt and test.txt not found; pass --data-dir pointing at the shared datasets folder",
+              file=sys.stderr)
+        return None
+    return folder
+
+
+def read_split(folder: Path, split: str) -> list[tuple[list[str], list[str]]]:
     from pioneer.data.conll import read_conll
 
-    folder = Path(args.data_dir) / "conll2003"
-    if not (folder / "train.txt").is_file() or not (folder / "test.txt").is_file():
-        print(f"coldstart-conll: {folder}/train.txt and test.txt not found; pass --data-dir pointing at the shared datasets folder",
-              file=sys.stderr)
+    path = folder / f"{split}.txt"
+    return read_conll(str(path), path.read_bytes())
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = conll_folder(args.data_dir, "coldstart-conll")
+    if folder is None:
         return 2
     out = Path(args.out).resolve()
     work = fresh_workdir(args, out)
     started, cpu0 = time.monotonic(), cpu_seconds()
-    test = read_conll(str(folder / "test.txt"), (folder / "test.txt").read_bytes())
+    test = read_split(folder, "test")
     spec_text = SPEC.format(train=json.dumps(str((folder / "train.txt").resolve())), artifacts=json.dumps(str(work / "artifacts")),
                             max_attempts=args.max_attempts, seed=args.seed, epochs=args.epochs, learning_rate=args.learning_rate)
     runner, status, baseline, best = run_adaptation(spec_text, work)

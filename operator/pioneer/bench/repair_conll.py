@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, repair_summary
-from pioneer.bench.coldstart_conll import tag_sentences, test_scores
+from pioneer.bench.coldstart_conll import conll_folder, read_split, tag_sentences, test_scores
 
 TASK = {"description": "Extract person, organisation, location and miscellaneous entity names from news sentences.", "type": "ner"}
 HYPERPARAMETERS = {"learningRate": 2e-4, "maxLength": 128, "batchSize": 32}
@@ -58,23 +58,19 @@ def _conll(sentences: list[tuple[list[str], list[str]]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from pioneer.api.validation import parse_resource
-    from pioneer.data.conll import read_conll
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
     from pioneer.traces.judges import exact_match
     from pioneer.traces.store import add, connect
     from pioneer.trainer.ner_metrics import error_counts
 
-    folder = Path(args.data_dir) / "conll2003"
-    if not (folder / "train.txt").is_file() or not (folder / "test.txt").is_file():
-        print(f"repair-conll: {folder}/train.txt and test.txt not found; pass --data-dir pointing at the shared datasets folder",
-              file=sys.stderr)
+    folder = conll_folder(args.data_dir, "repair-conll")
+    if folder is None:
         return 2
     out = Path(args.out).resolve()
     work = fresh_workdir(args, out)
     started, cpu0 = time.monotonic(), cpu_seconds()
-    train = read_conll(str(folder / "train.txt"), (folder / "train.txt").read_bytes())
-    fresh = read_conll(str(folder / "test.txt"), (folder / "test.txt").read_bytes())
+    train, fresh = read_split(folder, "train"), read_split(folder, "test")
     random.Random(args.seed).shuffle(train)
     deployed_train, inferences = train[:args.deployed_sentences], train[args.deployed_sentences:args.deployed_sentences + args.inferences]
     (work / "deployed-train.conll").write_text(_conll(deployed_train))

@@ -109,17 +109,6 @@ class Triage:
         """Traces (failing or passing) whose input is not a request for the task: empty, gibberish, injections, off-domain."""
         return [t for t in self.external + self.screened if t["reason"] in OFF_TASK_REASONS]
 
-    def keep_out_of_scope(self, label: str) -> None:
-        """Give back the off-task traces whose logged answer already is the out-of-scope ``label``: nothing about
-        them is wrong (a failing one becomes a fixable failure, a passing one a kept passing trace)."""
-        def agrees(t: dict[str, Any], answer: str) -> bool:
-            return t["reason"] in OFF_TASK_REASONS and t.get(answer) == label
-        strip = lambda t: {k: v for k, v in t.items() if k not in ("reason", "evidence")}  # noqa: E731
-        self.fixable += [strip(t) for t in self.external if agrees(t, "corrected")]
-        self.external = [t for t in self.external if not agrees(t, "corrected")]
-        self.kept_passing += [strip(t) for t in self.screened if agrees(t, "prediction")]
-        self.screened = [t for t in self.screened if not agrees(t, "prediction")]
-
     def excluded(self, out_of_scope_label: str | None = None) -> list[dict[str, Any]]:
         """Every trace whose logged answer is kept out of training, with its reason, evidence and the action taken
         (the poison filter's output). With ``out_of_scope_label``, off-task inputs are trained to that label instead."""
@@ -151,7 +140,7 @@ def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndar
 
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
-           embed: Callable[[list[str]], np.ndarray] | None = None) -> Triage:
+           embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
@@ -161,6 +150,8 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     set aside as off-domain or as an unsupported correction, a passing trace unlike the whole task as
     off-domain; then any trace that sits with the off-task traffic found so far is off-task too
     (:func:`_off_task_neighbourhood`). The trusted examples also anchor the confident-learning model.
+    An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
+    fixable as corrected, a passing one is kept); it still counts as off-task traffic for the neighbourhood.
     """
     out = Triage()
     reference = [(t, y) for t, y in (reference or []) if y in labels]
@@ -200,8 +191,12 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
             reasons[i] = found  # a passing trace is set aside only when the input is unlike the whole task
     if checker is not None:
         reasons.update(_off_task_neighbourhood(reasons, vectors, domain))
+    # off-task traces already answered with the out-of-scope label: kept as they are, after confident learning
+    answered = {i for i, (reason, _) in reasons.items() if reason in OFF_TASK_REASONS and out_of_scope_label and checked[i] == out_of_scope_label}
     candidates = []
     for i, t in enumerate(traces):
+        if i in answered:
+            continue
         if i in reasons:
             (out.external if i < len(failures) else out.screened).append({**t, "reason": reasons[i][0], "evidence": reasons[i][1]})
         elif i < len(failures):
@@ -221,6 +216,8 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                 out.fixable.append(f)
     else:
         out.fixable = candidates
+    for i in sorted(answered):
+        (out.fixable if i < len(failures) else out.kept_passing).append(traces[i])
     return out
 
 
@@ -242,9 +239,7 @@ def _off_task_neighbourhood(reasons: dict[int, tuple[str, str]], vectors: np.nda
     suspects = [i for i in range(len(vectors)) if i not in reasons or reasons[i][0] == "unsupported-correction"]
     if not suspects:
         return {}
-    sims = vectors[suspects] @ vectors[seeds].T
-    sims[np.array(suspects)[:, None] == np.array(seeds)[None, :]] = -1.0  # a trace does not vote for itself
-    near_off_task = top_k_mean(sims, NEIGHBOURHOOD_K)
+    near_off_task = top_k_mean(vectors[suspects] @ vectors[seeds].T, NEIGHBOURHOOD_K)  # seeds are never suspects
     found = {}
     for i, off in zip(suspects, near_off_task):
         if off > domain[i]:

@@ -121,9 +121,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
             p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
     else:
         tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
-                     embed=_embedder(spec.hyperparameters.base_model) if parent_train else None)
-        if spec.task.out_of_scope_label:
-            tri.keep_out_of_scope(spec.task.out_of_scope_label)
+                     embed=_embedder(spec.hyperparameters.base_model) if parent_train else None,
+                     out_of_scope_label=spec.task.out_of_scope_label)
         clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     passing = tri.kept_passing
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
