@@ -1,6 +1,6 @@
 """AdaptFT-Bench protocol pieces: stages, the naive baseline's labels, the poison-filter and coverage figures."""
 
-from pioneer.bench.adaptft import coverage_table, filter_quality, make_stages, naive_labels, score
+from pioneer.bench.adaptft import coverage_table, filter_quality, heldout_check, make_stages, naive_labels, score, write_report
 
 LABELS = ["balance", "transfer", "oos"]
 POOL = [(f"what is the balance of account {i}", "balance") if i % 2 else (f"send {i} dollars to my savings", "transfer")
@@ -60,3 +60,28 @@ def test_poison_filter_precision_recall_and_the_coverage_table():
 def test_scores():
     assert score(["a", "b", "a"], ["a", "a", "a"], "accuracy", None) == 2 / 3
     assert score(["spam", "ham", "spam"], ["spam", "spam", "ham"], "f1", "spam") == 0.5
+
+
+def test_the_evaluate_step_keeps_a_retrain_only_if_it_does_not_score_lower_than_the_deployed_checkpoint():
+    kept, reason = heldout_check(0.9209, 0.9209, candidate_revision=3, deployed_revision=2)
+    assert kept and "kept" in reason  # a tie keeps the newer model
+    kept, reason = heldout_check(0.9190, 0.9209, candidate_revision=3, deployed_revision=2)
+    assert not kept
+    assert reason == "held-out check: revision 3 scored 0.9190 < revision 2's 0.9209; rolled back to revision 2"
+
+
+def test_the_report_shows_the_trajectory_and_every_rolled_back_retrain_with_its_reason(tmp_path):
+    _, reason = heldout_check(0.90, 0.92, candidate_revision=3, deployed_revision=2)
+    result = {"scenario": "clinc150", "metric": "accuracy", "heldout_size": 506, "final_gap": 11.9, "agent_monotone": True,
+              "naive_final_below_c1": True, "deploy_check": "heldout",
+              "checkpoints": [{"checkpoint": "C1", "poison_rate": 0.0, "agent": 0.84, "agent_candidate": None, "naive": 0.84},
+                              {"checkpoint": "C2", "poison_rate": 0.15, "agent": 0.92, "agent_candidate": 0.92, "naive": 0.83},
+                              {"checkpoint": "C3", "poison_rate": 0.25, "agent": 0.92, "agent_candidate": 0.90, "naive": 0.80}],
+              "poison_filter": {"precision": 0.95, "recall": 0.9, "true_positives": 9, "excluded": 10, "poisoned": 10},
+              "stages": [{"stage": 2, "poison_rate": 0.25, "failing": 60, "agent_promoted": True, "agent_gate": "score 1.0 >= tau",
+                          "agent_heldout_check": reason, "poison_filter": {"precision": 0.9, "recall": 0.9}}],
+              "failure_coverage": []}
+    md = write_report(result, tmp_path / "adaptft.md").read_text()
+    assert "rolled back to revision 2" in md and "| C3 | 25% | 0.92 | 0.9 | 0.8 |" in md
+    assert "model selection on the held-out set" in md
+    assert (tmp_path / "adaptft.png").read_bytes()[:4] == b"\x89PNG"

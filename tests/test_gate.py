@@ -49,5 +49,7 @@ def test_a_refusal_leaves_the_served_revision_and_a_pass_appends_one():
     assert promoted.current_revision == 2 and promoted.model_uri == "m2" and [r.revision for r in promoted.revisions] == [1, 2]
     back = gate.rollback(promoted, 1, "t")
     assert back.current_revision == 1 and back.model_uri == "m1" and len(back.revisions) == 2
+    assert back.last_verdict.reason == "explicit rollback to revision 1"
+    assert gate.rollback(promoted, 1, "t", reason="scored lower on the held-out set").last_verdict.reason == "scored lower on the held-out set"
     with pytest.raises(ValueError, match="no revision 7"):
         gate.rollback(promoted, 7, "t")

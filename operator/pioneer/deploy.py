@@ -32,9 +32,9 @@ def decide(store: ArtifactStore, name: str, verdict: GateVerdict, candidate: Rev
     return status
 
 
-def rollback(store: ArtifactStore, name: str, to: int, at: str) -> DeployedModelStatus:
+def rollback(store: ArtifactStore, name: str, to: int, at: str, reason: str | None = None) -> DeployedModelStatus:
     if not store.exists(key(name)):
         raise ValueError(f"no DeployedModel {name!r} in {store.uri(PREFIX)}")
-    status = gate.rollback(load(store, name), to, at)
+    status = gate.rollback(load(store, name), to, at, reason)
     save(store, name, status)
     return status

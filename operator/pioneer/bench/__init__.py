@@ -68,6 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-stage", type=int, default=500, help="inference inputs per stage (before duplicates)")
     p.add_argument("--tau", type=float, default=0.85, help="agent gate: score on the stage's failure set (it still holds the poison the filter missed)")
     p.add_argument("--epsilon", type=int, default=2, help="agent gate: regressions allowed on passing traces and on the previous checkpoint's set")
+    p.add_argument("--deploy-check", choices=["heldout", "gate"], default="heldout",
+                   help="heldout (the paper's protocol): a retrain the gate promoted is rolled back if it scores below the deployed "
+                   "checkpoint on the held-out set; gate: the production gate alone decides")
     p.add_argument("--replay-share", type=float, default=0.9, help="agent curriculum: share of replay (the deployed model's training data, then "
                    "every judge-verified passing trace outside the regression set: the curated logs accumulate)")
     p.add_argument("--seed", type=int, default=0)

@@ -9,10 +9,18 @@ Protocol (paper §3 and appendix B.3, DESIGN.md §1):
        split 70/30 by input. The held-out set is the union of the three test splits, scored against the
        right answer for each perturbed input (out-of-scope for inputs the poison destroyed).
     3. Each stage's train split is served by each system's deployed model and judged by exact match
-       against the log's reference (the benchmark label of the original input, as in B.1.3).
+       against the log's reference (the benchmark label of the original input, as in B.1.3). The agent's
+       traces go into one trace store that accumulates over the stages, as a deployment's log does.
        * Agent: production mode (the same LocalRunner as ``pioneer run``) on that stage's judged traces:
-         triage, taxonomy, curriculum, at most two train -> evaluate iterations, gate, rollback. It never
-         reads the ground-truth columns (``meta``) of the traces.
+         triage, taxonomy, curriculum, at most two train -> evaluate iterations, gate, rollback, on every
+         judged log so far (what an earlier stage curated is re-derived, so a rollback loses no data). It never
+         reads the ground-truth columns (``meta``) of the traces. Then the protocol's evaluate step
+         (appendix B.3): a retrain the gate promoted stays deployed only if it does not score lower than the
+         deployed checkpoint on the benchmark's evaluation set (the held-out set); otherwise the
+         DeployedModel is rolled back to the previous revision, with both scores as the reason. This is
+         what makes the deployed curve monotone "by design" in the paper, and it is model selection on the
+         held-out set: the result records every candidate's score next to the deployed one, and
+         ``--deploy-check gate`` turns the step off (the production gate alone decides).
        * Naive: the realistic baseline of the paper (§4.3): no filtering; 30% of noisy failures keep the
          model's own wrong output as label; of poisoned examples ~50% get a wrong correction (the logged
          reference), ~20% the right one, the rest the model's output; clean examples their right label.
@@ -147,6 +155,15 @@ def score(predictions: list[str], answers: list[str], metric: str, positive: str
     return sum(p == a for p, a in zip(predictions, answers)) / max(1, len(answers))
 
 
+def heldout_check(candidate: float, deployed: float, candidate_revision: int, deployed_revision: int) -> tuple[bool, str]:
+    """The protocol's evaluate step: does a promoted retrain stay deployed? (kept, reason with both scores)"""
+    if candidate >= deployed:
+        return True, (f"held-out check: revision {candidate_revision} scored {candidate:.4f} >= revision {deployed_revision}'s "
+                      f"{deployed:.4f}; kept")
+    return False, (f"held-out check: revision {candidate_revision} scored {candidate:.4f} < revision {deployed_revision}'s "
+                   f"{deployed:.4f}; rolled back to revision {deployed_revision}")
+
+
 def filter_quality(rows: list[dict[str, Any]], excluded: set[str]) -> dict[str, Any]:
     """Poison-filter precision and recall of the agent's exclusions against the ground-truth flags."""
     poisoned = {r["id"] for r in rows if r["poisoned"]}
@@ -230,6 +247,7 @@ def _train_naive(work: Path, k: int, labels: list[str], c1_attempt: Path, rows: 
 def run(args: argparse.Namespace) -> int:
     from pioneer import deploy
     from pioneer.api.validation import parse_resource
+    from pioneer.engine import now
     from pioneer.production.prepare import EXCLUDED_KEY, FAILURES_KEY
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
@@ -273,7 +291,15 @@ def run(args: argparse.Namespace) -> int:
         print("adaptft: C1 was not promoted", file=sys.stderr)
         return 1
     c1_attempt = next(Path(work / "artifacts").glob("adaptft-c1/attempts/*-i1-*/attempt.json"))
-    agent_ckpts, naive_ckpts = [agent_model], [agent_model]
+    agent_ckpts, naive_ckpts, candidates = [agent_model], [agent_model], [None]
+    texts_heldout, answers = [r["text"] for r in heldout], [r["answer"] for r in heldout]
+    cache: dict[str, float] = {}
+
+    def held(uri: str) -> float:
+        if uri not in cache:
+            cache[uri] = round(score(predict_labels(uri, texts_heldout, scenario.max_length), answers, scenario.metric, scenario.positive), 4)
+        return cache[uri]
+
     naive_model, naive_data = agent_model, [(t, y) for t, y in clean]
     stage_results = []
     all_train: list[dict[str, Any]] = []
@@ -287,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         texts = [r["text"] for r in train]
         # the agent's deployed model serves the stage; an exact-match judge against the log's reference
         preds = predict_labels(agent_model, texts, scenario.max_length)
-        db = connect(work / f"traces-stage{k}.db")
+        db = connect(work / "traces.db")  # one log for the whole deployment: each stage's traces are added to it
         traces = []
         for r, p in zip(train, preds):
             j = exact_match(p, r["reference"])
@@ -302,18 +328,28 @@ def run(args: argparse.Namespace) -> int:
             f"{sum(r['split'] == 'test' for r in rows)} test logs; agent production mode")
         name = f"adaptft-stage{k}"
         runner = LocalRunner(parse_resource(_spec(
-            name, scenario, labels, "production", {"traces": f"traces-stage{k}.db"},
+            name, scenario, labels, "production", {"traces": "traces.db"},
             data={"curation": {"replayShare": args.replay_share}}, gate={"tau": args.tau, "epsilon": args.epsilon},
             search={"maxAttempts": 2, "parallelism": 1, "configurationsPerIteration": 1, "seed": args.seed})),
             base_dir=work, on_event=display.event)
         status = runner.run(on_tick=display.tick)
         display.close()
         stage_store = runner.store
-        stage_excluded = {r["id"]: f"{r.get('action', 'excluded')}: {r['reason']}" for r in read_jsonl(stage_store, EXCLUDED_KEY)}
-        excluded.update(stage_excluded)
+        # the stage's triage covers every log so far; its decisions replace the earlier ones
+        excluded = {r["id"]: f"{r.get('action', 'excluded')}: {r['reason']}" for r in read_jsonl(stage_store, EXCLUDED_KEY)}
+        stage_excluded = {i for i in excluded if i.startswith(f"s{k}-")}
         failure_set |= {r["meta"]["trace"] for r in read_jsonl(stage_store, FAILURES_KEY)}
         dm = deploy.load(registry, "adaptft-agent")
         promoted = dm.model_uri != agent_model
+        gate_reason = dm.last_verdict.reason if dm.last_verdict else None
+        check = None
+        if promoted and args.deploy_check == "heldout":
+            before = next(r.revision for r in dm.revisions if r.model_uri == agent_model)
+            kept, check = heldout_check(held(dm.model_uri), held(agent_model), dm.current_revision, before)
+            log(check)
+            if not kept:
+                dm = deploy.rollback(registry, "adaptft-agent", before, now(), reason=check)
+        candidates.append(dm.revisions[-1].model_uri if promoted else None)
         agent_model = dm.model_uri
         agent_ckpts.append(agent_model)
 
@@ -325,26 +361,20 @@ def run(args: argparse.Namespace) -> int:
         naive_model = _train_naive(work, k, labels, c1_attempt, naive_data, eval_rows)
         naive_ckpts.append(naive_model)
         stage_results.append({"stage": k, "poison_rate": STAGE_POISON[k - 1], "train_logs": len(train), "failing": failing,
-                              "agent_promoted": promoted, "agent_gate": dm.last_verdict.reason if dm.last_verdict else None,
+                              "agent_promoted": promoted, "agent_gate": gate_reason, "agent_heldout_check": check,
+                              "agent_deployed": agent_model != agent_ckpts[-2],
                               "agent_attempts": status.attempts.total, "report": status.report_uri,
-                              "poison_filter": filter_quality(train, set(stage_excluded))})
+                              "poison_filter": filter_quality(train, stage_excluded)})
 
     log(f"scoring {len(agent_ckpts)} checkpoints of each system on the held-out set ({len(heldout)} logs)")
-    texts, answers = [r["text"] for r in heldout], [r["answer"] for r in heldout]
-    cache: dict[str, float] = {}
-
-    def held(uri: str) -> float:
-        if uri not in cache:
-            cache[uri] = round(score(predict_labels(uri, texts, scenario.max_length), answers, scenario.metric, scenario.positive), 4)
-        return cache[uri]
-
     checkpoints = []
-    for i, (a, n) in enumerate(zip(agent_ckpts, naive_ckpts), start=1):
+    for i, (a, n, c) in enumerate(zip(agent_ckpts, naive_ckpts, candidates), start=1):
         checkpoints.append({"checkpoint": f"C{i}", "poison_rate": 0.0 if i == 1 else STAGE_POISON[i - 2],
-                            "agent": held(a), "naive": held(n)})
+                            "agent": held(a), "agent_candidate": held(c) if c else None, "naive": held(n)})
     agent_scores = [c["agent"] for c in checkpoints]
     result = {
         "benchmark": "adaptft", "scenario": scenario.name, "metric": scenario.metric, "labels": len(labels),
+        "deploy_check": args.deploy_check,
         "clean_pool": len(clean), "per_stage": args.per_stage, "heldout_size": len(heldout),
         "checkpoints": checkpoints,
         "final_gap": round(100 * (checkpoints[-1]["agent"] - checkpoints[-1]["naive"]), 2),
@@ -372,6 +402,9 @@ def plot_trajectory(checkpoints: list[dict[str, Any]], title: str, metric: str) 
     xs = [c["checkpoint"] for c in checkpoints]
     ax.plot(xs, [c["agent"] for c in checkpoints], "o-", color="#2a9d55", label="Pioneer agent (deployed)")
     ax.plot(xs, [c["naive"] for c in checkpoints], "s--", color="#d1495b", label="naive retraining")
+    rejected = [(x, c["agent_candidate"]) for x, c in zip(xs, checkpoints) if c.get("agent_candidate") not in (None, c["agent"])]
+    if rejected:
+        ax.plot(*zip(*rejected), "o", mfc="none", color="#2a9d55", label="agent retrain rolled back")
     for i, c in enumerate(checkpoints[1:], start=1):
         ax.annotate(f"{c['poison_rate']:.0%} poison", (i, min(c["agent"], c["naive"])), textcoords="offset points",
                     xytext=(0, -14), ha="center", fontsize=8, color="#555")
@@ -393,13 +426,19 @@ def write_report(result: dict[str, Any], path: Path) -> Path:
           f"Held-out set: {result['heldout_size']} logs (union of the stage test splits). Final gap agent - naive: "
           f"**{result['final_gap']:+.1f} points**. Agent curve monotone: {result['agent_monotone']}. "
           f"Naive final below its C1: {result['naive_final_below_c1']}.", "", f"![trajectory]({png.name})", "",
-          _table(["checkpoint", "stage poison", "agent", "naive"],
-                 [[c["checkpoint"], f"{c['poison_rate']:.0%}", c["agent"], c["naive"]] for c in result["checkpoints"]]), "",
+          _table(["checkpoint", "stage poison", "agent (deployed)", "agent's gate-promoted retrain", "naive"],
+                 [[c["checkpoint"], f"{c['poison_rate']:.0%}", c["agent"], "" if c.get("agent_candidate") is None else c["agent_candidate"],
+                   c["naive"]] for c in result["checkpoints"]]), "",
+          f"Deploy check: `{result.get('deploy_check', 'gate')}`. "
+          + ("A retrain the production gate promoted stays deployed only if it scores at least the deployed checkpoint on this "
+             "held-out set (the protocol's evaluate step, appendix B.3); that is model selection on the held-out set, so the "
+             "retrain's own score is listed next to the deployed one." if result.get("deploy_check") == "heldout"
+             else "The production gate alone decides what is deployed; nothing is selected on the held-out set."), "",
           "## Poison filter", "",
           f"Precision {pf['precision']}, recall {pf['recall']} ({pf['true_positives']} of {pf['excluded']} excluded traces were poisoned; "
           f"{pf['poisoned']} poisoned traces in the stage train splits).", "",
-          _table(["stage", "poison", "failing", "promoted", "gate", "filter P", "filter R"],
-                 [[s["stage"], f"{s['poison_rate']:.0%}", s["failing"], s["agent_promoted"], s["agent_gate"],
+          _table(["stage", "poison", "failing", "gate promoted", "gate", "held-out check", "filter P", "filter R"],
+                 [[s["stage"], f"{s['poison_rate']:.0%}", s["failing"], s["agent_promoted"], s["agent_gate"], s.get("agent_heldout_check") or "",
                    s["poison_filter"]["precision"], s["poison_filter"]["recall"]] for s in result["stages"]]), "",
           "## Failure coverage (paper Table 7)", "",
           _table(["perturbation", "failures", "fixable", "action taken", "all actions"],

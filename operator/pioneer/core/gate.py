@@ -31,15 +31,15 @@ def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate:
     return st
 
 
-def rollback(status: DeployedModelStatus, to: int, at: str) -> DeployedModelStatus:
-    """Serve an earlier revision again (history is kept; the rollback is itself recorded)."""
+def rollback(status: DeployedModelStatus, to: int, at: str, reason: str | None = None) -> DeployedModelStatus:
+    """Serve an earlier revision again (history is kept; the rollback and its reason are recorded)."""
     target = next((r for r in status.revisions if r.revision == to), None)
     if target is None:
         known = [r.revision for r in status.revisions]
         raise ValueError(f"no revision {to}; known revisions: {known}")
     st = status.model_copy(deep=True)
     st.current_revision, st.model_uri = target.revision, target.model_uri
-    st.last_verdict = GateVerdict(passed=True, reason=f"explicit rollback to revision {to}", decided_at=at)
+    st.last_verdict = GateVerdict(passed=True, reason=reason or f"explicit rollback to revision {to}", decided_at=at)
     return st
 
 

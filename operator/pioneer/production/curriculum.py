@@ -74,7 +74,8 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
     # out the label counts instead of adding to the largest ones.
     core = len(gold) + len(hard)
     must = [ex.with_role("replay") for ex in parent_train if ex.id not in taken]
-    extra_source = [ex for ex in passing if ex.id not in taken]
+    known = taken | {ex.id for ex in must}  # a passing trace the parent already trained on is replayed once
+    extra_source = [ex for ex in passing if ex.id not in known]
     n_extra = min(len(extra_source), max(0, round(core * replay_share / max(1e-9, 1 - replay_share)) - len(must)))
     queues: dict[str, list[Example]] = {}
     for ex in rng.sample(extra_source, len(extra_source)):

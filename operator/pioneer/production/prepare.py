@@ -23,7 +23,7 @@ from pioneer.api.models import ModelAdaptationSpec
 from pioneer.core import gate
 from pioneer.data.bio import alignment_problem
 from pioneer.data.evalset import serialize, sha256, verify
-from pioneer.data.examples import DataError, Example
+from pioneer.data.examples import DataError, Example, example_id
 from pioneer.engine import EVAL_KEY, EVAL_MANIFEST, PREPARATION_KEY, Prepared, now
 from pioneer.production import ner_repair
 from pioneer.production.diagnosis import confirm, taxonomy, triage
@@ -125,6 +125,10 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
                      out_of_scope_label=spec.task.out_of_scope_label)
         clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
     passing = tri.kept_passing
+    # what this triage sets aside is not replayed either, even where an earlier revision trained on it
+    set_aside = {example_id(t["text"]) for t in tri.external + tri.screened}
+    replayable = [ex for ex in parent_train if ex.id not in set_aside]
+    dropped_from_replay, parent_train = len(parent_train) - len(replayable), replayable
     failure_set = [Example(f["text"], f["corrected"], role="failure", meta={"trace": f["id"], "prediction": f["prediction"]})
                    for f in tri.fixable]
     out_of_scope = spec.task.out_of_scope_label
@@ -160,6 +164,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
                   {"rule": "screen-passing", "description": "passing traces set aside by the same input detectors (not trained on)",
                    "before": len(passing) + len(tri.screened), "after": len(passing),
                    "details": {"screened": dict(Counter(e["reason"] for e in tri.screened))}},
+                  {"rule": "drop-set-aside-from-replay", "description": "the parent's training examples whose input this triage set aside are not replayed",
+                   "before": len(parent_train) + dropped_from_replay, "after": len(parent_train), "details": {}},
                   {"rule": "route-off-task", "description": (f"off-task inputs (failing or passing) trained as {out_of_scope!r}, never with their logged answer"
                                                              if out_of_scope else "off-task inputs excluded (task.outOfScopeLabel not set)"),
                    "before": len(tri.off_task()), "after": len(routed), "details": {"reasons": dict(Counter(t["reason"] for t in routed))}}],
