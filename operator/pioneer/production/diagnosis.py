@@ -86,13 +86,23 @@ class LabelSupport:
             # a label whose own examples are diverse (an out-of-scope class) gets its own, lower bar
             self.label_threshold[lab] = min(overall, float(np.quantile(mine, 2 * SUPPORT_QUANTILE))) if len(mine) >= 5 else overall
 
-    def scores(self, vectors: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(support of each input by its label, similarity of each input to the domain); ``vectors`` = ``embed(texts)``."""
+    def scores(self, vectors: np.ndarray, labels: list[str], texts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(support of each input by its label, similarity of each input to the domain); ``vectors`` = ``embed(texts)``.
+
+        With ``texts``, a trusted example with the same text as the input does not vote for it (leave-one-out, as
+        the thresholds are calibrated): a logged input that an earlier revision trained on cannot support itself.
+        """
         from pioneer.data.embeddings import top_k_mean
 
         if not len(vectors):
             return np.zeros(0), np.zeros(0)
         sims = vectors @ self.matrix.T
+        if texts is not None:
+            position: dict[str, list[int]] = {}
+            for j, t in enumerate(self.texts):
+                position.setdefault(t, []).append(j)
+            for i, t in enumerate(texts):
+                sims[i, position.get(t, [])] = -1.0
         support = np.array([top_k_mean(sims[i:i + 1, self.label_array == lab], SUPPORT_K)[0] if lab in self.label_threshold else 0.0
                             for i, lab in enumerate(labels)])
         return support, top_k_mean(sims, SUPPORT_K)
@@ -148,7 +158,9 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     ``reference``: trusted (text, label) examples, the parent's training data. A failing trace whose correction
     they do not support (:class:`LabelSupport`, in the space of ``embed``; character n-grams by default) is
     set aside as off-domain or as an unsupported correction, a passing trace unlike the whole task as
-    off-domain; then any trace that sits with the off-task traffic found so far is off-task too
+    off-domain; with ``out_of_scope_label``, an input that its label's examples do not support and the
+    out-of-scope examples support better is off-domain too (trusted out-of-scope examples, such as those an
+    earlier revision learnt from routed traffic, would otherwise make it look like the task); then any trace that sits with the off-task traffic found so far is off-task too
     (:func:`_off_task_neighbourhood`). The trusted examples also anchor the confident-learning model.
     An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
     fixable as corrected, a passing one is kept); it still counts as off-task traffic for the neighbourhood.
@@ -157,13 +169,15 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     reference = [(t, y) for t, y in (reference or []) if y in labels]
     traces = failures + passing
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
-    checker = support = domain = vectors = None
+    checker = support = domain = vectors = oos_support = None
     if len(reference) >= 20 and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
         vectors = checker.embed([t["text"] for t in traces]) if traces else np.zeros((0, checker.matrix.shape[1]))
-        support, domain = checker.scores(vectors, checked)
+        support, domain = checker.scores(vectors, checked, [t["text"] for t in traces])
+        if out_of_scope_label in checker.label_threshold:  # how much each input looks like the out-of-scope examples
+            oos_support, _ = checker.scores(vectors, [out_of_scope_label] * len(traces), [t["text"] for t in traces])
 
     def unsupported(i: int) -> tuple[str, str] | None:
         label = checked[i]
@@ -175,6 +189,12 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
         if domain[i] < checker.domain_threshold:
             return "off-domain-input", (f"similarity to the task's trusted examples {domain[i]:.3f} < {checker.domain_threshold:.3f} "
                                         f"(5th percentile of their own), and to examples of {label!r} {support[i]:.3f} < {bar:.3f}")
+        if oos_support is not None and label != out_of_scope_label and oos_support[i] > support[i] \
+                and oos_support[i] >= checker.label_threshold[out_of_scope_label]:
+            # trusted out-of-scope examples make such an input look in-domain; it still is not a request for the task
+            return "off-domain-input", (f"the input is supported by the trusted {out_of_scope_label!r} examples ({oos_support[i]:.3f} >= "
+                                        f"{checker.label_threshold[out_of_scope_label]:.3f}) more than by those of {label!r} "
+                                        f"({support[i]:.3f} < {bar:.3f})")
         return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {label!r} have mean similarity "
                                           f"{support[i]:.3f} < {bar:.3f} (calibrated on the parent's training data): "
                                           "the input does not look like that label")

@@ -144,8 +144,9 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     cross: list[Example] = []
     if spec.gate.cross_checkpoint and current.predictions_uri:
         try:
+            # behaviour the previous checkpoint got right, less the inputs this triage set aside (nothing to preserve there)
             cross = [Example(r["text"], r["label"], role="cross-checkpoint") for r in _read_uri_rows(current.predictions_uri)
-                     if r.get("correct") and fits(r["text"], r["label"])]
+                     if r.get("correct") and fits(r["text"], r["label"]) and example_id(r["text"]) not in set_aside]
         except OSError:
             cross = []
 
