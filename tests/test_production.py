@@ -65,13 +65,18 @@ def test_an_input_that_looks_like_the_out_of_scope_examples_is_off_domain_even_w
     rooms = ["kitchen", "hall", "den", "garage", "attic", "porch", "bedroom", "study", "office", "bathroom"]
     reference = [(f"turn on the {r} lights", "lights_on") for r in rooms] + [(f"switch off the {r} lamp", "lights_off") for r in rooms] + \
                 [(f"what is the weather in the {r} city {i}", "weather") for i, r in enumerate(rooms)] + \
-                [(f"how do I grow {p} in clay soil", "oos") for p in ("roses", "carrots", "peppers", "onions", "beans", "melons")]
+                [(f"how do I grow {p} in clay soil", "oos") for p in ("roses", "carrots", "peppers", "onions", "beans", "melons")] + \
+                [(t, "oos") for t in ("how do I bake bread at home", "tell me a joke about cats", "who won the game last night",
+                                      "what is the capital of Peru", "how do I fix a flat tyre", "recommend a good novel")]
     trace = {"id": "garden", "text": "how do I grow tomatoes in clay soil", "prediction": "weather", "corrected": "lights_on"}
     plain = triage([trace], [], LABELS + ["oos"], confident_learning=False, reference=reference)
     assert plain.external[0]["reason"] == "unsupported-correction"  # the gardening examples make it look in-domain
-    routed = triage([trace], [], LABELS + ["oos"], confident_learning=False, reference=reference, out_of_scope_label="oos")
-    assert routed.external[0]["reason"] == "off-domain-input" and "'oos' examples" in routed.external[0]["evidence"]
-    assert routed.off_task() == routed.external
+    flip = {"id": "flip", "text": "how do I get lights on", "prediction": "lights_on", "corrected": "weather"}  # a good request, wrong label
+    routed = triage([trace, flip], [], LABELS + ["oos"], confident_learning=False, reference=reference, out_of_scope_label="oos")
+    reasons = {e["id"]: e for e in routed.external}
+    assert reasons["garden"]["reason"] == "off-domain-input" and "'oos' examples" in reasons["garden"]["evidence"]
+    assert reasons["flip"]["reason"] == "unsupported-correction"  # excluded, never trained as oos
+    assert [t["id"] for t in routed.off_task()] == ["garden"]
 
 
 def test_off_task_corrections_are_external():

@@ -159,7 +159,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     they do not support (:class:`LabelSupport`, in the space of ``embed``; character n-grams by default) is
     set aside as off-domain or as an unsupported correction, a passing trace unlike the whole task as
     off-domain; with ``out_of_scope_label``, an input that its label's examples do not support and the
-    out-of-scope examples support better is off-domain too (trusted out-of-scope examples, such as those an
+    out-of-scope examples support better than any in-scope label's is off-domain too (trusted out-of-scope examples, such as those an
     earlier revision learnt from routed traffic, would otherwise make it look like the task); then any trace that sits with the off-task traffic found so far is off-task too
     (:func:`_off_task_neighbourhood`). The trusted examples also anchor the confident-learning model.
     An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
@@ -169,15 +169,18 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     reference = [(t, y) for t, y in (reference or []) if y in labels]
     traces = failures + passing
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
-    checker = support = domain = vectors = oos_support = None
+    checker = support = domain = vectors = oos_support = in_scope_support = None
     if len(reference) >= 20 and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
         vectors = checker.embed([t["text"] for t in traces]) if traces else np.zeros((0, checker.matrix.shape[1]))
         support, domain = checker.scores(vectors, checked, [t["text"] for t in traces])
-        if out_of_scope_label in checker.label_threshold:  # how much each input looks like the out-of-scope examples
-            oos_support, _ = checker.scores(vectors, [out_of_scope_label] * len(traces), [t["text"] for t in traces])
+        if out_of_scope_label in checker.label_threshold:
+            # how much each input looks like the out-of-scope examples, and like the best-supporting in-scope label
+            by_label = {lab: checker.scores(vectors, [lab] * len(traces), [t["text"] for t in traces])[0] for lab in checker.label_threshold}
+            oos_support = by_label.pop(out_of_scope_label)
+            in_scope_support = np.max(np.vstack(list(by_label.values())), axis=0) if by_label else np.zeros(len(traces))
 
     def unsupported(i: int) -> tuple[str, str] | None:
         label = checked[i]
@@ -189,12 +192,13 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
         if domain[i] < checker.domain_threshold:
             return "off-domain-input", (f"similarity to the task's trusted examples {domain[i]:.3f} < {checker.domain_threshold:.3f} "
                                         f"(5th percentile of their own), and to examples of {label!r} {support[i]:.3f} < {bar:.3f}")
-        if oos_support is not None and label != out_of_scope_label and oos_support[i] > support[i] \
+        if oos_support is not None and label != out_of_scope_label and oos_support[i] > in_scope_support[i] \
                 and oos_support[i] >= checker.label_threshold[out_of_scope_label]:
             # trusted out-of-scope examples make such an input look in-domain; it still is not a request for the task
+            # (a good request with a wrong label is not: some in-scope label supports it better)
             return "off-domain-input", (f"the input is supported by the trusted {out_of_scope_label!r} examples ({oos_support[i]:.3f} >= "
-                                        f"{checker.label_threshold[out_of_scope_label]:.3f}) more than by those of {label!r} "
-                                        f"({support[i]:.3f} < {bar:.3f})")
+                                        f"{checker.label_threshold[out_of_scope_label]:.3f}) more than by those of any in-scope label "
+                                        f"(best {in_scope_support[i]:.3f}; {label!r} {support[i]:.3f} < {bar:.3f})")
         return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {label!r} have mean similarity "
                                           f"{support[i]:.3f} < {bar:.3f} (calibrated on the parent's training data): "
                                           "the input does not look like that label")
