@@ -1,6 +1,8 @@
 """AdaptFT-Bench protocol pieces: stages, the naive baseline's labels, the poison-filter and coverage figures."""
 
-from pioneer.bench.adaptft import coverage_table, filter_quality, heldout_check, make_stages, naive_labels, score, write_report
+from pioneer.bench.adaptft import (SCENARIOS, coverage_table, filter_quality, heldout_check, make_stages, naive_labels, score,
+                                   write_report)
+from pioneer.data.bio import alignment_problem
 
 LABELS = ["balance", "transfer", "oos"]
 POOL = [(f"what is the balance of account {i}", "balance") if i % 2 else (f"send {i} dollars to my savings", "transfer")
@@ -60,6 +62,30 @@ def test_poison_filter_precision_recall_and_the_coverage_table():
 def test_scores():
     assert score(["a", "b", "a"], ["a", "a", "a"], "accuracy", None) == 2 / 3
     assert score(["spam", "ham", "spam"], ["spam", "spam", "ham"], "f1", "spam") == 0.5
+    # entity-level F1: one of two gold entities found, one spurious -> P = R = 1/2
+    assert score(["B-PER O O B-ORG", "O O"], ["B-PER O O O", "B-LOC O"], "entityF1", None) == 0.5
+
+
+SENTENCES = [(f"Smith met officials in Paris on day {i} .", "B-PER O O O B-LOC O O O O") if i % 2
+             else (f"Shares of Acme fell {i} percent .", "O O B-ORG O O O O") for i in range(1500)]
+
+
+def test_conll2003_stages_keep_every_scored_answer_a_tagging_of_its_input_and_naive_drops_tags_of_another_input():
+    conll = SCENARIOS["conll2003"]
+    types = conll.labels
+    stages = make_stages(SENTENCES, types, conll.out_of_scope, per_stage=500, seed=0, perturb_one=conll.perturb(types))
+    rows = [r for st in stages for r in st]
+    scored = [r for r in rows if r["answer"] is not None]
+    assert all(alignment_problem(r["text"].split(" "), r["answer"].split(" "), types) is None for r in scored)
+    destroyed = [r for r in rows if r["answer"] is None]
+    assert destroyed and all(r["poisoned"] for r in destroyed)  # an injection or an off-domain text has no right tagging
+    flips = [r for r in rows if r["applied"] == ["label_flip"]]
+    assert flips and all(r["reference"] != r["answer"] and conll.trainable(r["text"], r["reference"], types) for r in flips)
+    # the naive pipeline trains on what its trainer can load: tags of another (destroyed) input are dropped
+    preds = ["O " * (len(r["text"].split(" ")) - 1) + "O" for r in rows]
+    naive = [x for x in naive_labels(rows, preds, seed=0) if x is not None and conll.trainable(*x, types)]
+    assert all(alignment_problem(t.split(" "), y.split(" "), types) is None for t, y in naive)
+    assert len(naive) < len(rows) and {(r["text"], r["reference"]) for r in flips} & set(naive)  # flipped tags still get through
 
 
 def test_the_evaluate_step_keeps_a_retrain_only_if_it_does_not_score_lower_than_the_deployed_checkpoint():

@@ -45,6 +45,23 @@ def test_triage_keeps_tagging_errors_and_sets_aside_malformed_inputs_and_correct
         "LOC read as ORG": "confusion", "ORG read as PER": "confusion"}
 
 
+def test_a_correction_that_swaps_the_types_the_trusted_data_gives_its_names_is_a_suspected_label_error():
+    rng = random.Random(0)
+    reference = [sentence(rng.choice(PEOPLE), rng.choice(CITIES)) for _ in range(120)]
+    reference = [(ex.text, ex.label) for ex in reference]
+    swapped = {"id": "flip", "text": "Rita Moss visited Lagos .", "prediction": "B-PER I-PER O B-LOC O",
+               "corrected": "B-LOC I-LOC O B-PER O"}  # every entity given another type (a label flip in the log)
+    missed = {"id": "miss", "text": "Ivo Lind visited Quito .", "prediction": "O O O B-LOC O", "corrected": "B-PER I-PER O B-LOC O"}
+    confused = {"id": "conf", "text": "Mia Kane visited Perth .", "prediction": "B-PER I-PER O B-ORG O", "corrected": "B-PER I-PER O B-LOC O"}
+    result = triage([swapped, missed, confused], [], ["PER", "LOC", "ORG"], reference=reference)
+    assert [f["id"] for f in result.fixable] == ["miss", "conf"]  # a correction the data agrees with is a failure to fix
+    [flagged] = result.external
+    assert flagged["id"] == "flip" and flagged["reason"] == "suspected-label-error"
+    assert "cleanlab" in flagged["evidence"] and "'Lagos' tagged B-PER (read as B-LOC" in flagged["evidence"]
+    # without trusted data to learn from, nothing is judged
+    assert [f["id"] for f in triage([swapped, missed], [], ["PER", "LOC", "ORG"]).fixable] == ["flip", "miss"]
+
+
 def test_an_over_prediction_brings_an_entity_free_hard_negative_and_replay_keeps_the_parents_data():
     over = Example("Nobody visited home today . #1", "O O O O O O", meta={"prediction": "B-PER O O O O O"})
     under = Example("Rita Moss visited Lima today . #2", "B-PER I-PER O B-LOC O O O", meta={"prediction": "B-PER I-PER O O O O O"})

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, perturb, poison_scale, rates_for
+from pioneer.bench.perturbations import (BY_NAME, NO_ANSWER, TABLE_12, flip_entity_types, perturb, perturb_tagged, poison_scale,
+                                         rates_for, retag)
 from pioneer.production.diagnosis import input_flags
 
 SAMPLE = "I'd like to book a flight to Paris tomorrow, please."
@@ -128,3 +129,63 @@ def test_perturbing_100k_inputs_takes_seconds():
     for _ in range(100_000):
         perturb(SAMPLE, "book_flight", LABELS, rng, rates)
     assert time.perf_counter() - started < 20
+
+
+# ------------------------------------------------------------------------- tagged sentences (the conll2003 scenario)
+
+SENTENCE = "EU rejects German call to boycott British lamb ."
+TAGS = "B-ORG O B-MISC O O O B-MISC O O"
+TYPES = ["LOC", "MISC", "ORG", "PER"]
+
+
+def _entities(words, tags):
+    """{(entity words, type)} of a tagged sentence."""
+    out, span = set(), None
+    for w, t in list(zip(words, tags)) + [("", "O")]:
+        if t.startswith("I-") and span:
+            span[0].append(w)
+            continue
+        if span:
+            out.add((" ".join(span[0]), span[1]))
+        span = ([w], t[2:]) if t.startswith("B-") else None
+    return out
+
+
+@pytest.mark.parametrize("name", [p.name for p in TABLE_12 if p.fixable])
+def test_fixable_noise_on_a_tagged_sentence_keeps_each_entity_word_with_its_type(name):
+    for seed in range(5):
+        [s, *copies] = perturb_tagged(SENTENCE, TAGS, TYPES, random.Random(seed), {name: 1.0})
+        assert [s, *copies] == perturb_tagged(SENTENCE, TAGS, TYPES, random.Random(seed), {name: 1.0}), "same seed, same output"
+        words, answer = s.text.split(" "), s.answer.split(" ")
+        assert len(words) == len(answer) and s.reference == s.answer and not s.poisoned
+        # every entity left unchanged in the text is still tagged with its type; no entity appears from nowhere
+        kept = {(e, t) for e, t in _entities(words, answer)}
+        for entity, typ in _entities(SENTENCE.split(" "), TAGS.split(" ")):
+            if re.search(rf"(?<!\S){re.escape(entity)}(?!\S)", s.text):
+                assert (entity, typ) in kept, (name, seed, s.text, s.answer)
+        assert {t for _, t in kept} <= {"ORG", "MISC"}, (name, s.text, s.answer)
+
+
+def test_retag_follows_words_that_move_or_repeat_and_tags_added_words_outside():
+    words, tags = SENTENCE.split(" "), TAGS.split(" ")
+    assert retag(words, tags, "Hi there! EU rejects German call".split(" ")) == ["O", "O", "B-ORG", "O", "B-MISC", "O"]
+    assert retag(words, tags, "EU rejects call German".split(" ")) == ["B-ORG", "O", "O", "B-MISC"]
+    assert retag(words, tags, "EU EU rejects".split(" ")) == ["B-ORG", "B-ORG", "O"]
+    assert retag(["New", "York", "rally"], ["B-LOC", "I-LOC", "O"], ["York", "rally"]) == ["B-LOC", "O"]  # cut span repaired to BIO
+
+
+def test_a_label_flip_on_a_tagged_sentence_gives_every_entity_another_type():
+    [s] = perturb_tagged(SENTENCE, TAGS, TYPES, random.Random(0), {"label_flip": 1.0})
+    assert s.text == SENTENCE and s.answer == TAGS and s.poisoned and s.applied == ["label_flip"]
+    before, after = _entities(SENTENCE.split(" "), TAGS.split(" ")), _entities(SENTENCE.split(" "), s.reference.split(" "))
+    assert {e for e, _ in after} == {e for e, _ in before} and not before & after
+    assert flip_entity_types("B-PER I-PER O", TYPES, random.Random(1)).split(" ")[1][2:] == flip_entity_types("B-PER I-PER O", TYPES, random.Random(1)).split(" ")[0][2:]
+    # a sentence without entities has nothing to flip: the flip is not applied and the log is clean
+    [clean] = perturb_tagged("It rained .", "O O O", TYPES, random.Random(0), {"label_flip": 1.0})
+    assert clean.reference == clean.answer == "O O O" and not clean.poisoned and clean.applied == []
+
+
+def test_a_destroyed_sentence_has_no_right_tagging_and_its_log_keeps_the_original_tags():
+    [s] = perturb_tagged(SENTENCE, TAGS, TYPES, random.Random(0), {"prompt_injection": 1.0})
+    assert s.answer is NO_ANSWER and s.reference == TAGS and s.poisoned
+    assert len(s.text.split(" ")) != len(TAGS.split(" "))  # the judge's tags no longer fit the input

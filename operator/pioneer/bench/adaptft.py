@@ -39,12 +39,12 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels
-from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, perturb, rates_for
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels, predict_tags
+from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, PerturbedSample, perturb, perturb_tagged, rates_for
 
 STAGE_POISON = (0.15, 0.25, 0.40)
 NAIVE_UNCORRECTED = 0.30  # noisy failures left with the model's own output
@@ -57,10 +57,31 @@ class Scenario:
     description: str
     labels: list[str]
     out_of_scope: str | None  # the right answer for inputs the poison destroyed; None: such inputs are not scored
-    metric: str  # "accuracy" or "f1" (of ``positive``)
+    metric: str  # "accuracy", "f1" (of ``positive``) or "entityF1"
     positive: str | None
     load: Callable[[Path, random.Random], tuple[list[tuple[str, str]], list[tuple[str, str]]]]  # clean pool, inference pool
     max_length: int = 48
+    task_type: str = "classification"  # or "ner": inputs are space-joined words, labels space-joined BIO tags
+    hyperparameters: dict[str, Any] = field(default_factory=lambda: {"learningRate": 2e-4, "epochs": 8, "batchSize": 16})
+
+    def perturb(self, labels: list[str]) -> Callable[[str, str, random.Random, dict[str, float]], list[PerturbedSample]]:
+        """The perturbation of one (input, label) pair: tagged sentences keep words and tags aligned."""
+        if self.task_type == "ner":
+            return lambda text, tags, rng, rates: perturb_tagged(text, tags, labels, rng, rates)
+        return lambda text, label, rng, rates: perturb(text, label, labels, rng, rates)
+
+    def predict(self, model_uri: str, texts: list[str]) -> list[str]:
+        return (predict_tags if self.task_type == "ner" else predict_labels)(model_uri, texts, self.max_length)
+
+    def trainable(self, text: str, label: str | None, labels: list[str]) -> bool:
+        """Can a training pipeline use this pair at all? (a known label; for NER a tagging of the input's words)"""
+        if label is None:
+            return False
+        if self.task_type == "ner":
+            from pioneer.data.bio import alignment_problem
+
+            return alignment_problem(text.split(" "), label.split(" "), labels) is None
+        return label in labels
 
 
 def _load_clinc(data_dir: Path, rng: random.Random) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -97,19 +118,39 @@ def _load_sms(data_dir: Path, rng: random.Random) -> tuple[list[tuple[str, str]]
     return rows[:SMS_CLEAN], rows[SMS_CLEAN:]
 
 
-CLINC_CLEAN_PER_INTENT, CLINC_CLEAN_OOS, SMS_CLEAN = 20, 40, 600
+def _load_conll(data_dir: Path, rng: random.Random) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    from pioneer.bench.coldstart_conll import read_split
+
+    folder = data_dir / "conll2003"
+    if not (folder / "train.txt").is_file():
+        raise FileNotFoundError(f"{folder / 'train.txt'} not found; pass --data-dir pointing at the shared datasets folder")
+    sentences = [(" ".join(w), " ".join(t)) for w, t in read_split(folder, "train") if w]
+    rng.shuffle(sentences)
+    return sentences[:CONLL_CLEAN], sentences[CONLL_CLEAN:]
+
+
+CLINC_CLEAN_PER_INTENT, CLINC_CLEAN_OOS, SMS_CLEAN, CONLL_CLEAN = 20, 40, 600, 1000
 SCENARIOS: dict[str, Scenario] = {
     "clinc150": Scenario("clinc150", "Route a banking/travel assistant request to its intent, or to oos when it is out of scope.",
                          [], "oos", "accuracy", None, _load_clinc),
     "sms_spam": Scenario("sms_spam", "Flag SMS messages that are spam.", ["ham", "spam"], None, "f1", "spam", _load_sms, 64),
+    # a destroyed sentence has no right tagging to score (out_of_scope None): it is only poison in the logs
+    "conll2003": Scenario("conll2003", "Extract person, organisation, location and miscellaneous entity names from news sentences.",
+                          ["LOC", "MISC", "ORG", "PER"], None, "entityF1", None, _load_conll, 128, "ner",
+                          {"learningRate": 2e-4, "epochs": 3, "batchSize": 32}),
 }
 
 
 # ------------------------------------------------------------------------------------------- stage data
 
 def make_stages(inference: list[tuple[str, str]], labels: list[str], out_of_scope: str | None, per_stage: int,
-                seed: int, poison: tuple[float, ...] = STAGE_POISON) -> list[list[dict[str, Any]]]:
-    """Perturbed log records per stage: {id, source, stage, split, text, reference, answer, applied, poisoned}."""
+                seed: int, poison: tuple[float, ...] = STAGE_POISON,
+                perturb_one: Callable[[str, str, random.Random, dict[str, float]], list[PerturbedSample]] | None = None,
+                ) -> list[list[dict[str, Any]]]:
+    """Perturbed log records per stage: {id, source, stage, split, text, reference, answer, applied, poisoned}.
+
+    ``perturb_one`` perturbs one (input, label) pair (default: classification, :func:`perturb` over ``labels``)."""
+    perturb_one = perturb_one or (lambda text, label, rng, rates: perturb(text, label, labels, rng, rates))
     if len(inference) < per_stage * len(poison):
         raise ValueError(f"inference pool has {len(inference)} inputs; {len(poison)} stages of {per_stage} need more")
     stages = []
@@ -120,7 +161,7 @@ def make_stages(inference: list[tuple[str, str]], labels: list[str], out_of_scop
         test = set(rng.sample(range(len(sources)), round(0.3 * len(sources))))
         rows = []
         for i, (text, label) in enumerate(sources):
-            for c, s in enumerate(perturb(text, label, labels, rng, rates)):
+            for c, s in enumerate(perturb_one(text, label, rng, rates)):
                 answer = out_of_scope if s.answer is NO_ANSWER else s.answer
                 rows.append({"id": f"s{k}-{i:04d}-{c}", "source": i, "stage": k, "split": "test" if i in test else "train",
                              "text": s.text, "original": text, "reference": s.reference, "answer": answer,
@@ -148,6 +189,10 @@ def naive_labels(rows: list[dict[str, Any]], predictions: list[str], seed: int) 
 # ------------------------------------------------------------------------------------------- scoring
 
 def score(predictions: list[str], answers: list[str], metric: str, positive: str | None) -> float:
+    if metric == "entityF1":
+        from pioneer.trainer.ner_metrics import ner_metrics
+
+        return float(ner_metrics([a.split(" ") for a in answers], [p.split(" ") for p in predictions])["score"])
     if metric == "f1":
         from sklearn.metrics import f1_score
 
@@ -200,11 +245,11 @@ def coverage_table(rows: list[dict[str, Any]], verdicts: dict[str, str], exclude
 def _spec(name: str, scenario: Scenario, labels: list[str], mode: str, source: dict[str, str], **extra: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "mode": mode,
-        "task": {"description": scenario.description, "metric": scenario.metric, "labels": labels,
+        "task": {"description": scenario.description, "type": scenario.task_type, "metric": scenario.metric, "labels": labels,
                  **({"positiveLabel": scenario.positive} if scenario.positive else {}),
                  **({"outOfScopeLabel": scenario.out_of_scope} if scenario.out_of_scope else {})},
         "data": {"sources": [source]},
-        "hyperparameters": {"learningRate": 2e-4, "epochs": 8, "maxLength": scenario.max_length, "batchSize": 16},
+        "hyperparameters": {**scenario.hyperparameters, "maxLength": scenario.max_length},
         "artifacts": {"uri": "artifacts"}, "deployedModel": "adaptft-agent",
     }
     for key, value in extra.items():  # each a section of the spec, merged into the defaults above
@@ -257,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenario = SCENARIOS.get(args.scenario)
     if scenario is None:
-        print(f"adaptft: unknown scenario {args.scenario!r}; known: {sorted(SCENARIOS)} (conll2003 needs the NER trainer)", file=sys.stderr)
+        print(f"adaptft: unknown scenario {args.scenario!r}; known: {sorted(SCENARIOS)}", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
     work = fresh_workdir(args, out)
@@ -269,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"adaptft: {exc}", file=sys.stderr)
         return 2
     labels = scenario.labels or sorted({y for _, y in clean})
-    stages = make_stages(inference, labels, scenario.out_of_scope, args.per_stage, args.seed)
+    stages = make_stages(inference, labels, scenario.out_of_scope, args.per_stage, args.seed, perturb_one=scenario.perturb(labels))
     heldout = [r for rows in stages for r in rows if r["split"] == "test" and r["answer"] is not None]
     _write_jsonl(work / "clean.jsonl", [{"text": t, "label": y} for t, y in clean])
     for k, rows in enumerate(stages, start=1):
@@ -297,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
 
     def held(uri: str) -> float:
         if uri not in cache:
-            cache[uri] = round(score(predict_labels(uri, texts_heldout, scenario.max_length), answers, scenario.metric, scenario.positive), 4)
+            cache[uri] = round(score(scenario.predict(uri, texts_heldout), answers, scenario.metric, scenario.positive), 4)
         return cache[uri]
 
     naive_model, naive_data = agent_model, [(t, y) for t, y in clean]
@@ -312,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         all_train += train
         texts = [r["text"] for r in train]
         # the agent's deployed model serves the stage; an exact-match judge against the log's reference
-        preds = predict_labels(agent_model, texts, scenario.max_length)
+        preds = scenario.predict(agent_model, texts)
         db = connect(work / "traces.db")  # one log for the whole deployment: each stage's traces are added to it
         traces = []
         for r, p in zip(train, preds):
@@ -354,9 +399,10 @@ def run(args: argparse.Namespace) -> int:
         agent_ckpts.append(agent_model)
 
         # naive: labels as a review-less pipeline would give them, one training run, always deployed
-        naive_preds = predict_labels(naive_model, texts, scenario.max_length)
-        naive_data += [x for x in naive_labels(train, naive_preds, args.seed + k) if x is not None]
-        eval_rows = [(r["text"], r["reference"]) for r in rows if r["split"] == "test" and r["reference"] in labels]
+        naive_preds = scenario.predict(naive_model, texts)
+        # what its trainer can load: a known label (NER: a tagging of the input's words; a log whose tags belong to another input is dropped)
+        naive_data += [x for x in naive_labels(train, naive_preds, args.seed + k) if x is not None and scenario.trainable(*x, labels)]
+        eval_rows = [(r["text"], r["reference"]) for r in rows if r["split"] == "test" and scenario.trainable(r["text"], r["reference"], labels)]
         log(f"stage {k}: naive retrain on {len(naive_data)} examples")
         naive_model = _train_naive(work, k, labels, c1_attempt, naive_data, eval_rows)
         naive_ckpts.append(naive_model)
@@ -374,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     agent_scores = [c["agent"] for c in checkpoints]
     result = {
         "benchmark": "adaptft", "scenario": scenario.name, "metric": scenario.metric, "labels": len(labels),
-        "deploy_check": args.deploy_check,
+        "deploy_check": args.deploy_check, "gate": {"tau": args.tau, "epsilon": args.epsilon}, "replay_share": args.replay_share,
         "clean_pool": len(clean), "per_stage": args.per_stage, "heldout_size": len(heldout),
         "checkpoints": checkpoints,
         "final_gap": round(100 * (checkpoints[-1]["agent"] - checkpoints[-1]["naive"]), 2),

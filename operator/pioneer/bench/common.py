@@ -29,6 +29,14 @@ def predict_labels(model_uri: str, texts: list[str], max_length: int) -> list[st
     return predict(model, tokenizer, texts, max_length=max_length)[0]
 
 
+def predict_tags(model_uri: str, texts: list[str], max_length: int) -> list[str]:
+    """Space-joined BIO tags of each space-joined sentence, at the tagger's own decision threshold."""
+    from pioneer.trainer.ner import load_trained, predict
+
+    tokenizer, model, threshold = load_trained(model_uri)
+    return predict(model, tokenizer, texts, max_length, threshold)
+
+
 def run_adaptation(spec_text: str, work: Path):
     """Validate a benchmark's spec, keep it beside the artifacts, run it on the embedded default with
     the live display; return (runner, final status, the untrained baseline attempt, the best attempt)."""

@@ -481,11 +481,12 @@ def rates_for(poison_rate: float | None = None, overrides: dict[str, float] | No
 
 
 def perturb(text: str, reference: str, labels: Sequence[str], rng: random.Random, rates: dict[str, float],
-            table: Sequence[Perturbation] = TABLE_12) -> list[PerturbedSample]:
+            table: Sequence[Perturbation] = TABLE_12, flip: Callable[[str, random.Random], str] | None = None) -> list[PerturbedSample]:
     """Roll every type independently; return the record and any repeated copies (first element = the record).
 
     Order: text-replacing poisons first (at most one: the first that fires), then label flips, then surface
-    noise on whatever text results, then repetition copies.
+    noise on whatever text results, then repetition copies. ``flip`` turns the logged answer into a wrong
+    one (default: another of ``labels``); a flip that leaves the answer as it was is not applied.
     """
     fired = [p for p in table if rng.random() < rates.get(p.name, 0.0)]
     replacing = [p for p in fired if p.replaces]
@@ -499,9 +500,12 @@ def perturb(text: str, reference: str, labels: Sequence[str], rng: random.Random
             out_text, answer = p.apply(out_text, rng), NO_ANSWER
     for p in fired:
         if p.label:
-            others = [lab for lab in labels if lab != reference]
-            if others:
-                logged = rng.choice(others)
+            if flip is not None:
+                logged = flip(reference, rng)
+            else:
+                others = [lab for lab in labels if lab != reference]
+                if others:
+                    logged = rng.choice(others)
     for p in fired:
         if not (p.replaces or p.label or p.copies != (0, 0)):
             out_text = p.apply(out_text, rng)
@@ -514,3 +518,79 @@ def perturb(text: str, reference: str, labels: Sequence[str], rng: random.Random
         for _ in range(rng.randint(lo, hi) if hi else 0):
             records.append(PerturbedSample(p.apply(out_text, rng), logged, answer, applied, sample.poisoned, copy_of=0))
     return records
+
+
+# ------------------------------------------------------------------------------------ tagged sentences (NER)
+
+def flip_entity_types(tags: str, types: Sequence[str], rng: random.Random) -> str:
+    """A label flip of a BIO tag sequence: every entity span gets another type (unchanged without entities)."""
+    out, span_type = [], None
+    for tag in tags.split(" "):
+        if tag.startswith("B-") or (tag.startswith("I-") and span_type is None):
+            others = [t for t in types if t != tag[2:]]
+            span_type = rng.choice(others) if others else tag[2:]
+        elif tag == "O":
+            span_type = None
+        out.append(tag if tag == "O" else f"{tag[:2]}{span_type}")
+    return " ".join(out)
+
+
+def retag(words: Sequence[str], tags: Sequence[str], new_words: Sequence[str]) -> list[str]:
+    """The tags of ``new_words``, a perturbed version of ``words``: aligned word for word (difflib).
+
+    Kept words keep their tag; a word moved elsewhere takes its tag along; words edited in place (a block of
+    the same length) keep theirs position by position; added words are ``O`` unless they repeat a span of
+    the sentence (then they carry its tags); removed words take their tags with them. Repaired to valid BIO.
+    """
+    from difflib import SequenceMatcher
+
+    ops = SequenceMatcher(None, list(words), list(new_words), autojunk=False).get_opcodes()
+    moved: dict[str, str] = {}  # words taken from their place (deleted or replaced) -> their tag
+    for op, i1, i2, _, _ in ops:
+        if op in ("replace", "delete"):
+            for w, t in zip(words[i1:i2], tags[i1:i2]):
+                moved.setdefault(w, t)
+    out: list[str] = []
+    for op, i1, i2, j1, j2 in ops:
+        block = list(new_words[j1:j2])
+        if op == "equal":
+            out += tags[i1:i2]
+        elif op == "replace":
+            same_length = i2 - i1 == j2 - j1
+            out += [moved[w] if w in moved else tags[i1 + k] if same_length else "O" for k, w in enumerate(block)]
+        elif op == "insert":
+            n = len(block)
+            at = next((k for k in range(len(words) - n + 1) if list(words[k:k + n]) == block), None)
+            out += list(tags[at:at + n]) if at is not None else [moved.get(w, "O") for w in block]
+    return _valid_bio(out)
+
+
+def _valid_bio(tags: list[str]) -> list[str]:
+    out = []
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and (i == 0 or out[-1] == "O" or out[-1][2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+    return out
+
+
+def perturb_tagged(text: str, tags: str, types: Sequence[str], rng: random.Random, rates: dict[str, float],
+                   table: Sequence[Perturbation] = TABLE_12) -> list[PerturbedSample]:
+    """:func:`perturb` for a tagged sentence (space-joined words and BIO tags), keeping words and tags aligned.
+
+    The perturbed text is split into words again and its tags follow its words (:func:`retag`), so ``answer``
+    is the right tagging of the perturbed sentence. A label flip gives every entity of the logged tags another
+    type. A text-replacing poison leaves no right tagging (``answer`` = NO_ANSWER) and the log keeps the
+    original sentence's tags, which no longer fit the input (the judge's correction belongs to another input).
+    """
+    words, gold = text.split(" "), tags.split(" ")
+    out = []
+    for s in perturb(text, tags, [], rng, rates, table, flip=lambda ref, r: flip_entity_types(ref, types, r)):
+        new_words = s.text.split()
+        if s.answer is NO_ANSWER:
+            out.append(PerturbedSample(" ".join(new_words), s.reference, NO_ANSWER, s.applied, s.poisoned, s.copy_of))
+            continue
+        answer = " ".join(retag(words, gold, new_words))
+        reference = answer if s.reference == tags else " ".join(retag(words, s.reference.split(" "), new_words))
+        out.append(PerturbedSample(" ".join(new_words), reference, answer, s.applied, s.poisoned, s.copy_of))
+    return out

@@ -14,6 +14,8 @@ import random
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
+
 from pioneer.api.models import DataRecipe
 from pioneer.data.bio import alignment_problem
 from pioneer.data.examples import Example
@@ -62,13 +64,69 @@ def wrong_and_missed(errors: list[str]) -> tuple[set[str], set[str]]:
     return avoid, want
 
 
-def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], entity_types: list[str]) -> Triage:
+def _word_features(words: list[str], i: int) -> dict[str, Any]:
+    w = words[i]
+    shape = "".join("X" if c.isupper() else "x" if c.islower() else "d" if c.isdigit() else c for c in w)[:6]
+    return {"w=" + w.lower(): 1, "shape=" + shape: 1, "pre=" + w[:3].lower(): 1, "suf=" + w[-3:].lower(): 1, "first": i == 0,
+            "prev=" + (words[i - 1].lower() if i else "<s>"): 1, "next=" + (words[i + 1].lower() if i + 1 < len(words) else "</s>"): 1}
+
+
+def type_confusions(sentences: list[list[str]], tags: list[list[str]], tag_set: list[str], seed: int = 0) -> dict[int, str]:
+    """Sentences whose tags cleanlab finds a likely *type* error in: {sentence index: evidence}.
+
+    Confident learning (``cleanlab.token_classification``) on 5-fold out-of-fold word probabilities of a
+    logistic regression over word features (the word, its shape, affixes and neighbours), folds by sentence.
+    Only a word tagged as an entity that the out-of-fold model reads as an entity of another type counts: an
+    entity against ``O`` is what failures are made of (a missed name the small model never saw looks like
+    ``O`` to it), a type swap of a name the rest of the data tags consistently is what a wrong correction is.
+    """
+    from cleanlab.token_classification.filter import find_label_issues
+    from sklearn.feature_extraction import DictVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    if len(sentences) < 10:
+        return {}
+    index = {t: k for k, t in enumerate(tag_set)}
+    feats = [[_word_features(ws, i) for i in range(len(ws))] for ws in sentences]
+    probs: list[np.ndarray] = [np.zeros((len(ws), len(tag_set))) for ws in sentences]
+    for train, held in KFold(min(5, len(sentences)), shuffle=True, random_state=seed).split(sentences):
+        vec = DictVectorizer()
+        x = vec.fit_transform([f for i in train for f in feats[i]])
+        y = [index[t] for i in train for t in tags[i]]
+        if len(set(y)) < 2:
+            continue
+        model = LogisticRegression(max_iter=1000, C=1.0).fit(x, y)
+        for i in held:
+            probs[i][:, model.classes_] = model.predict_proba(vec.transform(feats[i]))
+    given = [[index[t] for t in ts] for ts in tags]
+    issues: dict[int, list[int]] = defaultdict(list)
+    for i, j in find_label_issues(given, probs):
+        label, read = tags[i][j], tag_set[int(probs[i][j].argmax())]
+        if label != "O" and read != "O" and read[2:] != label[2:]:
+            issues[i].append(j)
+    out: dict[int, str] = {}
+    for i, words in issues.items():
+        entity_words = sum(t != "O" for t in tags[i])
+        if len(words) * 2 >= entity_words:  # most of its entity words: one odd name is a model's doubt, a whole swap is a wrong tagging
+            out[i] = ("confident learning (cleanlab, out-of-fold word-feature model) ranks "
+                      + ", ".join(f"{sentences[i][j]!r} tagged {tags[i][j]} (read as {tag_set[int(probs[i][j].argmax())]}, "
+                                  f"p={probs[i][j].max():.2f})" for j in words[:4])
+                      + f" as likely label errors: {len(words)} of the sentence's {entity_words} entity words")
+    return out
+
+
+def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], entity_types: list[str],
+           reference: list[tuple[str, str]] | None = None, seed: int = 0, confident_learning: bool = True) -> Triage:
     """Fixable vs. external failures ({id, text, prediction, corrected}) and screened passing traces.
 
-    External: inputs the detectors flag (empty, gibberish, injection), and corrections that are not a tag
-    sequence of the task aligned word for word with the input (the judge answered something else).
+    External: inputs the detectors flag (empty, gibberish, injection), corrections that are not a tag
+    sequence of the task aligned word for word with the input (the judge answered something else), and
+    corrections in which confident learning finds an entity of the wrong type (:func:`type_confusions`), with
+    ``reference`` (the parent's tagged sentences) and the passing traces as the data it learns from.
     """
     out = Triage()
+    candidates = []
     for f in failures:
         flags = input_flags(f["text"], digits_are_content=True)
         problem = alignment_problem(f["text"].split(" "), (f.get("corrected") or "").split(" "), entity_types)
@@ -77,13 +135,27 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], entity
         elif problem:
             out.external.append({**f, "reason": "off-task-correction", "evidence": f"the correction is not a tagging of the input: {problem}"})
         else:
-            out.fixable.append({**f, "errors": span_errors(f["prediction"], f["corrected"])})
+            candidates.append(f)
     for p in passing:
         flags = input_flags(p["text"], digits_are_content=True)
         if flags:
             out.screened.append({**p, "reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"})
         elif alignment_problem(p["text"].split(" "), p["prediction"].split(" "), entity_types) is None:
             out.kept_passing.append(p)
+    suspects: dict[int, str] = {}
+    if confident_learning and candidates:
+        anchors = [(t, y) for t, y in reference or [] if alignment_problem(t.split(" "), y.split(" "), entity_types) is None]
+        anchors += [(p["text"], p["prediction"]) for p in out.kept_passing]
+        sentences = [t.split(" ") for t, _ in anchors] + [f["text"].split(" ") for f in candidates]
+        tags = [y.split(" ") for _, y in anchors] + [f["corrected"].split(" ") for f in candidates]
+        tag_set = ["O"] + [f"{b}-{t}" for t in entity_types for b in "BI"]
+        found = type_confusions(sentences, tags, tag_set, seed)
+        suspects = {i - len(anchors): why for i, why in found.items() if i >= len(anchors)}
+    for i, f in enumerate(candidates):
+        if i in suspects:
+            out.external.append({**f, "reason": "suspected-label-error", "evidence": suspects[i]})
+        else:
+            out.fixable.append({**f, "errors": span_errors(f["prediction"], f["corrected"])})
     return out
 
 

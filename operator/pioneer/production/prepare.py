@@ -115,7 +115,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
         except OSError:
             parent_train = []
     if ner:
-        tri = ner_repair.triage(failures, passing, labels)
+        tri = ner_repair.triage(failures, passing, labels, reference=[(ex.text, ex.label) for ex in parent_train], seed=spec.search.seed)
         clusters = ner_repair.taxonomy(tri)
         for p in tri.kept_passing:  # the regression set keeps the share of sentences with and without entities
             p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
