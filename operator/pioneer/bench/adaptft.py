@@ -7,7 +7,9 @@ Protocol (paper §3 and appendix B.3, DESIGN.md §1):
     2. The inference pool is perturbed into three stages at 15%, 25% and 40% poison (every Table-12 type
        rolled independently per input, see :mod:`pioneer.bench.perturbations`), about 500 inputs each,
        split 70/30 by input. The held-out set is the union of the three test splits, scored against the
-       right answer for each perturbed input (out-of-scope for inputs the poison destroyed).
+       right answer for each perturbed input (out-of-scope for inputs the poison destroyed; conll2003 has no
+       out-of-scope tagging, so a destroyed sentence is poison in the logs and is not scored). Scenarios:
+       clinc150 (accuracy), sms_spam (spam F1), conll2003 (entity F1 over tagged sentences).
     3. Each stage's train split is served by each system's deployed model and judged by exact match
        against the log's reference (the benchmark label of the original input, as in B.1.3). The agent's
        traces go into one trace store that accumulates over the stages, as a deployment's log does.

@@ -14,6 +14,11 @@ Conventions (classification):
       gibberish, injection, ...). A scenario with an out-of-scope label maps NO_ANSWER to it.
     * Poisonous samples carry ``poisoned=True``: the ground-truth "should not be trained on" flag.
     * Repetition types (exact and near duplicates, retry storms) emit extra copies of the record.
+
+Tagged sentences (NER, :func:`perturb_tagged`): the same types act on the sentence's text; the perturbed
+text is split into words again and the tags follow the words (:func:`retag`), added words are ``O``. A
+label flip gives every entity of the logged tags another type; a text-replacing poison leaves no right
+tagging, and the log keeps the original sentence's tags, which belong to another input.
 """
 
 from __future__ import annotations
