@@ -353,6 +353,7 @@ def run(args: argparse.Namespace) -> int:
     verdicts: dict[str, str] = {}
     excluded: dict[str, str] = {}
     failure_set: set[str] = set()
+    db = connect(work / "traces.db")  # one log for the whole deployment: each stage's traces are added to it
 
     for k, rows in enumerate(stages, start=1):
         train = [r for r in rows if r["split"] == "train"]
@@ -360,7 +361,6 @@ def run(args: argparse.Namespace) -> int:
         texts = [r["text"] for r in train]
         # the agent's deployed model serves the stage; an exact-match judge against the log's reference
         preds = scenario.predict(agent_model, texts)
-        db = connect(work / "traces.db")  # one log for the whole deployment: each stage's traces are added to it
         traces = []
         for r, p in zip(train, preds):
             j = exact_match(p, r["reference"])
