@@ -27,6 +27,7 @@ tools:
 	  || echo "warning: promtool unavailable; the alert-rule test will be skipped"
 
 test: $(BIN)/.installed tools
+	$(BIN)/ruff check operator tests
 	$(BIN)/python -m pytest
 
 crds: $(BIN)/.installed

@@ -1,7 +1,6 @@
 """AdaptFT-Bench protocol pieces: stages, the naive baseline's labels, the poison-filter and coverage figures."""
 
-from pioneer.bench.adaptft import (SCENARIOS, coverage_table, filter_quality, heldout_check, make_stages, naive_labels, score,
-                                   write_report)
+from pioneer.bench.adaptft import SCENARIOS, coverage_table, filter_quality, heldout_check, make_stages, naive_labels, score, write_report
 from pioneer.data.bio import alignment_problem
 
 LABELS = ["balance", "transfer", "oos"]

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
+from conftest import REPO, tiny_adaptation
 from pioneer.api import crd
 from pioneer.api.models import ModelAdaptation
 from pioneer.api.validation import SpecError, load_resources, parse_resource
 from pioneer.cli import main
-
-from conftest import REPO, tiny_adaptation
 
 
 def test_a_minimal_spec_gets_every_default():
@@ -92,7 +89,7 @@ def test_crds_directory_is_generated_from_the_models():
 
 
 def test_crds_are_structural_with_status_printer_columns_and_cel_rules():
-    for kind, info in crd.CRD_KINDS.items():
+    for kind in crd.CRD_KINDS:
         doc = crd.crd(kind)
         version = doc["spec"]["versions"][0]
         assert version["subresources"] == {"status": {}}

@@ -75,7 +75,9 @@ def test_length_matching_follows_the_real_length_distribution():
     reference = [4] * 80 + [31] * 20  # real inputs: mostly short
     matched, rec_m = curation.build_training_set(pool, recipe(length_matching=True, max_label_ratio=1.0), reference_lengths=reference)
     random_, rec_r = curation.build_training_set(pool, recipe(length_matching=False, max_label_ratio=1.0), reference_lengths=reference)
-    ks = lambda recs: next(r for r in recs if r["rule"] == "length-matching")["details"]["ks_statistic"]
+    def ks(recs):
+        return next(r for r in recs if r["rule"] == "length-matching")["details"]["ks_statistic"]
+
     assert ks(rec_m) < ks(rec_r)
     a_short = sum(1 for e in matched if e.label == "a" and len(e.text.split()) < 10)
     assert a_short / sum(1 for e in matched if e.label == "a") > 0.7

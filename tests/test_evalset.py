@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import tiny_adaptation
 from pioneer.api.validation import parse_resource
 from pioneer.data.evalset import EvalSetTampered, build_eval_set
 from pioneer.data.examples import Example
 from pioneer.engine import EVAL_KEY, POOL_KEY, prepare
 from pioneer.store import LocalStore, read_jsonl
-
-from conftest import tiny_adaptation
 
 
 def test_eval_set_has_positive_negative_and_boundary_slices_covering_every_label():

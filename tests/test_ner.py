@@ -9,12 +9,12 @@ import random
 import pytest
 
 from pioneer.api.models import DataRecipe, DataSource
+from pioneer.data.bio import alignment_problem, tag_set
 from pioneer.data.conll import read_conll
 from pioneer.data.examples import DataError, Example
 from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set, diversify_entities, entity_values, spans
 from pioneer.data.sources import parse_examples
 from pioneer.trainer.casing import case_class
-from pioneer.data.bio import alignment_problem, tag_set
 from pioneer.trainer.ner import decode, validate_row
 from pioneer.trainer.ner_metrics import error_counts, ner_metrics, threshold_curve
 

@@ -10,7 +10,6 @@ import pytest
 from pioneer.api.models import DataRecipe
 from pioneer.data.examples import Example
 from pioneer.production.ner_repair import build_curriculum, span_errors, taxonomy, triage, wrong_and_missed
-
 from test_ner import CITIES, PEOPLE, sentence
 
 

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from pioneer.bench.perturbations import (BY_NAME, NO_ANSWER, TABLE_12, flip_entity_types, perturb, perturb_tagged, poison_scale,
-                                         rates_for, retag)
+from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, flip_entity_types, perturb, perturb_tagged, poison_scale, rates_for, retag
 from pioneer.production.diagnosis import input_flags
 
 SAMPLE = "I'd like to book a flight to Paris tomorrow, please."

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import tiny_adaptation
 from pioneer.api.models import AttemptInputs, ObjectMeta, TrainingAttempt, TrainingAttemptSpec, TrainingAttemptStatus
 from pioneer.api.validation import parse_resource
 from pioneer.core.controller import NewAttempt, reconcile
-
-from conftest import tiny_adaptation
 
 SPEC = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "parallelism": 2})).spec
 

@@ -225,14 +225,13 @@ def test_off_task_traces_already_answered_with_the_out_of_scope_label_are_kept_a
 def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope_label(tmp_path):
     import json
 
+    from conftest import tiny_adaptation
     from pioneer import deploy
     from pioneer.api.models import DeployedModelStatus, Revision
     from pioneer.api.validation import parse_resource
     from pioneer.production.prepare import EXCLUDED_KEY, PREPARATION_KEY, prepare
     from pioneer.store import LocalStore, read_json, read_jsonl
     from pioneer.traces.store import add, connect
-
-    from conftest import tiny_adaptation
 
     labels = LABELS + ["oos"]
     trusted = TRUSTED + [(t, "oos") for t in ("what is the capital of Peru", "tell me a joke", "who won the game last night",
@@ -263,7 +262,7 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
         spec = parse_resource(tiny_adaptation("repair", mode="production", deployedModel="lights",
                                               data={"sources": [{"traces": "traces.db"}]}, task={"labels": labels, **task})).spec
         store = LocalStore(tmp_path / "artifacts" / f"repair-{len(task)}")
-        prepare(spec, store, registry, base_dir=tmp_path)
+        prepare(spec, store, deploy.load(registry, "lights"), "test registry", base_dir=tmp_path)
         return store
 
     routed = run(outOfScopeLabel="oos")

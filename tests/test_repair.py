@@ -6,13 +6,12 @@ import json
 
 import pytest
 
+from conftest import tiny_adaptation
 from pioneer import deploy
 from pioneer.cli import main
 from pioneer.data.sources import home_assistant_intents
 from pioneer.store import LocalStore
 from pioneer.traces.store import add, connect
-
-from conftest import tiny_adaptation
 
 pytestmark = pytest.mark.slow
 LABELS = ["HassTurnOn", "HassTurnOff", "HassLightSet"]

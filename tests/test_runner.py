@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
+from conftest import tiny_adaptation
 from pioneer.api.validation import parse_resource
 from pioneer.cli import main
 from pioneer.runner.local import STATE_KEY, LocalRunner, SpecChanged, adaptation_store
 from pioneer.store import read_json
-
-from conftest import tiny_adaptation
 
 pytestmark = pytest.mark.slow
 

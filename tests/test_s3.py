@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import boto3
 import pytest
 
@@ -40,8 +37,8 @@ def test_a_data_source_on_s3_is_read_and_its_errors_name_the_uri(bucket):
 
 @pytest.mark.slow
 def test_a_whole_run_keeps_its_artifacts_on_s3(bucket, write_spec, tmp_path):
-    from pioneer.cli import main
     from conftest import tiny_adaptation
+    from pioneer.cli import main
 
     spec = write_spec(tiny_adaptation(search={"maxAttempts": 1, "parallelism": 2}, artifacts={"uri": f"s3://{bucket}/pioneer"}))
     assert main(["run", str(spec), "--quiet"]) == 0

@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from conftest import tiny_adaptation
 from pioneer import deploy
 from pioneer.api.models import GateVerdict, Revision
 from pioneer.cli import main
 from pioneer.store import LocalStore
 from pioneer.traces.store import connect, query
-
-from conftest import tiny_adaptation
 
 pytestmark = pytest.mark.slow
 

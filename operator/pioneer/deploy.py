@@ -2,19 +2,26 @@
 
 Holds the same DeployedModelStatus as the Kubernetes resource (revision history, current revision, last
 gate verdict) and changes it only through :mod:`pioneer.core.gate`: a passing verdict or an explicit
-rollback.
+rollback. :class:`FileRegistry` is the local implementation of the lifecycle's registry port; promoted
+models are published under ``models/sha256-<hash>/`` beside the files.
 """
 
 from __future__ import annotations
 
-from pioneer.api.models import DeployedModelStatus, GateVerdict, Revision
+import contextlib
+import fcntl
+from collections.abc import Callable, Iterator
+
+from pioneer.api.models import DNS1123, DeployedModelStatus, GateVerdict, Revision
 from pioneer.core import gate
-from pioneer.store import ArtifactStore, read_json, write_json
+from pioneer.store import ArtifactStore, LocalStore, read_json, write_json
 
 PREFIX = "deployed"
 
 
 def key(name: str) -> str:
+    if not DNS1123.match(name or "") or len(name) > 63:
+        raise ValueError(f"DeployedModel name {name!r} is not a DNS-1123 name")
     return f"{PREFIX}/{name}.json"
 
 
@@ -26,15 +33,42 @@ def save(store: ArtifactStore, name: str, status: DeployedModelStatus) -> None:
     write_json(store, key(name), status.dump())
 
 
+class FileRegistry:
+    """The registry port over an artifact store: read-modify-write under a file lock on a local store."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+        self.models = store
+
+    def load(self, name: str) -> DeployedModelStatus | None:
+        return load(self.store, name) if self.store.exists(key(name)) else None
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        if not isinstance(self.store, LocalStore):
+            yield
+            return
+        path = self.store.path(key(name) + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def update(self, name: str, change: Callable[[DeployedModelStatus], DeployedModelStatus]) -> DeployedModelStatus:
+        with self._locked(name):
+            status = change(load(self.store, name))
+            save(self.store, name, status)
+            return status
+
+
 def decide(store: ArtifactStore, name: str, verdict: GateVerdict, candidate: Revision | None) -> DeployedModelStatus:
-    status = gate.promote(load(store, name), verdict, candidate)
-    save(store, name, status)
-    return status
+    return FileRegistry(store).update(name, lambda st: gate.promote(st, verdict, candidate))
 
 
 def rollback(store: ArtifactStore, name: str, to: int, at: str, reason: str | None = None) -> DeployedModelStatus:
     if not store.exists(key(name)):
         raise ValueError(f"no DeployedModel {name!r} in {store.uri(PREFIX)}")
-    status = gate.rollback(load(store, name), to, at, reason)
-    save(store, name, status)
-    return status
+    return FileRegistry(store).update(name, lambda st: gate.rollback(st, to, at, reason))

@@ -12,18 +12,22 @@ nothing else (no processes, no Kubernetes)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from pydantic import ValidationError
 
 from pioneer.api.models import (
     AttemptInputs,
+    AttemptMetrics,
     ModelAdaptationSpec,
     ObjectMeta,
     Phase,
-    Revision,
     TrainingAttempt,
     TrainingAttemptSpec,
     TrainingAttemptStatus,
@@ -32,10 +36,11 @@ from pioneer.core.controller import NewAttempt
 from pioneer.data import curation
 from pioneer.data.evalset import build_eval_set, build_random_eval_set, serialize, sha256, verify
 from pioneer.data.examples import DataError, Example
-from pioneer.data.similarity import TextIndex
 from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set
+from pioneer.data.similarity import TextIndex
 from pioneer.data.sources import label_names, load_sources
-from pioneer.store import ArtifactStore, read_json, read_jsonl, write_json, write_jsonl
+from pioneer.revisions import CorruptOutput, verify_output
+from pioneer.store import ArtifactStore, LocalStore, read_json, read_jsonl, write_json, write_jsonl
 from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
 
 EVAL_KEY = "eval/evalset.jsonl"
@@ -122,9 +127,11 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
     train_uri = None
     production = spec.mode == "production"
     pipeline = new.pipeline
+    parent_sha = None
     if production and new.iteration == 0:  # the baseline of a repair is the deployed parent itself
         parent_model = prepared.record.get("parent_model")
         pipeline = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"base_model": parent_model})})
+        parent_sha = prepared.record.get("parent_model_sha256")
     if new.iteration >= 1:
         train_key = attempt_key(new.name, "train.jsonl")
         if not store.exists(train_key):
@@ -152,7 +159,8 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
                              regression_uri=store.uri("eval/regression.jsonl")
                              if production and prepared.record.get("regression_set") else None,
                              cross_checkpoint_uri=store.uri("eval/cross.jsonl")
-                             if production and prepared.record.get("cross_checkpoint_set") else None),
+                             if production and prepared.record.get("cross_checkpoint_set") else None,
+                             base_model_sha256=parent_sha),
         output_uri=store.uri(attempt_key(new.name)),
     )
     if not store.exists(spec_key):
@@ -200,17 +208,19 @@ def pending_twin(store: ArtifactStore, attempt: TrainingAttempt, siblings: Itera
 
 
 def _reuse(store: ArtifactStore, twin: str, name: str) -> None:
-    """Give ``name`` the output of its finished twin instead of training the same thing again (_SUCCESS last)."""
+    """Give ``name`` the verified output of its finished twin instead of training the same thing again
+    (its own manifest is written last)."""
     source, target = attempt_key(twin, OUTPUT), attempt_key(name, OUTPUT)
-    for key in store.list(source):
-        rest = key[len(source):]
-        if rest == f"/{SUCCESS}":
-            continue
-        data = store.read_bytes(key)
-        if rest == "/metrics.json":
+    files = verify_output(store, source, deep=isinstance(store, LocalStore))
+    manifest = {}
+    for rel, fact in files.items():
+        data = store.read_bytes(f"{source}/{rel}")
+        if rel == "metrics.json":
             data = json.dumps({**json.loads(data), "reused_from": twin}, indent=2).encode() + b"\n"
-        store.write_bytes(target + rest, data)
-    store.write_bytes(f"{target}/{SUCCESS}", b"")
+            fact = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        store.write_bytes(f"{target}/{rel}", data)
+        manifest[rel] = fact
+    store.write_bytes(f"{target}/{SUCCESS}", json.dumps({"files": manifest}, indent=1).encode())
 
 
 def attempt_spec_uri(store: ArtifactStore, name: str) -> str:
@@ -225,36 +235,47 @@ def read_progress(store: ArtifactStore, name: str) -> dict[str, Any] | None:
         return None
 
 
+def read_metrics(store: ArtifactStore, name: str) -> AttemptMetrics:
+    """An attempt's metrics.json, parsed once at the boundary (CorruptOutput when unreadable)."""
+    key = attempt_key(name, f"{OUTPUT}/metrics.json")
+    try:
+        return AttemptMetrics.model_validate_json(store.read_bytes(key))
+    except (OSError, ValidationError) as exc:
+        raise CorruptOutput(f"{store.uri(key)} cannot be read: {str(exc).splitlines()[0]}") from None
+
+
+def verify_attempt(store: ArtifactStore, name: str, deep: bool | None = None) -> None:
+    """Check a finished attempt's output against its manifest; CorruptOutput names the file that differs."""
+    verify_output(store, attempt_key(name, OUTPUT), deep=isinstance(store, LocalStore) if deep is None else deep)
+
+
 def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptStatus | None:
-    """The finished status of an attempt from its artifacts, or None while it has no result."""
+    """The finished status of an attempt from its verified artifacts, or None while it has no result.
+
+    Raises CorruptOutput (naming the file) when the output does not match its manifest or its metrics
+    cannot be parsed: the caller trains the attempt again rather than trusting it."""
     name = attempt.metadata.name
     status = (attempt.status or TrainingAttemptStatus()).model_copy()
     if store.exists(attempt_key(name, f"{OUTPUT}/{SUCCESS}")):
-        metrics = read_json(store, attempt_key(name, f"{OUTPUT}/metrics.json"))
-        if metrics.get("eval_sha256") != attempt.spec.inputs.eval_sha256:
+        verify_attempt(store, name)
+        metrics = read_metrics(store, name)
+        if metrics.eval_sha256 != attempt.spec.inputs.eval_sha256:
             return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
                                              "message": "metrics were computed on a different evaluation set (hash mismatch)"})
         return status.model_copy(update={
-            "phase": Phase.succeeded, "finished_at": now(), "score": metrics["score"],
-            "regressions": metrics.get("regressions"), "slice_scores": metrics.get("slice_scores"),
-            "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
-            "train_loss": (metrics.get("training") or {}).get("final_loss"),
-            "failure_patterns": metrics.get("failure_patterns", [])[:5],
+            "phase": Phase.succeeded, "finished_at": now(), "score": metrics.score,
+            "regressions": metrics.regressions, "slice_scores": metrics.slice_scores,
+            "cross_checkpoint_regressions": metrics.cross_checkpoint_regressions,
+            "train_loss": (metrics.training or {}).get("final_loss"),
+            "failure_patterns": (metrics.failure_patterns or [])[:5],
             "metrics_uri": store.uri(attempt_key(name, f"{OUTPUT}/metrics.json")),
             "model_uri": store.uri(attempt_key(name, f"{OUTPUT}/model")), "message": None,
         })
     if store.exists(attempt_key(name, FAILURE)):
-        failure = read_json(store, attempt_key(name, FAILURE))
+        try:
+            failure = read_json(store, attempt_key(name, FAILURE))
+        except ValueError:
+            failure = {"error": "CorruptOutput", "message": f"{store.uri(attempt_key(name, FAILURE))} is unreadable"}
         return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
                                          "message": f"{failure.get('error')}: {failure.get('message')}"})
     return None
-
-
-def candidate_revision(attempt: TrainingAttempt, adaptation: str, reason: str) -> Revision | None:
-    """The DeployedModel revision an attempt would become (numbered on promotion)."""
-    if attempt.status is None or not attempt.status.model_uri:
-        return None
-    predictions = attempt.status.model_uri.rsplit("/model", 1)[0] + "/predictions.jsonl"
-    return Revision(revision=1, model_uri=attempt.status.model_uri, attempt=attempt.metadata.name, adaptation=adaptation,
-                    score=attempt.status.score, eval_uri=attempt.spec.inputs.eval_uri, train_uri=attempt.spec.inputs.train_uri,
-                    predictions_uri=predictions, promoted_at=now(), reason=reason)

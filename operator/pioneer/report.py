@@ -16,14 +16,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import markdown  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import markdown
+import matplotlib.pyplot as plt
 
-from pioneer.api.models import TrainingAttempt  # noqa: E402
-from pioneer.core.graph import Graph, score  # noqa: E402
-from pioneer.engine import EVAL_MANIFEST, PREPARATION_KEY, attempt_key  # noqa: E402
-from pioneer.store import ArtifactStore, read_json  # noqa: E402
-from pioneer.trainer.run import OUTPUT  # noqa: E402
+from pioneer.api.models import TrainingAttempt
+from pioneer.core.graph import Graph, score
+from pioneer.engine import EVAL_MANIFEST, PREPARATION_KEY, attempt_key
+from pioneer.store import ArtifactStore, read_json
+from pioneer.trainer.run import OUTPUT
 
 REPORT_DIR = "report"
 

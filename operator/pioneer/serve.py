@@ -60,8 +60,8 @@ class ModelServer:
             self.revision, self.model_uri = revision, uri
 
     def predict(self, text: str) -> dict[str, Any]:
-        from pioneer.trainer.classification import predict
         from pioneer.traces.store import add
+        from pioneer.trainer.classification import predict
 
         self.refresh()
         with self._lock:
@@ -98,7 +98,7 @@ def make_handler(server: ModelServer):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path != "/healthz":
                 return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
             try:
@@ -107,7 +107,7 @@ def make_handler(server: ModelServer):
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
             self._send(HTTPStatus.OK, {"revision": server.revision, "model": server.model_uri})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path != "/predict":
                 return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
             length = int(self.headers.get("Content-Length") or 0)

@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 
@@ -41,7 +42,11 @@ class LocalStore:
         return f"LocalStore({str(self.root)!r})"
 
     def path(self, key: str) -> Path:
-        return self.root / key
+        """The file for a key, which must stay inside the store's root (no '..' escapes, no absolute keys)."""
+        target = Path(os.path.normpath(self.root / key))
+        if target != self.root and self.root not in target.parents:
+            raise ValueError(f"artifact key {key!r} leaves the store root {self.root}")
+        return target
 
     def uri(self, key: str) -> str:
         return str(self.path(key))
@@ -73,14 +78,16 @@ class LocalStore:
 
     def upload_dir(self, src: Path, key: str) -> None:
         target = self.path(key)
-        if target.exists():
-            shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        os.replace(tmp, target)
+        # a temp folder of this writer's own: two writers never share one
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+        try:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def download_dir(self, key: str, dest: Path) -> Path:
         return self.path(key)  # already local: no copy
@@ -107,6 +114,8 @@ class S3Store:
         return f"S3Store('s3://{self.bucket}/{self.prefix}')"
 
     def _key(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"artifact key {key!r} leaves the store prefix s3://{self.bucket}/{self.prefix}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def uri(self, key: str) -> str:

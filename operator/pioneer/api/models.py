@@ -325,7 +325,18 @@ class Trainer(ApiModel):
 
 
 class Artifacts(ApiModel):
-    uri: str = Field(default=d.ARTIFACTS_URI, description="Local directory or s3://bucket/prefix for datasets, models, metrics and reports.")
+    uri: str = Field(default=d.ARTIFACTS_URI, min_length=1,
+                     description="Local directory or s3://bucket/prefix for datasets, models, metrics and reports.")
+
+    @model_validator(mode="after")
+    def _bucket(self) -> Artifacts:
+        if "://" in self.uri:
+            scheme, _, rest = self.uri.partition("://")
+            if scheme != "s3":
+                raise ValueError(f"artifacts.uri {self.uri!r}: only s3:// URIs or local directories are supported")
+            if not rest.split("/", 1)[0]:
+                raise ValueError(f"artifacts.uri {self.uri!r} names no bucket (expected s3://bucket/prefix)")
+        return self
 
 
 class ModelAdaptationSpec(ApiModel):
@@ -336,11 +347,14 @@ class ModelAdaptationSpec(ApiModel):
     gate: Gate = Field(default_factory=Gate)
     search: Search = Field(default_factory=Search)
     trainer: Trainer = Field(default_factory=Trainer)
-    artifacts: Artifacts = Field(default_factory=Artifacts)
-    deployed_model: str | None = Field(default=None, description="Name of the DeployedModel this adaptation may promote to.")
+    artifacts: Artifacts = Field(default_factory=Artifacts, description="Where datasets, models, metrics and reports are written.")
+    deployed_model: str | None = Field(default=None, max_length=63,
+                                       description="Name of the DeployedModel this adaptation may promote to (DNS-1123).")
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
+        if self.deployed_model is not None and not DNS1123.match(self.deployed_model):
+            raise ValueError(f"deployedModel {self.deployed_model!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
         if self.mode == Mode.production.value and self.task.type == TaskType.generation.value:
             raise ValueError("production mode supports task.type classification and ner (got 'generation')")
         if self.mode == Mode.production.value:
@@ -368,8 +382,11 @@ class ModelAdaptationStatus(ApiModel):
     best_attempt: str | None = None
     attempts: AttemptCounts = Field(default_factory=AttemptCounts)
     iteration: int = 0
-    report_uri: str | None = None
-    message: str | None = None
+    report_uri: str | None = Field(default=None, description="Where the report was written (the lifecycle's last step).")
+    message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
+    verdict: GateVerdict | None = Field(default=None, description="The gate's verdict on the chosen attempt (recorded before it is applied).")
+    candidate_revision: Revision | None = Field(default=None, description="The published model the verdict is about.")
+    gate_applied: bool = Field(default=False, description="True once the verdict has been written to the DeployedModel.")
 
 
 class ModelAdaptation(ApiModel):
@@ -421,6 +438,7 @@ class AttemptInputs(ApiModel):
     eval_sha256: str = Field(description="Expected content hash of the evaluation set; the trainer refuses a mismatch.")
     regression_uri: str | None = Field(default=None, description="JSONL of previously passing examples (production mode).")
     cross_checkpoint_uri: str | None = Field(default=None, description="JSONL of the previous checkpoint's evaluation examples it got right.")
+    base_model_sha256: str | None = Field(default=None, description="Content hash the base model folder must have (a deployed parent's revision); the trainer refuses another.")
 
 
 class TrainingAttemptSpec(ApiModel):
@@ -466,30 +484,69 @@ class TrainingAttempt(ApiModel):
     status: TrainingAttemptStatus | None = None
 
 
+class AttemptMetrics(BaseModel):
+    """The trainer's ``output/metrics.json``: the contract between trainer and controller, parsed once."""
+
+    model_config = ConfigDict(extra="allow")
+    score: float
+    eval_sha256: str
+    regressions: int | None = None
+    cross_checkpoint_regressions: int | None = None
+    regressed_examples: list[dict[str, Any]] = []
+    cross_checkpoint_regressed_examples: list[dict[str, Any]] = []
+    slice_scores: dict[str, float] | None = None
+    training: dict[str, Any] | None = None
+    failure_patterns: list[dict[str, Any]] | None = None
+    reused_from: str | None = None
+
+    def example_ids(self, which: str = "regressed_examples") -> list[str]:
+        return [str(r.get("id") or r.get("text", ""))[:60] for r in getattr(self, which)]
+
+
 # --------------------------------------------------------------------------- DeployedModel
 
 
 class Revision(ApiModel):
-    revision: int = Field(ge=1)
-    model_uri: str
-    attempt: str | None = None
-    adaptation: str | None = None
-    score: float | None = None
+    """One immutable revision of a DeployedModel: a content-addressed model and what it was gated on."""
+
+    revision: int = Field(ge=1, description="Revision number, 1 for the first model, +1 per promotion.")
+    model_uri: str = Field(description="Where the revision's model lies: a content-addressed copy no later run writes to.")
+    model_sha256: str | None = Field(default=None, description="Content hash of the model folder; serving and training verify it when loading.")
+    attempt: str | None = Field(default=None, description="TrainingAttempt that produced the model.")
+    adaptation: str | None = Field(default=None, description="ModelAdaptation that promoted it.")
+    score: float | None = Field(default=None, description="Score on the evaluation set it passed.")
     eval_uri: str | None = Field(default=None, description="Evaluation set this revision passed (used by the cross-checkpoint gate).")
+    eval_sha256: str | None = Field(default=None, description="Hash of that evaluation set: a later candidate scored on the same set must not score lower.")
     predictions_uri: str | None = Field(default=None, description="This revision's predictions on that evaluation set.")
     train_uri: str | None = Field(default=None, description="Training set of this revision (replay source for its children).")
-    promoted_at: str | None = None
-    reason: str | None = None
+    promoted_at: str | None = Field(default=None, description="RFC 3339 time of the promotion.")
+    reason: str | None = Field(default=None, description="Why it was promoted: the gate's summary.")
+
+
+class GateCheck(ApiModel):
+    """One check of the regression gate, with its own limit (like one metric of an Argo Rollouts analysis)."""
+
+    name: str = Field(description="Check name: modelProduced, score, notBelowBaseline, notBelowCurrentRevision, regressions, crossCheckpoint.")
+    value: float | None = Field(default=None, description="The candidate's measured value (None when nothing was measured).")
+    limit: float | None = Field(default=None, description="The limit the value is held to.")
+    passed: bool = Field(description="Whether the value is within its limit.")
+    message: str = Field(default="", description="The check in words.")
 
 
 class GateVerdict(ApiModel):
-    passed: bool
-    score: float | None = None
-    regressions: int | None = None
-    cross_checkpoint_regressions: int | None = None
-    reason: str = ""
-    regressed_examples: list[str] = Field(default_factory=list)
-    decided_at: str | None = None
+    """The gate's decision on one candidate: passed only when every check passed (the worst check wins)."""
+
+    passed: bool = Field(description="True only when every check passed.")
+    attempt: str | None = Field(default=None, description="The candidate attempt the verdict is about (promotion is keyed by it).")
+    adaptation: str | None = Field(default=None, description="The ModelAdaptation that asked for the verdict.")
+    score: float | None = Field(default=None, description="The candidate's score on the (failure) evaluation set.")
+    regressions: int | None = Field(default=None, description="Previously passing traces the candidate gets wrong.")
+    cross_checkpoint_regressions: int | None = Field(default=None, description="Regressions on the previous checkpoint's evaluation set.")
+    checks: list[GateCheck] = Field(default_factory=list, description="Every check with its value and limit.")
+    reason: str = Field(default="", description="Summary: the failed checks, or all checks when it passed.")
+    regressed_examples: list[str] = Field(default_factory=list, description="Ids (or texts) of regressed examples, capped.")
+    regressed_examples_total: int | None = Field(default=None, description="How many regressed examples there were before the cap.")
+    decided_at: str | None = Field(default=None, description="RFC 3339 time of the decision.")
 
 
 class DeployedModelSpec(ApiModel):
@@ -523,3 +580,4 @@ KINDS: dict[str, type[ApiModel]] = {
     "TrainingAttempt": TrainingAttempt,
     "DeployedModel": DeployedModel,
 }
+ModelAdaptationStatus.model_rebuild()

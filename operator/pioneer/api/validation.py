@@ -10,6 +10,42 @@ from pydantic import ValidationError
 
 from pioneer.api.models import API_VERSION, KINDS, ApiModel
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is configuration, not data
+MAX_SPEC_DEPTH = 64
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A safe loader that refuses aliases (no 'billion laughs' expansion) and nesting deeper than MAX_SPEC_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not allowed in a spec", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                raise yaml.constructor.ConstructorError(None, None, f"nested deeper than {MAX_SPEC_DEPTH} levels",
+                                                        self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """Every document of a YAML text, loaded safely and within bounds (raises yaml.YAMLError)."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_SPEC_BYTES} bytes")
+    loader = _BoundedLoader(text)
+    try:
+        docs = []
+        while loader.check_data():
+            docs.append(loader.get_data())
+        return docs
+    finally:
+        loader.dispose()
+
 
 class SpecError(ValueError):
     """A resource is invalid. ``problems`` lists 'field.path: message' lines."""
@@ -67,7 +103,7 @@ def load_resources(path: str | Path) -> list[ApiModel]:
     except OSError as exc:
         raise SpecError(str(path), [f"(file): cannot read: {exc.strerror}"]) from None
     try:
-        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        docs = [doc for doc in load_yaml_documents(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [f"(yaml): {exc}"]) from None
     if not docs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll
 

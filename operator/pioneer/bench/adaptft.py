@@ -41,9 +41,10 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels, predict_tags
 from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, PerturbedSample, perturb, perturb_tagged, rates_for
@@ -285,7 +286,7 @@ def _train_naive(work: Path, k: int, labels: list[str], c1_attempt: Path, rows: 
     threads = str(max(1, os.cpu_count() or 1))
     env = {**os.environ, "PIONEER_THREADS": threads, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
     with open(folder / "trainer.log", "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", str(folder / "attempt.json")], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", str(folder / "attempt.json")], check=False, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"naive training for stage {k} failed; see {folder / 'trainer.log'}")
     return str(folder / "attempt" / "output" / "model")

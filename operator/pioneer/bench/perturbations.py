@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 NO_ANSWER = None  # the perturbed input no longer asks for any task label
 

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, predict_labels, repair_summary
 
 INTENTS = [

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, repair_summary
 from pioneer.bench.coldstart_conll import conll_folder, read_split, tag_sentences, test_scores
+from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, repair_summary
 
 TASK = {"description": "Extract person, organisation, location and miscellaneous entity names from news sentences.", "type": "ner"}
 HYPERPARAMETERS = {"learningRate": 2e-4, "maxLength": 128, "batchSize": 32}

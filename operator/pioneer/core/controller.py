@@ -11,11 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pioneer.api.models import ModelAdaptationSpec, Phase, Pipeline, TrainingAttempt
+from pioneer.core import gate as gates
 from pioneer.core import planner
 from pioneer.core.graph import TERMINAL, Graph, phase, pipeline_key, score
 
 BASELINE_SUFFIX = "baseline"
 MAX_CONSECUTIVE_FAILED_ITERATIONS = 2
+
+
+class Reason:
+    """Why a search completed (status.conditions reason), decided in one ordered function: :func:`reconcile`."""
+
+    TARGET_REACHED = "TargetReached"  # a candidate passes the gate's checks on the evaluation set
+    BUDGET_EXHAUSTED = "BudgetExhausted"
+    ALL_ATTEMPTS_FAILED = "AllAttemptsFailed"
+    REPEATED_FAILURES = "RepeatedFailures"
+    STOPPED_AFTER_FAILURES = "StoppedAfterFailures"
+    NOTHING_LEFT_TO_TRY = "NothingLeftToTry"
+    SEARCH_EXHAUSTED = "SearchExhausted"
 
 
 @dataclass(frozen=True)
@@ -97,13 +110,13 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
     safe = [a for a in graph.scored if not production or _within_epsilon(a, gate.epsilon)]
     best = graph.best(safe) or graph.best()
     n_trained = len(graph.trained)
-    if best is not None and score(best) >= gate.tau and (not production or _within_epsilon(best, gate.epsilon)):
-        extra = f" with {best.status.regressions or 0} regression(s) <= epsilon {gate.epsilon}" if production else ""
-        return _finish(graph, True, "TargetReached", f"{best.metadata.name} scored {score(best):.4f} >= tau {gate.tau}{extra}", pending, best)
+    verdict = passes(spec, best, graph) if best is not None else None
+    if verdict is not None and verdict.passed:
+        return _finish(graph, True, Reason.TARGET_REACHED, verdict.reason, pending, best)
     if n_trained >= search.max_attempts:
         if best is None:
-            return _finish(graph, False, "AllAttemptsFailed", f"all {n_trained} attempts failed", pending)
-        return _finish(graph, True, "BudgetExhausted",
+            return _finish(graph, False, Reason.ALL_ATTEMPTS_FAILED, f"all {n_trained} attempts failed", pending)
+        return _finish(graph, True, Reason.BUDGET_EXHAUSTED,
                        f"attempt budget {search.max_attempts} used; best {best.metadata.name} scored {score(best):.4f} (tau {gate.tau})", pending, best)
 
     k = min(search.configurations_per_iteration, search.max_attempts - n_trained)
@@ -122,13 +135,13 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
                 break
         messages = [a.status.message or "" for a in current if a.status]
         if failed_streak >= MAX_CONSECUTIVE_FAILED_ITERATIONS:
-            return _finish(graph, best is not None, "RepeatedFailures" if best is None else "StoppedAfterFailures",
+            return _finish(graph, best is not None, Reason.REPEATED_FAILURES if best is None else Reason.STOPPED_AFTER_FAILURES,
                            f"{failed_streak} iterations in a row failed: {messages[:2]}", pending)
         anchor = prev_best or current[0]
         props = planner.pivot_after_failure(anchor.spec.pipeline, messages)
         created = _new(adaptation, nxt, props, prev_best.metadata.name if prev_best else current[0].spec.parent, seen, k,
                        prefix=f"Iteration {latest} failed entirely ({'; '.join(m[:80] for m in messages[:2])}).")
-        return Plan(create=tuple(created)) if created else _finish(graph, best is not None, "NothingLeftToTry", "no pivot left after failures", pending)
+        return Plan(create=tuple(created)) if created else _finish(graph, best is not None, Reason.NOTHING_LEFT_TO_TRY, "no pivot left after failures", pending)
 
     rollback = prev_best is not None and score(cur_best) < score(prev_best)
     if rollback:
@@ -156,7 +169,7 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
                               "to": prev_best.metadata.name, "to_score": score(prev_best)}
         created[i] = NewAttempt(c.name, c.iteration, c.parent, c.pipeline, c.modification, c.rationale, ev)
     if not created:
-        return _finish(graph, True, "SearchExhausted", f"no untried modification of {parent.metadata.name} is left", pending)
+        return _finish(graph, True, Reason.SEARCH_EXHAUSTED, f"no untried modification of {parent.metadata.name} is left", pending)
     return Plan(create=tuple(created))
 
 
@@ -170,6 +183,27 @@ def _fusion_candidates(graph: Graph, k: int = 3) -> list[planner.Proposal]:
             if pa.data != pb.data and pa.hyperparameters != pb.hyperparameters:
                 out += [planner.fusion(a, b), planner.fusion(b, a)]
     return out
+
+
+def passes(spec: ModelAdaptationSpec, attempt: TrainingAttempt, graph: Graph):
+    """The gate's verdict on an attempt from its status alone: the same checks the promotion applies."""
+    st = attempt.status
+    candidate = gates.Candidate(attempt.metadata.name, score(attempt), st.regressions if st else None,
+                                st.cross_checkpoint_regressions if st else None)
+    return gates.assess(candidate, gate_limits(spec), baseline_reference(spec, graph))
+
+
+def gate_limits(spec: ModelAdaptationSpec) -> gates.Limits:
+    return gates.Limits(tau=spec.gate.tau, epsilon=spec.gate.epsilon, production=spec.mode == "production",
+                        cross_checkpoint=spec.gate.cross_checkpoint)
+
+
+def baseline_reference(spec: ModelAdaptationSpec, graph: Graph, **served) -> gates.References:
+    """The untrained base model (cold start) or the deployed parent (production), scored on the same frozen set."""
+    base = graph.baseline
+    who = "the deployed parent" if spec.mode == "production" else "the untrained base model"
+    return gates.References(baseline=score(base) if base is not None and score(base) is not None else None,
+                            baseline_name=who, **served)
 
 
 def _within_epsilon(a: TrainingAttempt, epsilon: int) -> bool:

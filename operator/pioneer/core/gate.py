@@ -1,34 +1,134 @@
 """The regression gate and DeployedModel revisions: pure functions.
 
-A DeployedModel changes only through a passing gate (or an explicit user rollback). Cold start: the
-best attempt must reach tau. Production mode adds the regression and cross-checkpoint checks.
+A DeployedModel changes only through a passing gate (or an explicit user rollback). The gate is one
+function, :func:`assess`, returning named checks, each with its own limit; the verdict passes only when
+every check passes (the worst check wins, as in an Argo Rollouts analysis):
+
+    modelProduced            an attempt produced a model at all
+    score                    score on the (failure) evaluation set >= tau
+    notBelowBaseline         score >= the reference scored on the same set (cold start: the untrained
+                             base model; production: the deployed parent on its own failure set)
+    notBelowCurrentRevision  score >= the served revision's score, when it was scored on the same set
+    regressions              previously passing traces the candidate gets wrong <= epsilon (production)
+    crossCheckpoint          regressions on the previous checkpoint's evaluation set <= epsilon
+    heldOut                  score on a held-out set >= the parent's there (when the caller measured both)
+
+The controller's completion rule and both adapters' promotion call the same function.
 """
 
 from __future__ import annotations
 
-from pioneer.api.models import DeployedModelStatus, GateVerdict, Revision
+import random
+from dataclasses import dataclass
+
+from pioneer import defaults as d
+from pioneer.api.models import DeployedModelStatus, GateCheck, GateVerdict, Revision
 
 
-def cold_start_verdict(best_score: float | None, tau: float, best_attempt: str | None, decided_at: str) -> GateVerdict:
-    if best_score is None:
-        return GateVerdict(passed=False, reason="no attempt produced a model", decided_at=decided_at)
-    if best_score < tau:
-        return GateVerdict(passed=False, score=best_score, decided_at=decided_at,
-                           reason=f"best attempt {best_attempt} scored {best_score:.4f} < tau {tau}")
-    return GateVerdict(passed=True, score=best_score, decided_at=decided_at,
-                       reason=f"best attempt {best_attempt} scored {best_score:.4f} >= tau {tau}")
+@dataclass(frozen=True)
+class Candidate:
+    """What the gate knows of one candidate. Counts are None where a set was not measured."""
+
+    attempt: str | None
+    score: float | None
+    regressions: int | None = None
+    cross_checkpoint_regressions: int | None = None
+    regressed_examples: tuple[str, ...] = ()
+    heldout_score: float | None = None
+
+
+@dataclass(frozen=True)
+class References:
+    """What a candidate is compared with, each scored on the same set as the candidate."""
+
+    baseline: float | None = None  # untrained base model (cold start) or the deployed parent (production)
+    baseline_name: str = "the baseline"
+    current_revision: int | None = None
+    current_score: float | None = None  # the served revision's score on this evaluation set (same hash only)
+    heldout_parent: float | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    tau: float
+    epsilon: int
+    production: bool
+    cross_checkpoint: bool = True
+    examples_cap: int = d.GATE_EXAMPLES_CAP
+
+
+def _check(name: str, value: float | None, limit: float | None, passed: bool, message: str) -> GateCheck:
+    return GateCheck(name=name, value=value, limit=limit, passed=passed, message=message)
+
+
+def checks(candidate: Candidate, limits: Limits, refs: References) -> list[GateCheck]:
+    """Every check that applies to this candidate, in a fixed order."""
+    if candidate.score is None:
+        return [_check("modelProduced", None, None, False, "no attempt produced a model")]
+    s, tau, eps = candidate.score, limits.tau, limits.epsilon
+    who = candidate.attempt or "the candidate"
+    out = [_check("score", s, tau, s >= tau,
+                  (f"{who} scored {s:.4f} >= tau {tau}" if s >= tau else f"{who} scored {s:.4f} < tau {tau}")
+                  + (" on the failure set" if limits.production else ""))]
+    if refs.baseline is not None:
+        ok = s >= refs.baseline
+        out.append(_check("notBelowBaseline", s, refs.baseline, ok,
+                          f"score {s:.4f} {'>=' if ok else '<'} {refs.baseline_name} {refs.baseline:.4f}"))
+    if refs.current_score is not None:
+        ok = s >= refs.current_score
+        out.append(_check("notBelowCurrentRevision", s, refs.current_score, ok,
+                          f"score {s:.4f} {'>=' if ok else '<'} the served revision {refs.current_revision}'s "
+                          f"{refs.current_score:.4f} on the same evaluation set"))
+    if limits.production:
+        r = candidate.regressions or 0
+        out.append(_check("regressions", r, eps, r <= eps,
+                          f"{r} regressions on previously passing traces {'<=' if r <= eps else '>'} epsilon {eps}"))
+        if limits.cross_checkpoint and candidate.cross_checkpoint_regressions is not None:
+            c = candidate.cross_checkpoint_regressions
+            out.append(_check("crossCheckpoint", c, eps, c <= eps,
+                              f"{c} regressions on the previous checkpoint's evaluation set {'<=' if c <= eps else '>'} epsilon {eps}"))
+    if candidate.heldout_score is not None and refs.heldout_parent is not None:
+        h, p = candidate.heldout_score, refs.heldout_parent
+        out.append(_check("heldOut", h, p, h >= p, f"held-out score {h:.4f} {'>=' if h >= p else '<'} the parent's {p:.4f}"))
+    return out
+
+
+def assess(candidate: Candidate, limits: Limits, refs: References = References(), decided_at: str | None = None,
+           adaptation: str | None = None) -> GateVerdict:
+    """The verdict: every check with its value and limit; passed only when all passed."""
+    found = checks(candidate, limits, refs)
+    passed = all(c.passed for c in found)
+    reason = "; ".join(c.message for c in found if passed or not c.passed)
+    examples = list(candidate.regressed_examples)
+    return GateVerdict(passed=passed, attempt=candidate.attempt, adaptation=adaptation, score=candidate.score,
+                       regressions=candidate.regressions if limits.production else None,
+                       cross_checkpoint_regressions=candidate.cross_checkpoint_regressions if limits.production else None,
+                       checks=found, reason=reason, regressed_examples=examples[: limits.examples_cap],
+                       regressed_examples_total=len(examples) if limits.production else None, decided_at=decided_at)
 
 
 def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate: Revision | None) -> DeployedModelStatus:
-    """The DeployedModel status after a verdict: a new revision only when the gate passed."""
+    """The DeployedModel status after a verdict: a new revision only when the gate passed.
+
+    Idempotent, keyed by the attempt: applying the same passing verdict again (a crash between the
+    decision and the write, a re-run) adds no second revision."""
     st = (status or DeployedModelStatus()).model_copy(deep=True)
     st.last_verdict = verdict
-    if verdict.passed and candidate is not None:
-        number = max((r.revision for r in st.revisions), default=0) + 1
-        rev = candidate.model_copy(update={"revision": number})
-        st.revisions = [*st.revisions, rev]
-        st.current_revision, st.model_uri = number, rev.model_uri
+    if not verdict.passed or candidate is None:
+        return st
+    already = next((r for r in st.revisions if candidate.attempt and r.attempt == candidate.attempt
+                    and r.adaptation == candidate.adaptation and r.model_sha256 == candidate.model_sha256), None)
+    if already is not None:
+        return st
+    number = max((r.revision for r in st.revisions), default=0) + 1
+    rev = candidate.model_copy(update={"revision": number})
+    st.revisions = [*st.revisions, rev]
+    st.current_revision, st.model_uri = number, rev.model_uri
     return st
+
+
+def current(status: DeployedModelStatus) -> Revision | None:
+    return next((r for r in status.revisions if r.revision == status.current_revision), None)
 
 
 def rollback(status: DeployedModelStatus, to: int, at: str, reason: str | None = None) -> DeployedModelStatus:
@@ -51,8 +151,6 @@ def regression_set_size(failures: int, passing: int, fraction: float = 1.0) -> i
 
 def stratified_sample(rows: list[dict], size: int, key: str, seed: int) -> list[dict]:
     """``size`` rows with each ``key`` value represented in proportion (largest remainder), seeded."""
-    import random
-
     if size >= len(rows):
         return list(rows)
     groups: dict[str, list[dict]] = {}
@@ -67,23 +165,3 @@ def stratified_sample(rows: list[dict], size: int, key: str, seed: int) -> list[
     for k in sorted(groups):
         out += rng.sample(groups[k], alloc[k])
     return out
-
-
-def production_verdict(score: float, tau: float, regressions: list[str], epsilon: int,
-                       cross_regressions: list[str] | None, decided_at: str) -> GateVerdict:
-    """Accept only if score >= tau on the failure set, regressions <= epsilon on previously passing traces,
-    and (when checked) <= epsilon on the previous checkpoint's evaluation set (paper eq. 16, §2.7)."""
-    reasons = []
-    if score < tau:
-        reasons.append(f"score {score:.4f} on the failure set < tau {tau}")
-    if len(regressions) > epsilon:
-        reasons.append(f"{len(regressions)} regressions on previously passing traces > epsilon {epsilon}")
-    if cross_regressions is not None and len(cross_regressions) > epsilon:
-        reasons.append(f"{len(cross_regressions)} regressions on the previous checkpoint's evaluation set > epsilon {epsilon}")
-    passed = not reasons
-    summary = (f"score {score:.4f} >= tau {tau}; {len(regressions)} regressions <= epsilon {epsilon}"
-               + (f"; cross-checkpoint {len(cross_regressions)} <= {epsilon}" if cross_regressions is not None else ""))
-    return GateVerdict(passed=passed, score=score, regressions=len(regressions),
-                       cross_checkpoint_regressions=None if cross_regressions is None else len(cross_regressions),
-                       reason=summary if passed else "; ".join(reasons),
-                       regressed_examples=list(regressions) + list(cross_regressions or []), decided_at=decided_at)

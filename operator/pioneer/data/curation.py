@@ -74,7 +74,7 @@ def remove_near_duplicates(examples: list[Example], similarity: float, index: Te
         by_label[ex.label].append(p)
     dropped: set[int] = set()
     samples = []
-    for label, positions in by_label.items():
+    for positions in by_label.values():
         for p, nbrs in zip(positions, index.neighbours_within(positions, similarity)):
             if p in dropped:
                 continue
@@ -168,7 +168,7 @@ def build_training_set(
     hard_budget = int(sum(caps.values()) * recipe.hard_negative_share)
     pairs_used = 0
     if hard_budget:
-        for sim, gold, hard in cross_label_pairs(index, labels, list(range(len(pool)))):
+        for _sim, gold, hard in cross_label_pairs(index, labels, list(range(len(pool)))):
             if sum(1 for r in chosen.values() if r == "hard_negative") >= hard_budget:
                 break
             if gold in chosen or hard in chosen:

@@ -7,7 +7,7 @@ output is a good semantic space; any encoder works. ``tfidf_embedder`` is the de
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

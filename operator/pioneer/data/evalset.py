@@ -96,7 +96,7 @@ def build_eval_set(
     chosen: dict[int, str] = {}
     taken = Counter()
     n_boundary = int(size * boundary_share) // 2 * 2
-    for sim, a, b in cross_label_pairs(index, labels, list(range(len(pool)))):
+    for _sim, a, b in cross_label_pairs(index, labels, list(range(len(pool)))):
         if len(chosen) + 2 > n_boundary:
             break
         if a in chosen or b in chosen or taken[labels[a]] >= caps[labels[a]] or taken[labels[b]] >= caps[labels[b]]:

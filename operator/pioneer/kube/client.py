@@ -75,8 +75,21 @@ def create(kind: str, namespace: str, body: dict[str, Any]) -> bool:
         raise
 
 
-def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-    custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, {"status": status})
+def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None) -> bool:
+    """Patch the status subresource. With ``resource_version`` the patch applies only to that version of the
+    object (optimistic concurrency): False when the API server answers 409 Conflict."""
+    from kubernetes.client.exceptions import ApiException
+
+    body: dict[str, Any] = {"status": status}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        custom().patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURALS[kind], name, body)
+        return True
+    except ApiException as exc:
+        if resource_version and _is(exc, 409):
+            return False
+        raise
 
 
 def create_job(namespace: str, body: dict[str, Any]) -> bool:

@@ -36,11 +36,17 @@ from pioneer.api.models import (
     TrainingAttemptStatus,
 )
 from pioneer.api.validation import SpecError, parse_resource
-from pioneer.core import gate
+from pioneer.core import gate, lifecycle
 from pioneer.core.controller import reconcile
+from pioneer.data.evalset import EvalSetTampered
+from pioneer.data.examples import DataError
 from pioneer.kube import client, jobs, metrics
+from pioneer.kube.registry import DeployedModelRegistry
+from pioneer.revisions import CorruptOutput
 from pioneer.runner.local import adaptation_store
 from pioneer.status import adaptation_status, set_condition
+from pioneer.store import open_store
+from pioneer.trainer.base_models import ModelNotFound
 
 GROUP, VERSION = d.API_GROUP, d.API_VERSION
 RECONCILE_SECONDS = float(os.environ.get("PIONEER_RECONCILE_SECONDS", "10"))
@@ -116,14 +122,24 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         return
 
     store = adaptation_store(ma, None)
+    registry = DeployedModelRegistry(namespace, open_store(ma.spec.artifacts.uri))
     if previous.phase is None:
         kopf.info(body, reason="Preparing", message="building the frozen evaluation set")
         metrics.ADAPTATION_STARTED.labels(namespace, name).set(time.time())
         metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
         metrics.ADAPTATION_DONE.labels(namespace, name).set(0)
-    prepared = engine.prepare(ma.spec, store)
+    try:
+        prepared = _prepare(ma, store, registry)
+    except (DataError, EvalSetTampered, ModelNotFound) as exc:  # bad data is a Failed condition, never an endless retry
+        _fail(body, namespace, name, previous, generation, "InvalidData", str(exc))
+        raise kopf.PermanentError(str(exc)) from None
     if previous.eval_set_sha256 is None:
         kopf.info(body, reason="EvalSetFrozen", message=f"{prepared.record['evaluation']['size']} examples, sha256 {prepared.eval_sha256[:12]}")
+    elif previous.eval_set_sha256 != prepared.eval_sha256:
+        message = (f"the frozen evaluation set now hashes to {prepared.eval_sha256[:12]}, but status records "
+                   f"{previous.eval_set_sha256[:12]}: it was edited after freezing")
+        _fail(body, namespace, name, previous, generation, "EvalSetTampered", message)
+        raise kopf.PermanentError(message)
 
     attempts = _attempts(namespace, name)
     plan = reconcile(name, ma.spec, attempts, prepared.pool_size)
@@ -136,20 +152,64 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
             kopf.info(body, reason="AttemptCreated", message=f"{new.name} from {new.parent or '-'}: {new.modification}. {new.rationale}"[:1000])
         attempts.append(attempt)
 
-    completion = plan.complete
-    report_uri = previous.report_uri
-    if completion is not None:
-        state = {"adaptation": ma.dump(), "attempts": [a.dump() for a in attempts],
-                 "completion": asdict(completion), "events": []}
-        report_uri = report.write(store, state)
-        kopf.info(body, reason=completion.reason, message=completion.message)
+    progress = lifecycle.Progress(completion=plan.complete, verdict=previous.verdict, candidate=previous.candidate_revision,
+                                  applied=previous.gate_applied, report_uri=previous.report_uri if plan.complete else None)
+    if plan.complete is not None:
+        progress = _finish(body, ma, namespace, attempts, progress, store, registry, prepared)
+        kopf.info(body, reason=plan.complete.reason, message=plan.complete.message)
         metrics.ADAPTATION_DONE.labels(namespace, name).set(1)
-        if ma.spec.deployed_model:
-            _gate_and_promote(body, ma, namespace, attempts, completion.best, store)
 
-    st = adaptation_status(previous, generation, prepared, attempts, completion, report_uri=report_uri)
+    st = adaptation_status(previous, generation, prepared, attempts, plan.complete, report_uri=progress.report_uri)
+    st.verdict, st.candidate_revision, st.gate_applied = progress.verdict, progress.candidate, progress.applied
     patch.status.update(st.dump())
     _export_metrics(namespace, name, st)
+
+
+def _prepare(ma: ModelAdaptation, store, registry: DeployedModelRegistry) -> engine.Prepared:
+    if ma.spec.mode == "production":
+        from pioneer.production.prepare import prepare as prepare_production
+
+        return prepare_production(ma.spec, store, registry.load(ma.spec.deployed_model),
+                                  f"DeployedModel {registry.namespace}/{ma.spec.deployed_model}")
+    return engine.prepare(ma.spec, store)
+
+
+def _fail(body: kopf.Body, namespace: str, name: str, previous: ModelAdaptationStatus, generation, reason: str, message: str) -> None:
+    """Record a permanent failure on the object itself (status written now: the handler raises PermanentError next)."""
+    kopf.warn(body, reason=reason, message=message[:1000])
+    st = previous.model_copy(update={"phase": Phase.failed.value, "message": message, "observed_generation": generation})
+    st.conditions = set_condition(st.conditions, Condition(type="Ready", status="False", reason=reason, message=message,
+                                                           observed_generation=generation))
+    client.patch_status("ModelAdaptation", namespace, name, st.dump())
+    metrics.ADAPTATION_DONE.labels(namespace, name).set(1)
+
+
+def _finish(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list[TrainingAttempt], progress: lifecycle.Progress,
+            store, registry: DeployedModelRegistry, prepared: engine.Prepared) -> lifecycle.Progress:
+    """The same gate, promotion and report steps as ``pioneer run``; Events go to the object they concern."""
+    target = ma.spec.deployed_model
+    target_ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeployedModel",
+                  "metadata": {"name": target, "namespace": namespace}} if target else None
+    if target and registry.load(target) is None:
+        raise kopf.TemporaryError(f"DeployedModel {namespace}/{target} not found; the verdict waits for it", delay=30)
+
+    def emit(reason: str, message: str, warning: bool) -> None:
+        post = kopf.warn if warning else kopf.info
+        for obj in (body, target_ref) if reason in ("Promoted", "GateFailed") else (body,):
+            post(obj, reason=reason, message=message[:1000])
+
+    def write_report(p: lifecycle.Progress) -> str:
+        state = {"adaptation": ma.dump(), "attempts": [a.dump() for a in attempts],
+                 "completion": asdict(p.completion) if p.completion else None, "events": [],
+                 "gate": p.verdict.dump() if p.verdict else None}
+        return report.write(store, state)
+
+    def on_verdict(verdict) -> None:
+        metrics.GATE_VERDICTS.labels(namespace, target, "passed" if verdict.passed else "failed").inc()
+
+    ports = lifecycle.Ports(registry=registry, store=store, emit=emit, write_report=write_report,
+                            save=lambda p: None, now=engine.now, on_verdict=on_verdict)
+    return lifecycle.advance(ma.spec, ma.metadata.name, attempts, progress, ports, prepared.eval_sha256)
 
 
 def _export_metrics(namespace: str, name: str, st: ModelAdaptationStatus) -> None:
@@ -160,26 +220,6 @@ def _export_metrics(namespace: str, name: str, st: ModelAdaptationStatus) -> Non
         metrics.BEST_SCORE.labels(namespace, name).set(st.best_score)
     if st.baseline_score is not None:
         metrics.BASELINE_SCORE.labels(namespace, name).set(st.baseline_score)
-
-
-def _gate_and_promote(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list[TrainingAttempt],
-                      best_name: str | None, store) -> None:
-    target = client.get("DeployedModel", namespace, ma.spec.deployed_model)
-    if target is None:
-        kopf.warn(body, reason="DeployedModelMissing", message=f"DeployedModel {ma.spec.deployed_model} not found; nothing promoted")
-        return
-    dm_status = DeployedModelStatus.model_validate(target.get("status") or {})
-    best = next((a for a in attempts if a.metadata.name == best_name), None)
-    verdict = gate.cold_start_verdict(best.status.score if best else None, ma.spec.gate.tau, best_name, engine.now())
-    candidate = engine.candidate_revision(best, ma.metadata.name, verdict.reason) if best is not None else None
-    new_status = gate.promote(dm_status, verdict, candidate)
-    client.patch_status("DeployedModel", namespace, ma.spec.deployed_model, new_status.dump())
-    result = "passed" if verdict.passed else "failed"
-    metrics.GATE_VERDICTS.labels(namespace, ma.spec.deployed_model, result).inc()
-    if verdict.passed:
-        kopf.info(body, reason="Promoted", message=f"{ma.spec.deployed_model} revision {new_status.current_revision}: {verdict.reason}")
-    else:
-        kopf.warn(body, reason="GateFailed", message=f"{ma.spec.deployed_model} unchanged: {verdict.reason}")
 
 
 # --------------------------------------------------------------------------- TrainingAttempt -> Job
@@ -201,7 +241,11 @@ def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch
     twin = engine.pending_twin(store, attempt, _attempts(namespace, attempt.spec.adaptation))
     if twin is not None:  # the same training is under way in another attempt: wait for its result
         raise kopf.TemporaryError(f"waits for {twin}: same training data and configuration", delay=RECONCILE_SECONDS)
-    reused = engine.collect(store, attempt)
+    try:
+        reused = engine.collect(store, attempt)
+    except CorruptOutput as exc:  # a half-written output from an earlier Job: the new Job trains it again
+        kopf.warn(body, reason="OutputRejected", message=str(exc)[:1000])
+        reused = None
     if reused is not None:  # the output is already there (copied from a finished twin): no Job
         kopf.info(body, reason="Reused", message="same training data and configuration as an earlier attempt; its result is reused")
         patch.status.update(reused.dump())
@@ -232,7 +276,11 @@ def job_event(body: kopf.Body, namespace: str, labels, logger, **_) -> None:
         return
     store = adaptation_store(ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
                                                             | {"metadata": {"name": attempt.spec.adaptation}}), None)
-    result = engine.collect(store, attempt)
+    try:
+        result = engine.collect(store, attempt)
+    except CorruptOutput as exc:  # never trust an output that does not match its manifest
+        result = (attempt.status or TrainingAttemptStatus()).model_copy(update={
+            "phase": Phase.failed.value, "finished_at": engine.now(), "message": f"output failed verification: {exc}"})
     if result is None:  # the Job ended without a verdict in the store: it crashed past its retries
         retries = (body.get("status") or {}).get("failed", 0)
         result = (attempt.status or TrainingAttemptStatus()).model_copy(update={
@@ -242,7 +290,7 @@ def job_event(body: kopf.Body, namespace: str, labels, logger, **_) -> None:
     started = (attempt.status.started_at if attempt.status else None)
     if started:
         took = time.time() - calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ"))
-        metrics.TRAINING_SECONDS.labels(namespace, attempt.spec.adaptation, result.phase).observe(max(0.0, took))
+        metrics.TRAINING_SECONDS.labels(namespace, attempt.spec.adaptation, Phase(result.phase).value).observe(max(0.0, took))
     owner_body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TrainingAttempt", "metadata": raw["metadata"]}
     if result.phase == Phase.succeeded.value:
         kopf.info(owner_body, reason="Succeeded", message=f"score {result.score:.4f}")

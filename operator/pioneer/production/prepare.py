@@ -18,8 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from pioneer import deploy
-from pioneer.api.models import ModelAdaptationSpec
+from pioneer.api.models import DeployedModelStatus, ModelAdaptationSpec
 from pioneer.core import gate
 from pioneer.data.bio import alignment_problem
 from pioneer.data.evalset import serialize, sha256, verify
@@ -70,7 +69,8 @@ def _embedder(base_model: str):
 def _deployed_predictor(model_uri: str):
     """The deployed model as a function texts -> labels, for live confirmation probes."""
     def predict(texts: list[str]) -> list[str]:
-        from pioneer.trainer.classification import load_trained, predict as run
+        from pioneer.trainer.classification import load_trained
+        from pioneer.trainer.classification import predict as run
 
         store, key = split_uri(model_uri)
         local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
@@ -79,16 +79,17 @@ def _deployed_predictor(model_uri: str):
     return predict
 
 
-def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactStore, base_dir: Path | None = None) -> Prepared:
+def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedModelStatus | None, where: str,
+            base_dir: Path | None = None) -> Prepared:
+    """``deployed`` is the target DeployedModel's status as the registry port read it (``where`` names it in errors)."""
     if store.exists(EVAL_MANIFEST):
         manifest = read_json(store, EVAL_MANIFEST)
         verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"failure set {store.uri(EVAL_KEY)}")
         return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
                         read_json(store, PREPARATION_KEY))
-    deployed = deploy.load(registry, spec.deployed_model)
-    current = next((r for r in deployed.revisions if r.revision == deployed.current_revision), None)
+    current = gate.current(deployed) if deployed is not None else None
     if current is None:
-        raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision in {registry.uri(deploy.PREFIX)}")
+        raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision ({where})")
     ner = spec.task.type == "ner"
     labels = parent_labels(current.model_uri, spec.task.labels)
     if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
@@ -154,7 +155,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, registry: ArtifactS
     digest = sha256(eval_bytes)
     record = {
         "mode": "production", "deployed_model": spec.deployed_model, "parent_revision": current.revision,
-        "parent_model": current.model_uri, "labels": labels, "traces": len(rows), "failing": len(failures),
+        "parent_model": current.model_uri, "parent_model_sha256": current.model_sha256, "labels": labels, "traces": len(rows), "failing": len(failures),
         "passing": len(passing) + len(tri.screened), "passing_screened": len(tri.screened),
         "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),

@@ -44,7 +44,7 @@ class Display:
     """Chooses the live table on a terminal and plain event lines otherwise."""
 
     def __init__(self, console: Console | None = None, quiet: bool = False):
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, markup=False, emoji=False)  # event text is data
         self.live_mode = self.console.is_terminal and not quiet
         self.quiet = quiet
         self.live: Live | None = None

@@ -16,31 +16,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pioneer import defaults as d
-from pioneer import deploy, report
-from pioneer.core import gate
-from pioneer.api.models import ModelAdaptation, ModelAdaptationStatus, Phase, TrainingAttempt, TrainingAttemptStatus
+from pioneer import report
+from pioneer.api.models import GateVerdict, ModelAdaptation, ModelAdaptationStatus, Phase, Revision, TrainingAttempt, TrainingAttemptStatus
+from pioneer.core import lifecycle
 from pioneer.core.controller import Completion, reconcile
+from pioneer.data.evalset import EvalSetTampered
+from pioneer.deploy import FileRegistry
 from pioneer.engine import (
     Prepared,
     attempt_key,
     attempt_spec_uri,
-    candidate_revision,
     collect,
     materialize,
     now,
     pending_twin,
     prepare,
     read_progress,
+    verify_attempt,
 )
+from pioneer.revisions import CorruptOutput
+from pioneer.runner import ownership
 from pioneer.status import adaptation_status
 from pioneer.store import ArtifactStore, LocalStore, open_store, read_json, write_json
 
 STATE_KEY = "state.json"
+MARKER_KEY = ".pioneer-adaptation"  # written into every adaptation folder this project creates
+OWNED = (STATE_KEY, "eval", "data", "attempts", "report", MARKER_KEY)  # what --fresh may delete, and nothing else
 LOG_TAIL = 1500
 
 
@@ -52,6 +59,20 @@ def spec_fingerprint(ma: ModelAdaptation) -> str:
     """Hash of what the frozen artifacts depend on: task and data. Search budget, gate and trainer may change on resume."""
     relevant = ma.spec.model_dump(mode="json", include={"mode", "task", "data"})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def clear_adaptation(store: ArtifactStore) -> list[str]:
+    """``--fresh``: delete what this project wrote in an adaptation folder (only where its marker is), nothing else.
+
+    Promoted models live outside it (``models/sha256-*``), so a fresh start never touches a served revision."""
+    if not store.exists(MARKER_KEY) and not store.exists(STATE_KEY):
+        return []
+    removed = []
+    for key in OWNED:
+        if store.exists(key) or store.list(key):
+            store.delete_prefix(key)
+            removed.append(key)
+    return removed
 
 
 def adaptation_store(ma: ModelAdaptation, base_dir: Path | None) -> ArtifactStore:
@@ -93,7 +114,9 @@ class LocalRunner:
         self.status = ModelAdaptationStatus()
         self.procs: dict[str, _Proc] = {}
         self.retry_at: dict[str, float] = {}
-        self.verdict = None  # the gate's verdict on the target DeployedModel, when the spec names one
+        self.verdict: GateVerdict | None = None  # the gate's verdict on the target DeployedModel, when the spec names one
+        self.progress_record = lifecycle.Progress()
+        self.recorded_eval_sha256: str | None = None
         # attempts run as separate processes: split the cores between them
         self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
 
@@ -108,35 +131,56 @@ class LocalRunner:
                 f"{self.store.uri(STATE_KEY)} was made from a different task or data section; the frozen evaluation "
                 "set would no longer match. Use a new metadata.name, another artifacts.uri, or --fresh to start over."
             )
+        self.recorded_eval_sha256 = state.get("evalSha256")
         self.attempts = {a["metadata"]["name"]: TrainingAttempt.model_validate(a) for a in state["attempts"]}
         self.events = state.get("events", [])
         if state.get("completion"):
             self.completion = Completion(**state["completion"])
+        self.progress_record = _progress_from(state.get("lifecycle") or {}, self.completion)
+        self.verdict = self.progress_record.verdict
         self.status = ModelAdaptationStatus.model_validate(state.get("status") or {})
         for name, a in self.attempts.items():
+            ownership.reclaim(self._lock_path(name), lambda msg, n=name: self._event("resume", f"{n}: {msg}", n))
             if a.status and a.status.phase == Phase.running.value:
                 # the runner stopped while this attempt ran: adopt a result it left, else run it again
-                done = collect(self.store, a)
+                try:
+                    done = collect(self.store, a)
+                except CorruptOutput as exc:
+                    done = None
+                    self._event("resume", f"{name}: its output failed verification ({exc}); it will be trained again", name)
                 a.status = done or a.status.model_copy(update={"phase": Phase.pending})
                 self._event("resume", f"{name}: {'result adopted' if done else 'interrupted earlier, will run again'}", name)
+            elif a.status and a.status.phase == Phase.succeeded.value and self.completion is None:
+                try:  # a finished result is trusted only while its output still matches its manifest
+                    verify_attempt(self.store, name, deep=False)
+                except CorruptOutput as exc:
+                    a.status = a.status.model_copy(update={"phase": Phase.pending, "score": None, "message": str(exc)})
+                    self._event("resume", f"{name}: its output failed verification ({exc}); it will be trained again", name)
         kept = sum(1 for a in self.attempts.values() if a.status and a.status.phase in (Phase.succeeded.value, Phase.failed.value))
         self._event("resume", f"resuming from {self.store.uri(STATE_KEY)}: {kept} finished attempt(s) kept, "
                               f"{len(self.attempts) - kept} to run")
 
     def _save_state(self) -> None:
+        if not self.store.exists(MARKER_KEY):
+            self.store.write_bytes(MARKER_KEY, f"pioneer adaptation {self.name}\n".encode())
         write_json(self.store, STATE_KEY, self.state())
 
     def state(self) -> dict[str, Any]:
         self.status = adaptation_status(self.status, self.ma.metadata.generation, self.prepared, list(self.attempts.values()),
                                         self.completion, report_uri=self.status.report_uri)
+        pr = self.progress_record
         return {
             "fingerprint": spec_fingerprint(self.ma),
+            "evalSha256": self.prepared.eval_sha256 if self.prepared else self.recorded_eval_sha256,
             "adaptation": self.ma.dump() | {"status": self.status.dump()},
             "status": self.status.dump(),
             "attempts": [a.dump() for a in sorted(self.attempts.values(), key=lambda a: (a.spec.iteration, a.metadata.name))],
             "completion": asdict(self.completion) if self.completion else None,
             "events": self.events,
             "gate": self.verdict.dump() if self.verdict else None,
+            "lifecycle": {"verdict": pr.verdict.dump() if pr.verdict else None,
+                          "candidate": pr.candidate.dump() if pr.candidate else None,
+                          "applied": pr.applied, "reportUri": pr.report_uri},
         }
 
     def _event(self, kind: str, message: str, attempt: str | None = None) -> None:
@@ -157,13 +201,21 @@ class LocalRunner:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _lock_path(self, name: str) -> Path:
+        """The attempt's owner lock: held by its one trainer for as long as that trainer runs."""
+        if isinstance(self.store, LocalStore):
+            return self.store.path(attempt_key(name, ownership.LOCK_NAME))
+        return self._log_path(name).with_suffix(".lock")
+
     def _start(self, name: str) -> None:
         a = self.attempts[name]
+        ownership.reclaim(self._lock_path(name), lambda msg: self._event("resume", f"{name}: {msg}", name))
         log = open(self._log_path(name), "ab")
         env = {**os.environ, "PIONEER_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads),
-               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", ownership.LOCK_ENV: str(self._lock_path(name))}
         popen = subprocess.Popen([self.python, "-m", "pioneer.trainer", attempt_spec_uri(self.store, name)],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                 preexec_fn=ownership.die_with_parent)
         self.procs[name] = _Proc(popen, time.monotonic(), log)
         a.status = (a.status or TrainingAttemptStatus()).model_copy(update={"phase": Phase.running, "started_at": now(),
                                                                             "job_name": f"pid {popen.pid}"})
@@ -190,7 +242,10 @@ class LocalRunner:
                 continue
             del self.procs[name]
             self._close_log(name, proc)
-            result = collect(self.store, a)
+            try:
+                result = collect(self.store, a)
+            except CorruptOutput as exc:
+                result, code = None, f"with output that failed verification ({exc})"
             if result is not None:
                 a.status = result
                 if result.phase == Phase.succeeded.value:
@@ -224,7 +279,11 @@ class LocalRunner:
                         a.status = a.status.model_copy(update={"message": waiting})
                         self._event("waiting", f"{name}: {waiting}", name)
                     continue
-                reused = collect(self.store, a)
+                try:
+                    reused = collect(self.store, a)
+                except CorruptOutput as exc:  # a half-written or edited output: train it again
+                    reused = None
+                    self._event("retry", f"{name}: {exc}; training it again", name)
                 if reused is not None:
                     a.status = reused
                     self._event("reused", f"{name}: same training data and configuration as an earlier attempt; its result "
@@ -255,28 +314,30 @@ class LocalRunner:
         self._save_state()
 
     def registry(self) -> ArtifactStore:
-        """Where local DeployedModels live: <artifacts>/deployed/<name>.json."""
+        """Where local DeployedModels live: <artifacts>/deployed/<name>.json (models under <artifacts>/models/)."""
         return open_store(self.spec.artifacts.uri, base_dir=self.base_dir)
 
-    def _gate_and_promote(self, best_name: str | None) -> None:
-        """The gate: the target DeployedModel (a file under artifacts/deployed/) changes only if the best attempt passes."""
-        root = self.registry()
-        best = self.attempts.get(best_name or "")
-        if self.spec.mode == "production" and best is not None:
-            metrics = read_json(self.store, attempt_key(best.metadata.name, "output/metrics.json"))
-            ids = lambda key: [r.get("id") or r["text"][:60] for r in metrics.get(key, [])]  # noqa: E731
-            cross = ids("cross_checkpoint_regressed_examples") if "cross_checkpoint_regressions" in metrics else None
-            verdict = gate.production_verdict(metrics["score"], self.spec.gate.tau, ids("regressed_examples"),
-                                              self.spec.gate.epsilon, cross, now())
-        else:
-            verdict = gate.cold_start_verdict(best.status.score if best else None, self.spec.gate.tau, best_name, now())
-        candidate = candidate_revision(best, self.name, verdict.reason) if best else None
-        status = deploy.decide(root, self.spec.deployed_model, verdict, candidate)
-        self.verdict = verdict
-        if verdict.passed:
-            self._event("promoted", f"{self.spec.deployed_model} revision {status.current_revision}: {verdict.reason}")
-        else:
-            self._event("gate", f"{self.spec.deployed_model} unchanged (revision {status.current_revision}): {verdict.reason}")
+    def _finish(self) -> None:
+        """The lifecycle after the search: gate, promotion and report, each recorded before the next."""
+        def emit(reason: str, message: str, warning: bool) -> None:
+            self._event({"Promoted": "promoted", "GateFailed": "gate", "Report": "report"}.get(reason, reason.lower()), message)
+
+        def save(progress: lifecycle.Progress) -> None:
+            self.progress_record = progress
+            self.verdict = progress.verdict
+            self.status.report_uri = progress.report_uri
+            self._save_state()
+
+        def write_report(progress: lifecycle.Progress) -> str:
+            self.progress_record = progress
+            self.verdict = progress.verdict
+            return report.write(self.store, self.state())
+
+        ports = lifecycle.Ports(registry=FileRegistry(self.registry()), store=self.store, emit=emit,
+                                write_report=write_report, save=save, now=now)
+        self.progress_record = lifecycle.advance(self.spec, self.name, list(self.attempts.values()),
+                                                 replace(self.progress_record, completion=self.completion), ports,
+                                                 self.prepared.eval_sha256 if self.prepared else self.recorded_eval_sha256)
 
     # ------------------------------------------------------------------ main loop
 
@@ -286,27 +347,15 @@ class LocalRunner:
     def run(self, on_tick: Callable[[LocalRunner], None] | None = None, poll_seconds: float = d.POLL_SECONDS) -> ModelAdaptationStatus:
         self._load_state()
         if self.completion is not None:
-            self._event("resume", f"already complete ({self.completion.reason}); nothing to do (use --fresh to start over)")
+            missing = lifecycle.next_step(self.spec, replace(self.progress_record, completion=self.completion))
+            if missing is lifecycle.Step.DONE:
+                self._event("resume", f"already complete ({self.completion.reason}); nothing to do (use --fresh to start over)")
+                return self.status
+            self._event("resume", f"search complete ({self.completion.reason}); finishing the {missing.value} step")
+            self._prepare()
+            self._finish()
             return self.status
-        if self.spec.mode == "production":
-            from pioneer.production.prepare import prepare as prepare_production
-
-            self._event("prepare", "diagnosing judged traces: failure set, regression set, taxonomy")
-            self.prepared = prepare_production(self.spec, self.store, self.registry(), self.base_dir)
-            rec = self.prepared.record
-            self._event("diagnosis", f"{rec['traces']} traces: {rec['failing']} failing ({rec['fixable']} fixable, "
-                                     f"{rec['external']} external), {rec['passing']} passing; regression set {rec['regression_set']}, "
-                                     f"cross-checkpoint set {rec['cross_checkpoint_set']}, parent training data {rec['parent_train']}")
-            for cluster in rec["taxonomy"][:8]:
-                probe = (f"; live probes {cluster['probes']}, confirmation {cluster['confirmation_rate']}"
-                         if cluster.get("confirmation_rate") is not None else "")
-                self._event("diagnosis", f"{cluster['fixability']:<8} {cluster['size']:>4}  {cluster['cluster']}: {cluster['evidence']}{probe}")
-        else:
-            self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
-            self.prepared = prepare(self.spec, self.store, self.base_dir)
-        ev = self.prepared.record["evaluation"]
-        self._event("prepare", f"evaluation set frozen: {ev['size']} examples {ev['slices']}, sha256 {self.prepared.eval_sha256[:12]}; "
-                               f"training pool {self.prepared.pool_size} examples")
+        self._prepare()
         self._save_state()
         try:
             while True:
@@ -321,10 +370,7 @@ class LocalRunner:
                 if plan.complete and not self.procs:
                     self.completion = plan.complete
                     self._event("complete", f"{plan.complete.reason}: {plan.complete.message}")
-                    if self.spec.deployed_model:
-                        self._gate_and_promote(plan.complete.best)
-                    self.status.report_uri = report.write(self.store, self.state())
-                    self._event("report", f"report: {self.status.report_uri}")
+                    self._finish()
                     return self.status
                 self._launch_pending()
                 if on_tick:
@@ -333,3 +379,43 @@ class LocalRunner:
         except BaseException:
             self.stop()
             raise
+
+    def _prepare(self) -> None:
+        """Freeze (or, on resume, reopen and verify) the evaluation set and the training pool."""
+        if self.spec.mode == "production":
+            from pioneer.production.prepare import prepare as prepare_production
+
+            self._event("prepare", "diagnosing judged traces: failure set, regression set, taxonomy")
+            registry = FileRegistry(self.registry())
+            self.prepared = self._checked(prepare_production(self.spec, self.store, registry.load(self.spec.deployed_model),
+                                                             self.registry().uri("deployed"), self.base_dir))
+            rec = self.prepared.record
+            self._event("diagnosis", f"{rec['traces']} traces: {rec['failing']} failing ({rec['fixable']} fixable, "
+                                     f"{rec['external']} external), {rec['passing']} passing; regression set {rec['regression_set']}, "
+                                     f"cross-checkpoint set {rec['cross_checkpoint_set']}, parent training data {rec['parent_train']}")
+            for cluster in rec["taxonomy"][:8]:
+                probe = (f"; live probes {cluster['probes']}, confirmation {cluster['confirmation_rate']}"
+                         if cluster.get("confirmation_rate") is not None else "")
+                self._event("diagnosis", f"{cluster['fixability']:<8} {cluster['size']:>4}  {cluster['cluster']}: {cluster['evidence']}{probe}")
+        else:
+            self._event("prepare", "building the frozen evaluation set and the cleaned training pool")
+            self.prepared = self._checked(prepare(self.spec, self.store, self.base_dir))
+        ev = self.prepared.record["evaluation"]
+        self._event("prepare", f"evaluation set frozen: {ev['size']} examples {ev['slices']}, sha256 {self.prepared.eval_sha256[:12]}; "
+                               f"training pool {self.prepared.pool_size} examples")
+
+    def _checked(self, prepared: Prepared) -> Prepared:
+        """The evaluation set must be the one this run froze (state.json's record, not only the manifest beside it)."""
+        if self.recorded_eval_sha256 and prepared.eval_sha256 != self.recorded_eval_sha256:
+            raise EvalSetTampered(
+                f"the frozen evaluation set now hashes to {prepared.eval_sha256[:12]}, but this run froze "
+                f"{self.recorded_eval_sha256[:12]} (recorded in {self.store.uri(STATE_KEY)}): it and its manifest were "
+                "edited after freezing; attempts scored on two different sets cannot be compared. Use --fresh to start over.")
+        return prepared
+
+
+def _progress_from(raw: dict[str, Any], completion: Completion | None) -> lifecycle.Progress:
+    return lifecycle.Progress(completion=completion,
+                              verdict=GateVerdict.model_validate(raw["verdict"]) if raw.get("verdict") else None,
+                              candidate=Revision.model_validate(raw["candidate"]) if raw.get("candidate") else None,
+                              applied=bool(raw.get("applied")), report_uri=raw.get("reportUri"))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 _TOKEN = re.compile(r"\w+", re.UNICODE)

@@ -147,8 +147,33 @@ class ModelNotFound(ValueError):
     pass
 
 
+def _from_s3(uri: str) -> str:
+    """A model folder on S3 (a parent revision, a published model), downloaded once into the models cache."""
+    import hashlib
+    import tempfile
+
+    from pioneer.store import open_store
+
+    store = open_store(uri.rstrip("/"))
+    target = models_dir() / "s3" / hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:24]
+    if not (target / "config.json").is_file():
+        keys = store.list("")
+        if not any(Path(k).name == "config.json" for k in keys):
+            raise ModelNotFound(f"{uri} holds no Hugging Face model (no config.json)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        for key in keys:
+            store.download(key, staging / key)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    return str(target)
+
+
 def resolve(ref: str) -> str:
-    """A path or hub id that ``from_pretrained`` accepts."""
+    """A path or hub id that ``from_pretrained`` accepts (an ``s3://`` folder is downloaded first)."""
+    if ref.startswith("s3://"):
+        return _from_s3(ref)
     if ref in OFFLINE_ALIASES:
         package = OFFLINE_ALIASES[ref]
         spec = importlib.util.find_spec(package)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from pioneer.traces.judges import final_number
 

@@ -31,10 +31,12 @@ from pioneer.api.models import TrainingAttemptSpec
 from pioneer.data.evalset import EvalSetTampered, verify
 from pioneer.data.examples import DataError
 from pioneer.data.sources import read_rows
+from pioneer.revisions import ModelTampered, output_manifest
+from pioneer.runner import ownership
 from pioneer.store import ArtifactStore, open_store, split_uri, write_json
 
 OUTPUT = "output"
-SUCCESS = "_SUCCESS"
+SUCCESS = "_SUCCESS"  # written last; holds the sha256 of every output file (pioneer.revisions.output_manifest)
 FAILURE = "failure.json"
 PROGRESS = "progress.json"
 
@@ -90,6 +92,11 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
         return _rows(_read(uri), uri, spec.labels, backend.validate_row) if uri else []
 
     progress({"phase": "loading"})
+    if spec.inputs.base_model_sha256:  # a deployed parent: load exactly the promoted bytes
+        from pioneer.revisions import verify_model_dir
+        from pioneer.trainer.base_models import resolve
+
+        verify_model_dir(resolve(spec.pipeline.hyperparameters.base_model), spec.inputs.base_model_sha256, "base model")
     eval_bytes = _read(spec.inputs.eval_uri)
     verify(eval_bytes, spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
     eval_rows = _rows(eval_bytes, spec.inputs.eval_uri, spec.labels, backend.validate_row)
@@ -121,8 +128,9 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
         for row in predictions:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     progress({"phase": "uploading"})
+    manifest = output_manifest(out)  # _SUCCESS lists every file's sha256: a truncated or edited output is detected
     store.upload_dir(out, OUTPUT)
-    store.write_bytes(f"{OUTPUT}/{SUCCESS}", b"")
+    store.write_bytes(f"{OUTPUT}/{SUCCESS}", json.dumps(manifest, indent=1).encode())
     progress({"phase": "done", "score": metrics["score"]})
     return metrics
 
@@ -144,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pioneer-trainer: cannot read attempt spec {args.attempt_uri}: {exc}", file=sys.stderr)
         return 2
+    lock_path = os.environ.get(ownership.LOCK_ENV)
+    lock = ownership.hold(lock_path) if lock_path else None
+    if lock_path and lock is None:
+        print(f"pioneer-trainer: another trainer (pid {ownership.holder(lock_path)}) owns {spec.output_uri}; not starting a second one",
+              file=sys.stderr)
+        return ownership.LOCKED_EXIT
     # the attempt's folder holds the spec; everything the trainer writes goes beside it
     attempt_store = open_store(spec.output_uri)
     attempt_store.delete_prefix(OUTPUT)  # a rerun after a crash starts clean
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run_attempt(spec, attempt_store, workdir)
         print(f"pioneer-trainer: {spec.adaptation} iteration {spec.iteration}: {spec.task.metric} = {metrics['score']:.4f}")
         return 0
-    except (DataError, EvalSetTampered, AttemptFailed, ValueError, RuntimeError, OSError) as exc:
+    except (DataError, EvalSetTampered, ModelTampered, AttemptFailed, ValueError, RuntimeError, OSError) as exc:
         kind = type(exc).__name__
         print(f"pioneer-trainer: attempt failed: {kind}: {exc}", file=sys.stderr)
         attempt_store.delete_prefix(OUTPUT)
