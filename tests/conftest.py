@@ -89,3 +89,12 @@ def bucket(s3_server, request):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def write_manifest(store, output_key: str) -> None:
+    """Finish an output folder written by a test the way the trainer does: _SUCCESS with every file's sha256."""
+    import json
+
+    from pioneer.revisions import output_manifest
+
+    store.write_bytes(f"{output_key}/_SUCCESS", json.dumps(output_manifest(store.path(output_key))).encode())

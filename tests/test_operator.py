@@ -164,8 +164,13 @@ def test_apply_train_and_promote_through_the_gate(cluster, bucket):
 
         dm = get(api, "deployedmodels", "intents")["status"]
         assert dm["currentRevision"] == 2 and dm["lastVerdict"]["passed"] is True
-        assert dm["modelUri"] == f"s3://{bucket}/pioneer/intents/attempts/{status['bestAttempt']}/output/model"
+        # the revision is an immutable, content-addressed copy of the best attempt's model
+        promoted = dm["revisions"][-1]
+        assert promoted["attempt"] == status["bestAttempt"] and promoted["modelSha256"]
+        assert dm["modelUri"] == f"s3://{bucket}/pioneer/models/sha256-{promoted['modelSha256']}"
         assert [r["revision"] for r in dm["revisions"]] == [1, 2]
+        assert [c["name"] for c in dm["lastVerdict"]["checks"]] == ["score", "notBelowBaseline"]
+        assert status["gateApplied"] is True and status["verdict"]["attempt"] == status["bestAttempt"]
         text = scrape(api)
         assert metric(text, "pioneer_gate_verdicts_total", deployed_model="intents", result="passed") >= 1
         assert metric(text, "pioneer_best_score", adaptation="intents") == pytest.approx(status["bestScore"])

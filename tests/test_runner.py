@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import tiny_adaptation
+from conftest import tiny_adaptation, write_manifest
 from pioneer.api.validation import parse_resource
 from pioneer.cli import main
 from pioneer.runner.local import STATE_KEY, LocalRunner, SpecChanged, adaptation_store
@@ -115,7 +115,7 @@ def test_an_attempt_that_would_repeat_a_training_waits_for_it_and_reuses_its_res
 
     write_json(store, "attempts/t-i1-a/output/metrics.json", {"score": 0.8, "eval_sha256": prepared.eval_sha256})
     store.write_bytes("attempts/t-i1-a/output/model/weights.bin", b"trained")
-    store.write_bytes("attempts/t-i1-a/output/_SUCCESS", b"")
+    write_manifest(store, "attempts/t-i1-a/output")
     assert engine.collect(store, first).score == 0.8
     assert engine.pending_twin(store, twin, siblings) is None  # finished: its output is now t-i1-b's too
     reused = engine.collect(store, twin)

@@ -210,6 +210,9 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
     from pioneer.traces import store
 
+    if args.action != "import" and not store.exists(args.db):  # reading an empty new database would only hide a typo
+        err.print(tagged("error", "red", f" trace store {args.db} does not exist (create it with `pioneer traces import`)"))
+        return EXIT_INVALID
     engine = store.connect(args.db)
     if args.action == "import":
         bad = 0
@@ -253,7 +256,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pioneer.serve import serve
     from pioneer.store import open_store
 
-    serve(args.name, open_store(args.artifacts), args.db, args.host, args.port)
+    if args.namespace:  # in a cluster: follow the DeployedModel resource, the same port the operator promotes through
+        from pioneer.kube.registry import DeployedModelRegistry
+
+        registry = DeployedModelRegistry(args.namespace, open_store(args.artifacts))
+    else:
+        from pioneer.deploy import FileRegistry
+
+        registry = FileRegistry(open_store(args.artifacts))
+    serve(args.name, registry, args.db, args.host, args.port)
     return EXIT_OK
 
 
@@ -336,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a DeployedModel over HTTP, logging every inference into the trace store")
     p.add_argument("name", help="DeployedModel name (spec.deployedModel of an adaptation)")
     p.add_argument("--artifacts", default=d.ARTIFACTS_URI, help="artifact store holding deployed/<name>.json")
+    p.add_argument("--namespace", default=None,
+                   help="read the DeployedModel resource in this Kubernetes namespace instead of deployed/<name>.json")
     p.add_argument("--db", default="pioneer-traces.db", help="trace store (SQLite file or SQLAlchemy URL)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

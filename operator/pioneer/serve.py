@@ -20,8 +20,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pioneer import deploy
-from pioneer.store import ArtifactStore, split_uri
+from pioneer.core import gate
+from pioneer.deploy import FileRegistry
+from pioneer.revisions import ModelTampered, verify_model_dir
+from pioneer.store import split_uri
 
 MAX_BODY = 1 << 20
 
@@ -29,9 +31,13 @@ MAX_BODY = 1 << 20
 class ModelServer:
     """Holds the loaded revision; reloads when the DeployedModel's current revision changes."""
 
-    def __init__(self, name: str, registry: ArtifactStore, traces_db: str, max_length: int = 128):
+    def __init__(self, name: str, registry, traces_db: str, max_length: int = 128):
+        """``registry`` is the lifecycle's registry port (a FileRegistry locally, the DeployedModel resource in a
+        cluster); an artifact store is read as a FileRegistry."""
         from pioneer.traces import store as trace_store
 
+        if not hasattr(registry, "update"):
+            registry = FileRegistry(registry)
         self.name, self.registry, self.max_length = name, registry, max_length
         self.traces = trace_store.connect(traces_db)
         self._lock = threading.Lock()
@@ -39,14 +45,15 @@ class ModelServer:
         self.model_uri: str | None = None
         self.tokenizer = self.model = None
 
-    def _current(self) -> tuple[int, str]:
-        status = deploy.load(self.registry, self.name)
-        if status.current_revision is None or not status.model_uri:
+    def _current(self) -> tuple[int, str, str | None]:
+        status = self.registry.load(self.name)
+        current = gate.current(status) if status is not None else None
+        if status is None or status.current_revision is None or not status.model_uri:
             raise LookupError(f"DeployedModel {self.name!r} has no revision yet")
-        return status.current_revision, status.model_uri
+        return status.current_revision, status.model_uri, current.model_sha256 if current else None
 
     def refresh(self) -> None:
-        revision, uri = self._current()
+        revision, uri, sha = self._current()
         if revision == self.revision and uri == self.model_uri:
             return
         from pioneer.trainer.classification import load_trained
@@ -56,6 +63,8 @@ class ModelServer:
                 return
             store, key = split_uri(uri)
             local = store.download_dir(key, _cache_dir(uri)) if uri.startswith("s3://") else uri
+            # serve exactly the promoted bytes: a model changed after promotion is refused, never served
+            verify_model_dir(local, sha, f"revision {revision} of {self.name}")
             self.tokenizer, self.model = load_trained(local)
             self.revision, self.model_uri = revision, uri
 
@@ -103,7 +112,7 @@ def make_handler(server: ModelServer):
                 return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
             try:
                 server.refresh()
-            except LookupError as exc:
+            except (LookupError, ModelTampered) as exc:
                 return self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
             self._send(HTTPStatus.OK, {"revision": server.revision, "model": server.model_uri})
 
@@ -122,7 +131,7 @@ def make_handler(server: ModelServer):
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": 'expected JSON {"input": "<non-empty text>"}'})
             try:
                 self._send(HTTPStatus.OK, server.predict(text))
-            except LookupError as exc:
+            except (LookupError, ModelTampered) as exc:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(exc)})
 
         def log_message(self, fmt: str, *args: Any) -> None:  # one quiet line per request
@@ -131,7 +140,7 @@ def make_handler(server: ModelServer):
     return Handler
 
 
-def serve(name: str, registry: ArtifactStore, traces_db: str, host: str, port: int) -> None:
+def serve(name: str, registry, traces_db: str, host: str, port: int) -> None:
     server = ModelServer(name, registry, traces_db)
     httpd = ThreadingHTTPServer((host, port), make_handler(server))
     print(f"serving DeployedModel {name} on http://{host}:{httpd.server_address[1]} (traces -> {traces_db})", flush=True)

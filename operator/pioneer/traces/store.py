@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 VERDICTS = ("pass", "fail")
 metadata = sa.MetaData()
@@ -77,47 +80,119 @@ class ImportReport:
                 "bad_rows": [{"line": n, "error": e} for n, e in self.bad_rows]}
 
 
+class TraceRecord(BaseModel):
+    """One judged inference trace as ``pioneer traces import`` and the store take it (``pioneer traces schema``).
+
+    Unknown keys are kept in ``meta``; empty strings in optional columns count as absent (CSV)."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+    id: str | None = Field(default=None, max_length=64, description="Stable id; derived from input, prediction and time when absent.")
+    input: str = Field(description="The model's input text (ner: words separated by single spaces).")
+    prediction: str | None = Field(default=None, description="What the deployed model answered (ner: one BIO tag per word).")
+    corrected: str | None = Field(default=None, description="The correct output according to the judge or a person.")
+    verdict: Literal["pass", "fail"] | None = Field(default=None, description="The judge's verdict: pass, fail, or absent (not judged yet).")
+    judge_reasoning: str | None = Field(default=None, description="Why the judge decided so.")
+    judge_meta: dict[str, Any] | None = Field(default=None, description="The judge's metadata (a JSON object).")
+    model_id: str | None = Field(default=None, max_length=256, description="Model and revision that answered, e.g. intents@2.")
+    created_at: str | None = Field(default=None, max_length=32, description="RFC 3339 time of the inference.")
+    human_verdict: Literal["pass", "fail"] | None = Field(default=None, description="A person's verdict; supersedes verdict.")
+    human_corrected: str | None = Field(default=None, description="A person's correction; supersedes corrected.")
+    meta: dict[str, Any] | None = Field(default=None, description="Anything else (a JSON object); unknown columns land here.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, row: Any) -> Any:
+        if not isinstance(row, dict):
+            raise ValueError("expected an object")
+        row = {k: (None if v == "" and k != "input" else v) for k, v in row.items()}
+        if "metadata" in row and row.get("meta") is None:
+            row["meta"] = row.pop("metadata")
+        for key in ("verdict", "human_verdict"):
+            if isinstance(row.get(key), str):
+                row[key] = row[key].strip().lower()
+        for key in ("judge_meta", "meta"):
+            if isinstance(row.get(key), str):
+                try:
+                    row[key] = json.loads(row[key])
+                except json.JSONDecodeError:
+                    raise ValueError(f"{key} is not valid JSON") from None
+        if isinstance(row.get("id"), int) and not isinstance(row.get("id"), bool):
+            row["id"] = str(row["id"])
+        return row
+
+
+def _problem(exc: ValidationError) -> str:
+    def one(e: dict) -> str:
+        where = ".".join(str(p) for p in e["loc"]) or "row"
+        if e["type"] == "missing":
+            return f"missing {where!r}"
+        if e["type"] == "literal_error":
+            return f"{where} must be 'pass' or 'fail', got {e.get('input')!r}"[:120]
+        got = "" if isinstance(e.get("input"), dict) else f", got {e.get('input')!r}"[:80]
+        return f"{where}: {e['msg'].removeprefix('Value error, ')}{got}"
+    return "; ".join(one(e) for e in exc.errors())
+
+
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
-    """Validate and normalise one trace row; raises ValueError naming the problem."""
-    unknown = sorted(set(row) - FIELDS - {"metadata"})
-    meta = dict(row.get("meta") or row.get("metadata") or {})
-    for key in unknown:  # extra columns are kept as metadata, not dropped
-        meta[key] = row[key]
-    text = row.get("input")
-    if not isinstance(text, str):  # an empty string is a real log entry (a user sent nothing); a missing one is not
-        raise ValueError("missing 'input'")
-    # every column present (None when absent): batched inserts need uniform rows
-    out: dict[str, Any] = {k: (None if row.get(k) in (None, "") else row.get(k)) for k in FIELDS}
-    out["input"] = text
-    for key in ("verdict", "human_verdict"):
-        if out[key] is not None:
-            value = str(out[key]).strip().lower()
-            if value not in VERDICTS:
-                raise ValueError(f"{key} must be 'pass' or 'fail', got {out[key]!r}")
-            out[key] = value
-    if isinstance(out.get("judge_meta"), str):
-        try:
-            out["judge_meta"] = json.loads(out["judge_meta"])
-        except json.JSONDecodeError:
-            raise ValueError("judge_meta is not valid JSON") from None
-    out["id"] = str(out.get("id") or uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([text, row.get("prediction"), row.get("created_at")])))
-    out["meta"] = meta or None
+    """Validate (types included) and normalise one trace row; raises ValueError naming the problem."""
+    try:
+        rec = TraceRecord.model_validate(row)
+    except ValidationError as exc:
+        raise ValueError(_problem(exc)) from None
+    meta = dict(rec.meta or {})
+    for key, value in (rec.model_extra or {}).items():  # extra columns are kept as metadata, not dropped
+        meta[key] = value
+    out = {k: getattr(rec, k) for k in FIELDS}
+    out["id"] = rec.id or str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([rec.input, rec.prediction, rec.created_at])))
+    try:
+        out["meta"] = json.loads(json.dumps(meta)) if meta else None
+    except (TypeError, ValueError):
+        raise ValueError("meta is not JSON-serialisable") from None
     return out
+
+
+def _decoded_lines(path: Path, report_bad) -> list[str]:
+    """The file's lines as text; a line that is not UTF-8 is reported by number and left empty."""
+    lines = []
+    for n, raw in enumerate(path.read_bytes().splitlines(keepends=True), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            report_bad(n, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+            lines.append("\n")
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
+    bad: list[tuple[int, str]] = []
     if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_decoded_lines(path, lambda n, e: bad.append((n, e))), 1):
+            yield from ((m, ValueError(e)) for m, e in bad)
+            bad.clear()
             if not line.strip():
                 continue
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield n, ValueError(f"invalid JSON ({exc.msg})")
+            except RecursionError:
+                yield n, ValueError("JSON nested too deeply")
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
-        for row in reader:
+        text = "".join(_decoded_lines(path, lambda n, e: bad.append((n, e))))
+        yield from ((m, ValueError(e)) for m, e in bad)
+        reader = csv.DictReader(io.StringIO(text), strict=True)
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. an unterminated quote: nothing after it can be trusted
+                yield start, ValueError(f"CSV: {exc} (a quote opened here is never closed?)")
+                break
             if None in row:
                 yield reader.line_num, ValueError("more fields than the header has")
             else:
@@ -137,24 +212,34 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000) -> Impor
     """Import traces, keeping every good row; bad rows are reported with their line numbers."""
     path = Path(path)
     report = ImportReport()
-    pending: list[dict[str, Any]] = []
+    pending: list[tuple[int, dict[str, Any]]] = []
 
     def flush() -> None:
         if not pending:
             return
         with engine.begin() as conn:
-            ids = [r["id"] for r in pending]
+            ids = [r["id"] for _, r in pending]
             existing = {r[0] for r in conn.execute(sa.select(traces.c.id).where(traces.c.id.in_(ids)))}
-            fresh, seen = [], set()
-            for r in pending:
-                if r["id"] in existing or r["id"] in seen:
-                    report.duplicates += 1
-                else:
-                    seen.add(r["id"])
-                    fresh.append(r)
-            if fresh:
-                conn.execute(traces.insert(), fresh)
+        fresh, seen = [], set()
+        for line, r in pending:
+            if r["id"] in existing or r["id"] in seen:
+                report.duplicates += 1
+            else:
+                seen.add(r["id"])
+                fresh.append((line, r))
+        try:
+            with engine.begin() as conn:
+                if fresh:
+                    conn.execute(traces.insert(), [r for _, r in fresh])
             report.added += len(fresh)
+        except sa.exc.SQLAlchemyError:  # one row the database refuses must not cost the batch: insert one by one
+            for line, r in fresh:
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(traces.insert(), [r])
+                    report.added += 1
+                except sa.exc.SQLAlchemyError as exc:
+                    report.bad_rows.append((line, f"refused by the database: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"))
         pending.clear()
 
     for line, row in _rows(path):
@@ -165,12 +250,13 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000) -> Impor
             report.bad_rows.append((line, "expected an object"))
             continue
         try:
-            pending.append(_clean(row))
+            pending.append((line, _clean(row)))
         except ValueError as exc:
             report.bad_rows.append((line, str(exc)))
         if len(pending) >= batch:
             flush()
     flush()
+    report.bad_rows.sort()
     return report
 
 
@@ -185,28 +271,71 @@ class ReadOnlyQuery(ValueError):
     pass
 
 
-def query(engine: sa.Engine, sql: str, limit: int | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one read-only SQL statement; writes are refused by the database itself, not by parsing."""
+QUERY_TIMEOUT_SECONDS = 30.0
+_SQLITE_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+_SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+
+
+def _sqlite_authorizer(code: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+    """Only reading: SELECT, column reads, pure functions and recursive CTEs. ATTACH (and so VACUUM INTO), PRAGMA,
+    writes and schema changes are denied by SQLite itself before they run."""
+    if code not in _SQLITE_ALLOWED:
+        return sqlite3.SQLITE_DENY
+    if code == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def query(engine: sa.Engine, sql: str, limit: int | None = None, timeout: float = QUERY_TIMEOUT_SECONDS) -> tuple[list[str], list[tuple]]:
+    """Run one read-only SQL statement, bounded in time; writes are refused by the database itself, not by parsing.
+
+    SQLite: a read-only connection with an authorizer that allows only reading, and a progress handler that
+    stops the statement after ``timeout`` seconds. PostgreSQL: a READ ONLY transaction with statement_timeout."""
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         ro = sa.create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+        deadline = time.monotonic() + timeout
         try:
             with ro.connect() as conn:
-                return _fetch(conn, sql, limit)
-        except sa.exc.OperationalError as exc:
-            if "readonly" in str(exc).lower() or "read-only" in str(exc).lower():
+                raw = conn.connection.driver_connection
+                raw.set_authorizer(_sqlite_authorizer)
+                raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+                try:
+                    return _fetch(conn, sql, limit)
+                finally:
+                    raw.set_authorizer(None)
+                    raw.set_progress_handler(None, 0)
+        except sa.exc.DatabaseError as exc:
+            text = str(exc.orig).lower()
+            if "interrupted" in text:
+                raise ReadOnlyQuery(f"stopped after {timeout:g} s (statement timeout)") from None
+            if "not authorized" in text or "authorization denied" in text or "readonly" in text or "read-only" in text:
                 raise ReadOnlyQuery(f"read-only: {exc.orig}") from None
             raise
         finally:
             ro.dispose()
     with engine.connect() as conn:
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))
+        conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout * 1000)}"))
         try:
             return _fetch(conn, sql, limit)
         except sa.exc.InternalError as exc:
             raise ReadOnlyQuery(f"read-only: {exc.orig}") from None
+        except sa.exc.OperationalError as exc:
+            if "statement timeout" in str(exc.orig):
+                raise ReadOnlyQuery(f"stopped after {timeout:g} s (statement timeout)") from None
+            raise
         finally:
             conn.rollback()
+
+
+def exists(ref: str | Path) -> bool:
+    """Whether a trace store is there to read: a server URL always counts; a SQLite file must exist."""
+    url = database_url(ref)
+    if not url.startswith("sqlite:"):
+        return True
+    path = url.removeprefix("sqlite:///")
+    return path in ("", ":memory:") or Path(path).is_file()
 
 
 def _fetch(conn, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
