@@ -98,3 +98,64 @@ def write_manifest(store, output_key: str) -> None:
     from pioneer.revisions import output_manifest
 
     store.write_bytes(f"{output_key}/_SUCCESS", json.dumps(output_manifest(store.path(output_key))).encode())
+
+
+def _pg_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    path = found[-1] if found else shutil.which("pg_ctl")
+    return Path(path).parent if path else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a loopback port for the session (Debian's package, installed by `make tools`).
+
+    Yields the SQLAlchemy URL of a superuser ``pioneer``; the server runs as the ``postgres`` system user when the
+    tests run as root (PostgreSQL refuses to run as root)."""
+    import pwd
+    import subprocess
+
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; `make tools` installs it)")
+    import shutil
+    import tempfile
+
+    # not under pytest's tmp folders: those are private to root, and the server runs as another user
+    data = Path(tempfile.mkdtemp(prefix="pioneer-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    run = lambda *argv: subprocess.run([*as_user, *argv], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "pioneer", "-A", "trust", "--no-sync")
+    port = _free_port()
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "60", "start",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        yield f"postgresql+psycopg://pioneer@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], check=False,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres, request):
+    """A fresh database on the session's server, named after the test."""
+    import sqlalchemy as sa
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return postgres.rsplit("/", 1)[0] + f"/{name}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_adaptation
-from pioneer import deploy, report
+from pioneer import deploy, engine, report
 from pioneer.api.validation import parse_resource
 from pioneer.cli import main
 from pioneer.core import gate, lifecycle
@@ -149,11 +148,10 @@ def test_a_crash_after_the_search_is_finished_by_the_next_run(crash_in, write_sp
     assert [r.revision for r in _served(tmp_path / "pioneer-artifacts")[0].revisions] == [1]
 
 
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """An adaptation stopped after its first finished attempt (state.json, a frozen set, one output)."""
-    base = tmp_path_factory.mktemp("interrupted")
-    doc = tiny_adaptation(search={"maxAttempts": 2, "parallelism": 1})
+def interrupt(base: Path, max_attempts: int, stop_when: int):
+    """Run an adaptation and stop it once ``stop_when`` trained attempts have finished (state.json, a frozen set,
+    finished outputs and at least one attempt still to run are left)."""
+    doc = tiny_adaptation(search={"maxAttempts": max_attempts, "parallelism": 2})
     (base / "spec.yaml").write_text(json.dumps(doc))
     ma = parse_resource(doc)
     store = adaptation_store(ma, base)
@@ -161,48 +159,35 @@ def interrupted(tmp_path_factory):
     class Stop(KeyboardInterrupt):
         pass
 
-    def stop_after_first_result(runner):
-        if any(a.status.phase == "Succeeded" and a.spec.iteration >= 1 for a in runner.attempts.values()):
+    def stop(runner):
+        if sum(a.status.phase == "Succeeded" and a.spec.iteration >= 1 for a in runner.attempts.values()) >= stop_when:
             raise Stop()
 
     with pytest.raises(Stop):
-        LocalRunner(ma, base_dir=base, store=store).run(on_tick=stop_after_first_result, poll_seconds=0.2)
-    done = [a["metadata"]["name"] for a in read_json(store, STATE_KEY)["attempts"]
-            if a["status"]["phase"] == "Succeeded" and a["spec"]["iteration"] >= 1]
-    return base, done[0]
+        LocalRunner(ma, base_dir=base, store=store).run(on_tick=stop, poll_seconds=0.2)
+    return store
 
 
-@pytest.fixture
-def copy_of(interrupted, tmp_path):
-    base, done = interrupted
-    shutil.copytree(base, tmp_path / "run")
-    return tmp_path / "run", done
+def test_damaged_finished_attempts_are_trained_again_not_trusted(tmp_path, capsys):
+    store = interrupt(tmp_path, max_attempts=3, stop_when=2)
+    outputs = {name: store.path(f"attempts/{name}/output") for name in ("tiny-baseline", "tiny-i1-a", "tiny-i1-b")}
+    (outputs["tiny-i1-a"] / "metrics.json").write_text('{"score": 0.')  # truncated metrics
+    weights = outputs["tiny-i1-b"] / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated model
+    (outputs["tiny-baseline"] / "_SUCCESS").unlink()  # a deleted completion marker
+    assert main(["run", str(tmp_path / "spec.yaml"), "--quiet"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    state = read_json(store, STATE_KEY)
+    for name, output in outputs.items():
+        assert any(e["message"].startswith(f"{name}: its output failed verification") for e in state["events"]), name
+        attempt = next(a for a in state["attempts"] if a["metadata"]["name"] == name)
+        assert attempt["status"]["phase"] == "Succeeded"
+        engine.verify_attempt(store, name)  # whole again: retrained, manifest and files agree
 
 
-@pytest.mark.parametrize("damage", ["truncate-metrics", "truncate-model", "delete-success"])
-def test_a_damaged_finished_attempt_is_trained_again_not_trusted(damage, copy_of, capsys):
-    run, done = copy_of
-    output = run / "pioneer-artifacts" / "tiny" / "attempts" / done / "output"
-    if damage == "truncate-metrics":
-        (output / "metrics.json").write_text('{"score": 0.')
-    elif damage == "truncate-model":
-        weights = output / "model" / "model.safetensors"
-        weights.write_bytes(weights.read_bytes()[:1000])
-    else:
-        (output / "_SUCCESS").unlink()
-    assert main(["run", str(run / "spec.yaml"), "--quiet"]) == 0
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    state = read_json(LocalStore(run / "pioneer-artifacts" / "tiny"), STATE_KEY)
-    assert any(done in e["message"] and "failed verification" in e["message"] for e in state["events"])
-    attempt = next(a for a in state["attempts"] if a["metadata"]["name"] == done)
-    assert attempt["status"]["phase"] == "Succeeded"
-    json.loads((output / "metrics.json").read_text())  # whole again
-    verify_model_dir(output / "model", None)
-
-
-def test_an_evaluation_set_edited_together_with_its_manifest_is_refused(copy_of, capsys):
-    run, _ = copy_of
+def test_an_evaluation_set_edited_together_with_its_manifest_is_refused(tmp_path, capsys):
+    interrupt(tmp_path, max_attempts=2, stop_when=1)
+    run = tmp_path
     frozen = run / "pioneer-artifacts" / "tiny" / "eval"
     lines = (frozen / "evalset.jsonl").read_text().splitlines(keepends=True)
     (frozen / "evalset.jsonl").write_text("".join(lines[1:]))  # an easier set

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import boto3
 import pytest
 
@@ -51,3 +53,94 @@ def test_a_whole_run_keeps_its_artifacts_on_s3(bucket, write_spec, tmp_path):
     assert state["status"]["phase"] == "Succeeded"
     assert state["status"]["bestAttempt"] == "tiny-i1-a"
     assert not list(tmp_path.glob("pioneer-artifacts"))  # nothing written locally
+
+
+class ToggledProxy:
+    """A TCP proxy on loopback in front of the S3 server. ``down()`` stops listening (connections are refused, as
+    during an outage), ``up()`` listens again on the same port."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self.target_port = target_port
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.listener = None
+        self.lock = threading.Lock()
+        self.up()
+
+    def up(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self.listener = self.listener, None
+        listener.close()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+@pytest.mark.slow
+def test_a_25_second_s3_outage_mid_run_loses_nothing(bucket, write_spec, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import boto3
+
+    from conftest import tiny_adaptation
+    from pioneer.api.validation import parse_resource
+    from pioneer.runner.local import LocalRunner
+
+    target = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    proxy = ToggledProxy(target)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")  # the runner and its trainers go through it
+    doc = tiny_adaptation(search={"maxAttempts": 2, "parallelism": 1}, artifacts={"uri": f"s3://{bucket}/pioneer"})
+    outage = {}
+
+    def cut_after_first_result(runner):
+        if "start" not in outage and any(a.status.phase == "Succeeded" and a.spec.iteration >= 1 for a in runner.attempts.values()):
+            outage["start"] = time.monotonic()
+            proxy.down()
+            threading.Timer(25, proxy.up).start()
+
+    status = LocalRunner(parse_resource(doc), base_dir=tmp_path).run(on_tick=cut_after_first_result, poll_seconds=0.2)
+    assert "start" in outage and time.monotonic() - outage["start"] >= 25  # the run went on through the outage
+    assert status.phase == "Succeeded" and status.attempts.total == 2 and status.attempts.failed == 0
+    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=f"http://127.0.0.1:{target}").list_objects_v2(
+        Bucket=bucket, Prefix="pioneer/tiny/")["Contents"]}
+    assert {"pioneer/tiny/attempts/tiny-i1-a/output/_SUCCESS", "pioneer/tiny/attempts/tiny-i1-b/output/_SUCCESS",
+            "pioneer/tiny/report/report.html"} <= keys

@@ -44,6 +44,11 @@ HARD_NEGATIVE_SHARE = 0.35
 NEAR_DUPLICATE_SIMILARITY = 0.92
 SURGICAL_EXAMPLES_PER_PATTERN = 3
 
+# Artifact store on S3: botocore retries in adaptive mode; 12 attempts ride out about a minute of outage.
+S3_MAX_ATTEMPTS = 12
+S3_CONNECT_TIMEOUT_SECONDS = 5
+S3_READ_TIMEOUT_SECONDS = 60
+
 # Local runner.
 ARTIFACTS_URI = "./pioneer-artifacts"
 POLL_SECONDS = 1.0

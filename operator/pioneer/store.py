@@ -100,6 +100,18 @@ class LocalStore:
             target.unlink()
 
 
+def s3_config():
+    """botocore's own retries, adaptive mode (backoff plus client-side rate limiting): an S3 outage shorter than
+    the retry budget is ridden out instead of failing the run. PIONEER_S3_MAX_ATTEMPTS overrides the budget."""
+    from botocore.config import Config
+
+    from pioneer import defaults as d
+
+    attempts = int(os.environ.get("PIONEER_S3_MAX_ATTEMPTS", d.S3_MAX_ATTEMPTS))
+    return Config(retries={"mode": "adaptive", "total_max_attempts": attempts},
+                  connect_timeout=d.S3_CONNECT_TIMEOUT_SECONDS, read_timeout=d.S3_READ_TIMEOUT_SECONDS)
+
+
 class S3Store:
     """Artifacts under ``s3://bucket/prefix``."""
 
@@ -108,7 +120,7 @@ class S3Store:
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client or boto3.client("s3")
+        self.client = client or boto3.client("s3", config=s3_config())
 
     def __repr__(self) -> str:
         return f"S3Store('s3://{self.bucket}/{self.prefix}')"

@@ -314,19 +314,37 @@ def query(engine: sa.Engine, sql: str, limit: int | None = None, timeout: float 
             raise
         finally:
             ro.dispose()
-    with engine.connect() as conn:
-        conn.execute(sa.text("SET TRANSACTION READ ONLY"))
-        conn.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout * 1000)}"))
+    return _query_server(engine, sql, limit, timeout)
+
+
+def _query_server(engine: sa.Engine, sql: str, limit: int | None, timeout: float) -> tuple[list[str], list[tuple]]:
+    """PostgreSQL: one prepared statement (a second one is refused by the server), in a READ ONLY transaction, bounded
+    by statement_timeout. Neither can be undone from inside: a read-write switch after the first query is an error.
+    Give ``--db`` a role without superuser rights (superusers can still read and write server files)."""
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(f"SET LOCAL statement_timeout = {int(timeout * 1000)}")
+        cur.execute("SELECT 1")  # after a first query the transaction can no longer be switched to read-write
         try:
-            return _fetch(conn, sql, limit)
-        except sa.exc.InternalError as exc:
-            raise ReadOnlyQuery(f"read-only: {exc.orig}") from None
-        except sa.exc.OperationalError as exc:
-            if "statement timeout" in str(exc.orig):
+            cur.execute(sql, prepare=True)  # a prepared statement is exactly one statement: '...; DELETE' is refused
+        except Exception as exc:  # the driver's own errors, mapped to what the user did
+            state = getattr(exc, "sqlstate", None) or ""
+            if state == "57014":
                 raise ReadOnlyQuery(f"stopped after {timeout:g} s (statement timeout)") from None
+            if state in ("25001", "25006", "42601") or "multiple commands" in str(exc):
+                raise ReadOnlyQuery(f"read-only, one statement: {str(exc).splitlines()[0]}") from None
             raise
+        if cur.description is None:
+            return [], []
+        rows = cur.fetchmany(limit) if limit else cur.fetchall()
+        return [d[0] for d in cur.description], [tuple(r) for r in rows]
+    finally:
+        try:
+            raw.rollback()
         finally:
-            conn.rollback()
+            raw.close()
 
 
 def exists(ref: str | Path) -> bool:

@@ -1,0 +1,160 @@
+"""Production repair in the cluster: the operator runs the same lifecycle and the same gate as `pioneer run`.
+
+Real Kopf against the API emulator, moto S3, a real PostgreSQL trace store and real trainer processes playing
+the kubelet. The parent (DeployedModel revision 1) is a small cold start whose model is published on S3."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from conftest import tiny_adaptation
+from pioneer import deploy
+from pioneer.cli import main
+from pioneer.core import gate
+from pioneer.data.sources import home_assistant_intents
+from pioneer.store import open_store
+from pioneer.traces.store import add, connect
+from test_operator import GROUP, NS, VERSION, apply, cluster, drive_to_completion, get, jobs, metric, operator, scrape  # noqa: F401
+
+pytestmark = pytest.mark.slow
+LABELS = ["HassTurnOn", "HassTurnOff", "HassLightSet"]
+
+
+@pytest.fixture(scope="module")
+def parent(s3_server, tmp_path_factory):
+    """A cold-start model promoted through the gate with its artifacts on S3: revision 1 of 'lights'."""
+    bucket = "pioneer-production-parent"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    folder = tmp_path_factory.mktemp("parent")
+    (folder / "v1.yaml").write_text(json.dumps(tiny_adaptation(
+        "v1", gate={"tau": 0.05}, search={"maxAttempts": 1, "configurationsPerIteration": 1}, deployedModel="lights",
+        artifacts={"uri": f"s3://{bucket}/pioneer"})))
+    assert main(["run", str(folder / "v1.yaml"), "--quiet"]) == 0
+    status = deploy.load(open_store(f"s3://{bucket}/pioneer"), "lights")
+    assert status.current_revision == 1 and status.model_uri.startswith(f"s3://{bucket}/pioneer/models/sha256-")
+    return bucket, status
+
+
+def traces(url: str, regressing: bool) -> None:
+    """Judged traffic: failures with corrections, and passing traces. With ``regressing`` the judge passed the
+    parent's odd answers, which no retrained model gives: any candidate regresses on them."""
+    rows = []
+    for i, ex in enumerate(list(home_assistant_intents(60, LABELS, seed=7))[-90:]):
+        if i % 3 == 0:
+            wrong = LABELS[(LABELS.index(ex.label) + 1) % 3]
+            rows.append({"id": f"f{i}", "input": ex.text, "prediction": wrong, "corrected": ex.label, "verdict": "fail"})
+        else:
+            answer = LABELS[(LABELS.index(ex.label) + 2) % 3] if regressing else ex.label
+            rows.append({"id": f"p{i}", "input": ex.text, "prediction": answer, "verdict": "pass"})
+    add(connect(url), rows)
+
+
+def repair(bucket: str, traces_url: str, **gate_) -> dict:
+    doc = tiny_adaptation("repair", mode="production", deployedModel="lights", data={"sources": [{"traces": traces_url}]},
+                          gate=gate_, search={"maxAttempts": 1, "configurationsPerIteration": 1, "parallelism": 2},
+                          task={"labels": LABELS}, artifacts={"uri": f"s3://{bucket}/pioneer"})
+    doc["spec"]["trainer"] = {"image": "registry.example/pioneer-trainer:test"}
+    return doc
+
+
+def deployed(api, status) -> None:
+    """The DeployedModel resource at revision 1, as a user's cluster would hold it (applied before the operator runs)."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeployedModel", "metadata": {"name": "lights"},
+            "spec": {"task": {"description": "route smart-home commands", "labels": LABELS}}}
+    apply(api, "deployedmodels", body)
+    api.custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, "deployedmodels", "lights", {"status": status.dump()})
+
+
+def test_a_production_repair_in_the_cluster_promotes_revision_2_through_the_gate(cluster, parent, pg_database):
+    api = cluster
+    bucket, status = parent
+    traces(pg_database, regressing=False)
+    deployed(api, status)
+    with operator() as runner:
+        apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
+        ma = drive_to_completion(api, "repair")
+        assert ma["status"]["phase"] == "Succeeded", ma["status"]
+        dm = get(api, "deployedmodels", "lights")["status"]
+        verdict = dm["lastVerdict"]
+        assert verdict["passed"] is True and dm["currentRevision"] == 2 and [r["revision"] for r in dm["revisions"]] == [1, 2]
+        assert [c["name"] for c in verdict["checks"]] == ["score", "notBelowBaseline", "regressions", "crossCheckpoint"]
+        new = dm["revisions"][-1]
+        assert new["attempt"] == "repair-i1-a" and dm["modelUri"] == f"s3://{bucket}/pioneer/models/sha256-{new['modelSha256']}"
+        # the baseline attempt was the deployed parent itself, loaded from S3 and verified against its hash
+        baseline = get(api, "trainingattempts", "repair-baseline")
+        assert baseline["spec"]["pipeline"]["hyperparameters"]["baseModel"] == status.model_uri
+        assert baseline["spec"]["inputs"]["baseModelSha256"] == gate.current(status).model_sha256
+        reasons = {(e.involved_object.kind, e.reason) for e in api.core.list_namespaced_event(NS).items}
+        assert ("DeployedModel", "Promoted") in reasons and ("ModelAdaptation", "Promoted") in reasons
+    assert runner.exception is None
+
+
+def test_a_regressing_candidate_in_the_cluster_leaves_revision_1_and_records_why(cluster, parent, pg_database):
+    api = cluster
+    bucket, status = parent
+    traces(pg_database, regressing=True)
+    deployed(api, status)
+    with operator() as runner:
+        before = metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="lights", result="failed")
+        apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=0))
+        drive_to_completion(api, "repair")
+        dm = get(api, "deployedmodels", "lights")["status"]
+        verdict = dm["lastVerdict"]
+        assert verdict["passed"] is False and dm["currentRevision"] == 1 and len(dm["revisions"]) == 1
+        assert dm["modelUri"] == status.model_uri
+        failed = {c["name"]: c for c in verdict["checks"] if not c["passed"]}
+        assert "regressions" in failed and failed["regressions"]["limit"] == 0 and failed["regressions"]["value"] > 0
+        assert "regressions on previously passing traces > epsilon 0" in verdict["reason"]
+        assert verdict["regressedExamples"] and verdict["regressedExamplesTotal"] >= failed["regressions"]["value"]
+        assert metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="lights", result="failed") == before + 1
+        reasons = {(e.involved_object.kind, e.reason) for e in api.core.list_namespaced_event(NS).items}
+        assert ("DeployedModel", "GateFailed") in reasons
+    assert runner.exception is None
+
+
+def test_bad_production_data_is_a_failed_condition_not_an_endless_retry(cluster, parent, pg_database):
+    api = cluster
+    bucket, status = parent
+    add(connect(pg_database), [{"id": "p1", "input": "lights on", "prediction": "HassTurnOn", "verdict": "pass"}])  # nothing failed
+    deployed(api, status)
+    with operator():
+        apply(api, "modeladaptations", repair(bucket, pg_database))
+        from test_operator import wait_for
+
+        st = wait_for(lambda: (get(api, "modeladaptations", "repair").get("status") or {}).get("phase") == "Failed"
+                      and get(api, "modeladaptations", "repair")["status"], what="a Failed phase")
+        ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "InvalidData" and "nothing to repair" in ready["message"]
+        assert not jobs(api)
+        warnings = [e for e in api.core.list_namespaced_event(NS).items if e.reason == "InvalidData"]
+        assert len(warnings) == 1
+
+
+def test_pioneer_run_and_the_operator_reach_the_same_verdict(cluster, parent, pg_database, tmp_path):
+    """Adapter parity: one production scenario, once through `pioneer run`, once through the operator."""
+    api = cluster
+    bucket, status = parent
+    traces(pg_database, regressing=True)
+    # the embedded default: the same parent in a file registry, the same traces
+    local = tmp_path / "local"
+    registry = open_store(str(local / "pioneer-artifacts"))
+    deploy.save(registry, "lights", status)
+    doc = repair(bucket, pg_database, tau=0.05, epsilon=0)
+    doc["spec"]["artifacts"] = {"uri": "./pioneer-artifacts"}
+    local.mkdir()
+    (local / "repair.yaml").write_text(json.dumps(doc))
+    main(["run", str(local / "repair.yaml"), "--quiet"])
+    local_verdict = deploy.load(registry, "lights").last_verdict
+
+    deployed(api, status)
+    with operator():
+        apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=0))
+        drive_to_completion(api, "repair")
+        cluster_verdict = get(api, "deployedmodels", "lights")["status"]["lastVerdict"]
+    assert cluster_verdict["passed"] is local_verdict.passed is False
+    assert [(c["name"], c["passed"], c["limit"]) for c in cluster_verdict["checks"]] == \
+        [(c.name, c.passed, c.limit) for c in local_verdict.checks]
+    assert [c["value"] for c in cluster_verdict["checks"]] == pytest.approx([c.value for c in local_verdict.checks], abs=0.02)
