@@ -159,3 +159,26 @@ def pg_database(postgres, request):
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def cluster(tmp_path, s3_server, monkeypatch):
+    import kubernetes
+
+    from kube_emulator import Emulator
+    from pioneer.kube import client
+
+    with Emulator() as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("PIONEER_SCANNING", "off")
+        port = _free_port()
+        monkeypatch.setenv("PIONEER_METRICS_PORT", str(port))
+        client.reset()
+        kubernetes.config.load_kube_config(str(kubeconfig))
+        api.custom = kubernetes.client.CustomObjectsApi()
+        api.batch = kubernetes.client.BatchV1Api()
+        api.core = kubernetes.client.CoreV1Api()
+        api.metrics_port = port
+        yield api
+        client.reset()

@@ -250,3 +250,13 @@ def test_a_corrupt_chosen_output_makes_the_gate_refuse(tmp_path):
     assert "model.safetensors" in done.verdict.reason and done.applied and done.report_uri == "report.md"
     assert events[0][0] == "GateFailed"
     assert FileRegistry(LocalStore(tmp_path / "art")).load("intents").current_revision is None
+
+
+def test_the_html_report_shows_hostile_text_as_text():
+    from pioneer.report import to_html
+
+    body = to_html("## Gate\n\n- `<b>code</b>`\n- <script>alert(1)</script> <img src=x onerror=alert(1)>\n"
+                   "- [click](javascript:alert(1)) [docs](https://example.org/x) [local](report.md)\n\n<div>raw block</div>\n")
+    assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<img" not in body and "<div>" not in body and "&lt;div&gt;raw block&lt;/div&gt;" in body
+    assert 'href="javascript' not in body and 'href="https://example.org/x"' in body and 'href="report.md"' in body

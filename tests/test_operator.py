@@ -13,7 +13,6 @@ import urllib.request
 import pytest
 
 from conftest import tiny_adaptation
-from kube_emulator import Emulator
 
 pytestmark = pytest.mark.slow
 NS = "default"
@@ -24,28 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def cluster(tmp_path, s3_server, monkeypatch):
-    import kubernetes
-
-    from pioneer.kube import client
-
-    with Emulator() as api:
-        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        monkeypatch.setenv("PIONEER_SCANNING", "off")
-        port = free_port()
-        monkeypatch.setenv("PIONEER_METRICS_PORT", str(port))
-        client.reset()
-        kubernetes.config.load_kube_config(str(kubeconfig))
-        api.custom = kubernetes.client.CustomObjectsApi()
-        api.batch = kubernetes.client.BatchV1Api()
-        api.core = kubernetes.client.CoreV1Api()
-        api.metrics_port = port
-        yield api
-        client.reset()
 
 
 def operator():

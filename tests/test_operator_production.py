@@ -17,7 +17,7 @@ from pioneer.core import gate
 from pioneer.data.sources import home_assistant_intents
 from pioneer.store import open_store
 from pioneer.traces.store import add, connect
-from test_operator import GROUP, NS, VERSION, apply, cluster, drive_to_completion, get, jobs, metric, operator, scrape  # noqa: F401
+from test_operator import GROUP, NS, VERSION, apply, drive_to_completion, get, jobs, metric, operator, scrape, wait_for
 
 pytestmark = pytest.mark.slow
 LABELS = ["HassTurnOn", "HassTurnOff", "HassLightSet"]
@@ -122,8 +122,6 @@ def test_bad_production_data_is_a_failed_condition_not_an_endless_retry(cluster,
     deployed(api, status)
     with operator():
         apply(api, "modeladaptations", repair(bucket, pg_database))
-        from test_operator import wait_for
-
         st = wait_for(lambda: (get(api, "modeladaptations", "repair").get("status") or {}).get("phase") == "Failed"
                       and get(api, "modeladaptations", "repair")["status"], what="a Failed phase")
         ready = next(c for c in st["conditions"] if c["type"] == "Ready")

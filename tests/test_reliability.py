@@ -178,7 +178,7 @@ def test_damaged_finished_attempts_are_trained_again_not_trusted(tmp_path, capsy
     assert main(["run", str(tmp_path / "spec.yaml"), "--quiet"]) == 0
     assert "Traceback" not in capsys.readouterr().err
     state = read_json(store, STATE_KEY)
-    for name, output in outputs.items():
+    for name in outputs:
         assert any(e["message"].startswith(f"{name}: its output failed verification") for e in state["events"]), name
         attempt = next(a for a in state["attempts"] if a["metadata"]["name"] == name)
         assert attempt["status"]["phase"] == "Succeeded"

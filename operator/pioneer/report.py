@@ -160,8 +160,15 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
     verdict = state.get("gate")
     if verdict:
         md += ["## Gate", "", f"**{'PROMOTED' if verdict['passed'] else 'REFUSED'}** — {spec.get('deployedModel')}: {verdict.get('reason', '')}", ""]
+        if verdict.get("checks"):  # every check with its own limit; the worst one decides
+            md += [_table(["check", "value", "limit", "result", "in words"],
+                          [[c["name"], _fmt(c.get("value")) if isinstance(c.get("value"), float) else c.get("value", "–"),
+                            c.get("limit", "–"), "pass" if c["passed"] else "FAIL", c.get("message", "")] for c in verdict["checks"]]), ""]
         if verdict.get("regressedExamples"):
-            md += ["Regressed examples (previously passing, now wrong):", ""] + [f"- `{x}`" for x in verdict["regressedExamples"][:50]] + [""]
+            total = verdict.get("regressedExamplesTotal") or len(verdict["regressedExamples"])
+            md += [f"Regressed examples (previously passing, now wrong): {total}"
+                   + (f", the first {len(verdict['regressedExamples'])} listed" if total > len(verdict["regressedExamples"]) else ""), ""]
+            md += [f"- `{x}`" for x in verdict["regressedExamples"][:50]] + [""]
     if prep.get("mode") == "production":
         md += ["## Diagnosis", "",
                f"{prep['traces']} judged traces: {prep['failing']} failing ({prep['fixable']} fixable, {prep['external']} external), "
@@ -238,13 +245,14 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
 
     text = "\n".join(md)
     files["report.md"] = text.encode()
-    body = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    body = to_html(text)
 
     def inline(m: re.Match) -> str:
         data = files.get(m.group(1))
         return f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' if data else m.group(0)
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    body = re.sub(r'src="(?!data:image/png;base64,)[^"]*"', 'src=""', body)  # nothing is fetched from elsewhere
     files["report.html"] = (
         "<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(f"Pioneer report: {name}") + "</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
@@ -253,6 +261,16 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
         "code{font-size:12px}</style></head><body>" + body + "</body></html>"
     ).encode()
     return files
+
+
+def to_html(text: str) -> str:
+    """Markdown to HTML where every piece of user or trace text stays text: raw HTML is escaped, never passed
+    through, and links can only be plain web or relative links (no javascript: or data: URLs)."""
+    md = markdown.Markdown(extensions=["tables", "fenced_code"])
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    body = md.convert(text)
+    return re.sub(r'href="(?!https?://|#|[\w./-]+(?:#[\w-]*)?")[^"]*"', 'href="#"', body)
 
 
 def write(store: ArtifactStore, state: dict[str, Any]) -> str:

@@ -49,6 +49,8 @@ CRD_KINDS: dict[str, dict[str, Any]] = {
             ("Revision", "integer", ".status.currentRevision"),
             ("Model", "string", ".status.modelUri"),
             ("Gate", "boolean", ".status.lastVerdict.passed"),
+            ("Candidate", "string", ".status.lastVerdict.attempt"),
+            ("Verdict", "string", ".status.lastVerdict.reason"),
         ],
     },
 }

@@ -152,7 +152,7 @@ class LocalRunner:
                 self._event("resume", f"{name}: {'result adopted' if done else 'interrupted earlier, will run again'}", name)
             elif a.status and a.status.phase == Phase.succeeded.value and self.completion is None:
                 try:  # a finished result is trusted only while its output still matches its manifest
-                    verify_attempt(self.store, name, deep=False)
+                    verify_attempt(self.store, name)  # every file hashed on a local store
                 except CorruptOutput as exc:
                     a.status = a.status.model_copy(update={"phase": Phase.pending, "score": None, "message": str(exc)})
                     self._event("resume", f"{name}: its output failed verification ({exc}); it will be trained again", name)
