@@ -60,6 +60,14 @@ def repair(bucket: str, traces_url: str, **gate_) -> dict:
     return doc
 
 
+def up(api) -> str | None:
+    """The metrics page once the operator has started serving it."""
+    try:
+        return scrape(api)
+    except OSError:
+        return None
+
+
 def deployed(api, status) -> None:
     """The DeployedModel resource at revision 1, as a user's cluster would hold it (applied before the operator runs)."""
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeployedModel", "metadata": {"name": "lights"},
@@ -98,7 +106,8 @@ def test_a_regressing_candidate_in_the_cluster_leaves_revision_1_and_records_why
     traces(pg_database, regressing=True)
     deployed(api, status)
     with operator() as runner:
-        before = metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="lights", result="failed")
+        before = metric(wait_for(lambda: up(api), what="the operator's metrics"), "pioneer_gate_verdicts_total",
+                        deployed_model="lights", result="failed")
         apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=0))
         drive_to_completion(api, "repair")
         dm = get(api, "deployedmodels", "lights")["status"]
@@ -109,7 +118,15 @@ def test_a_regressing_candidate_in_the_cluster_leaves_revision_1_and_records_why
         assert "regressions" in failed and failed["regressions"]["limit"] == 0 and failed["regressions"]["value"] > 0
         assert "regressions on previously passing traces > epsilon 0" in verdict["reason"]
         assert verdict["regressedExamples"] and verdict["regressedExamplesTotal"] >= failed["regressions"]["value"]
-        assert metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="lights", result="failed") == before + 1
+        text = scrape(api)
+        assert before == 0 and metric(text, "pioneer_gate_verdicts_total", deployed_model="lights", result="failed") == 1
+        # the alert rules (tested with promtool) read series the operator really exports
+        import re
+        from pathlib import Path
+
+        rules = (Path(__file__).parent.parent / "charts" / "pioneer" / "files" / "alerts.yaml").read_text()
+        for name in set(re.findall(r"\b(pioneer_[a-z_]+)", rules)):
+            assert f"\n{name}{{" in text, f"{name} is not exported by the operator"
         reasons = {(e.involved_object.kind, e.reason) for e in api.core.list_namespaced_event(NS).items}
         assert ("DeployedModel", "GateFailed") in reasons
     assert runner.exception is None
@@ -156,3 +173,47 @@ def test_pioneer_run_and_the_operator_reach_the_same_verdict(cluster, parent, pg
     assert [(c["name"], c["passed"], c["limit"]) for c in cluster_verdict["checks"]] == \
         [(c.name, c.passed, c.limit) for c in local_verdict.checks]
     assert [c["value"] for c in cluster_verdict["checks"]] == pytest.approx([c.value for c in local_verdict.checks], abs=0.02)
+
+
+class Crash(Exception):
+    """Stands for the operator process dying at this point: the test stops it right after and starts a new one."""
+
+
+@pytest.mark.parametrize("phase", ["preparing", "gate decided, status not yet written"])
+def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, cluster, parent, pg_database, monkeypatch):
+    import threading
+
+    from pioneer.core import lifecycle
+    from pioneer.kube import handlers
+    from test_operator import run_jobs
+
+    api = cluster
+    bucket, status = parent
+    traces(pg_database, regressing=False)
+    deployed(api, status)
+    crashed = threading.Event()
+    where, attr = (handlers, "_prepare") if phase == "preparing" else (lifecycle, "_promote")
+    original = getattr(where, attr)
+
+    def dies_once(*args, **kwargs):
+        result = original(*args, **kwargs)  # the step's side effects happen (artifacts written, DeployedModel patched) ...
+        if not crashed.is_set():
+            crashed.set()
+            raise Crash(f"killed while {phase}")  # ... and the process dies before it records anything more
+        return result
+
+    monkeypatch.setattr(where, attr, dies_once)
+    with operator():
+        apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
+        wait_for(lambda: run_jobs(api) >= 0 and crashed.is_set(), timeout=300, what=f"the crash while {phase}")
+    monkeypatch.setattr(where, attr, original)
+    jobs_before = sorted(j.metadata.name for j in jobs(api))
+    with operator() as runner:
+        ma = drive_to_completion(api, "repair")
+    assert runner.exception is None
+    assert ma["status"]["phase"] == "Succeeded" and ma["status"]["gateApplied"] is True
+    names = [j.metadata.name for j in jobs(api)]
+    assert len(names) == len(set(names)) and set(jobs_before) <= set(names)
+    dm = get(api, "deployedmodels", "lights")["status"]
+    assert [r["revision"] for r in dm["revisions"]] == [1, 2] and dm["currentRevision"] == 2
+    assert dm["lastVerdict"]["passed"] is True and dm["lastVerdict"]["attempt"] == ma["status"]["verdict"]["attempt"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,28 +38,20 @@ from pioneer.data.examples import DataError, Example
 from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set
 from pioneer.data.similarity import TextIndex
 from pioneer.data.sources import label_names, load_sources
+from pioneer.layout import (
+    EVAL_KEY,
+    EVAL_MANIFEST,
+    POOL_KEY,
+    PREPARATION_KEY,
+    Prepared,
+    attempt_key,
+    now,
+)
 from pioneer.revisions import CorruptOutput, verify_output
 from pioneer.store import ArtifactStore, LocalStore, read_json, read_jsonl, write_json, write_jsonl
 from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
 
-EVAL_KEY = "eval/evalset.jsonl"
-EVAL_MANIFEST = "eval/manifest.json"
-POOL_KEY = "data/pool.jsonl"
-PREPARATION_KEY = "data/preparation.json"
 IDENTITY = "training-identity"  # per attempt: hash of what decides its result (see training_identity)
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass(frozen=True)
-class Prepared:
-    labels: list[str]
-    eval_uri: str
-    eval_sha256: str
-    pool_size: int
-    record: dict[str, Any]
 
 
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | None = None) -> Prepared:
@@ -109,10 +100,6 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     return Prepared(labels, store.uri(EVAL_KEY), digest, len(pool), record)
 
 
-def attempt_key(name: str, leaf: str = "") -> str:
-    return f"attempts/{name}/{leaf}" if leaf else f"attempts/{name}"
-
-
 def _failures(store: ArtifactStore, attempt: str) -> list[dict[str, Any]]:
     key = attempt_key(attempt, f"{OUTPUT}/predictions.jsonl")
     if not store.exists(key):
@@ -138,11 +125,10 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
             recipe = new.pipeline.data
             if production:
                 from pioneer.production import curriculum, ner_repair
-                from pioneer.production.prepare import curriculum_sources
 
                 remaining = _failures(store, recipe.augment_from) if recipe.augment_from else None
                 build = ner_repair.build_curriculum if spec.task.type == "ner" else curriculum.build
-                training, records = build(*curriculum_sources(store), recipe, recipe.replay_share, remaining)
+                training, records = build(*curriculum.sources(store), recipe, recipe.replay_share, remaining)
             else:
                 pool = [Example.from_row(r) for r in read_jsonl(store, POOL_KEY)]
                 failures = {recipe.augment_from: _failures(store, recipe.augment_from)} if recipe.augment_from else None
@@ -221,6 +207,25 @@ def _reuse(store: ArtifactStore, twin: str, name: str) -> None:
         store.write_bytes(f"{target}/{rel}", data)
         manifest[rel] = fact
     store.write_bytes(f"{target}/{SUCCESS}", json.dumps({"files": manifest}, indent=1).encode())
+
+
+@dataclass(frozen=True)
+class BeforeTraining:
+    """What to do with a pending attempt before starting a trainer for it (the same rule in both adapters)."""
+
+    wait_for: str | None = None  # an earlier attempt trains exactly the same thing and has not finished
+    reused: TrainingAttemptStatus | None = None  # a verified finished output is already there: no trainer
+    rejected: str | None = None  # an output was there but failed verification: train it again
+
+
+def before_training(store: ArtifactStore, attempt: TrainingAttempt, siblings: Iterable[TrainingAttempt]) -> BeforeTraining:
+    twin = pending_twin(store, attempt, siblings)
+    if twin is not None:
+        return BeforeTraining(wait_for=twin)
+    try:
+        return BeforeTraining(reused=collect(store, attempt))
+    except CorruptOutput as exc:
+        return BeforeTraining(rejected=str(exc))
 
 
 def attempt_spec_uri(store: ArtifactStore, name: str) -> str:

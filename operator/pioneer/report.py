@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt
 
 from pioneer.api.models import TrainingAttempt
 from pioneer.core.graph import Graph, score
-from pioneer.engine import EVAL_MANIFEST, PREPARATION_KEY, attempt_key
+from pioneer.layout import EVAL_MANIFEST, PREPARATION_KEY, attempt_key
 from pioneer.store import ArtifactStore, read_json
 from pioneer.trainer.run import OUTPUT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pioneer.api.models import Condition, ModelAdaptationStatus, Phase, TrainingAttempt
 from pioneer.core.controller import Completion, summarize
-from pioneer.engine import Prepared, now
+from pioneer.layout import Prepared, now
 
 
 def set_condition(conditions: list[Condition], cond: Condition) -> list[Condition]:

@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     from pioneer import deploy
     from pioneer.api.validation import parse_resource
     from pioneer.engine import now
-    from pioneer.production.prepare import EXCLUDED_KEY, FAILURES_KEY
+    from pioneer.layout import EXCLUDED_KEY, FAILURES_KEY
     from pioneer.runner.display import Display
     from pioneer.runner.local import LocalRunner
     from pioneer.store import LocalStore, read_jsonl

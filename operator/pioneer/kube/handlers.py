@@ -71,6 +71,8 @@ def configure(settings: kopf.OperatorSettings, logger, **_) -> None:
     settings.posting.level = logging.INFO
     # Namespace scanning lists namespaces cluster-wide; a namespace-scoped install may turn it off.
     settings.scanning.disabled = os.environ.get("PIONEER_SCANNING", "on") == "off"
+    for kind in ("ModelAdaptation", "TrainingAttempt", "DeployedModel"):
+        metrics.RECONCILE_ERRORS.labels(kind).inc(0)  # present at 0 before the first error
     port = int(os.environ.get("PIONEER_METRICS_PORT", "8080"))
     if port:
         metrics.serve(port)
@@ -238,15 +240,12 @@ def launch_attempt(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch
     ma = ModelAdaptation.model_validate({k: v for k, v in owner.items() if k in ("apiVersion", "kind", "spec")}
                                         | {"metadata": {"name": attempt.spec.adaptation}})
     store = adaptation_store(ma, None)
-    twin = engine.pending_twin(store, attempt, _attempts(namespace, attempt.spec.adaptation))
-    if twin is not None:  # the same training is under way in another attempt: wait for its result
-        raise kopf.TemporaryError(f"waits for {twin}: same training data and configuration", delay=RECONCILE_SECONDS)
-    try:
-        reused = engine.collect(store, attempt)
-    except CorruptOutput as exc:  # a half-written output from an earlier Job: the new Job trains it again
-        kopf.warn(body, reason="OutputRejected", message=str(exc)[:1000])
-        reused = None
-    if reused is not None:  # the output is already there (copied from a finished twin): no Job
+    decision = engine.before_training(store, attempt, _attempts(namespace, attempt.spec.adaptation))
+    if decision.wait_for is not None:  # the same training is under way in another attempt: wait for its result
+        raise kopf.TemporaryError(f"waits for {decision.wait_for}: same training data and configuration", delay=RECONCILE_SECONDS)
+    if decision.rejected:  # a half-written output from an earlier Job: the new Job trains it again
+        kopf.warn(body, reason="OutputRejected", message=decision.rejected[:1000])
+    if (reused := decision.reused) is not None:  # the output is already there (copied from a finished twin): no Job
         kopf.info(body, reason="Reused", message="same training data and configuration as an earlier attempt; its result is reused")
         patch.status.update(reused.dump())
         return
@@ -303,7 +302,10 @@ def job_event(body: kopf.Body, namespace: str, labels, logger, **_) -> None:
 
 @kopf.on.create(GROUP, VERSION, "deployedmodels")
 @kopf.on.resume(GROUP, VERSION, "deployedmodels")
-def initial_revision(body: kopf.Body, spec, status, patch: kopf.Patch, **_) -> None:
+def initial_revision(body: kopf.Body, namespace: str, name: str, spec, status, patch: kopf.Patch, **_) -> None:
+    # both verdict series exist from the start at 0, so the first refusal is an increase an alert can see
+    for result in ("passed", "failed"):
+        metrics.GATE_VERDICTS.labels(namespace, name, result).inc(0)
     current = DeployedModelStatus.model_validate(status or {})
     uri = spec.get("initialModelUri")
     if current.revisions or not uri:

@@ -14,6 +14,8 @@ from pioneer.api.models import DataRecipe
 from pioneer.data import curation
 from pioneer.data.examples import Example
 from pioneer.data.similarity import TextIndex
+from pioneer.layout import FAILURES_KEY, PARENT_TRAIN_KEY, PASSING_KEY
+from pioneer.store import ArtifactStore, read_jsonl
 
 
 def build(failures: list[Example], passing: list[Example], parent_train: list[Example], recipe: DataRecipe,
@@ -101,3 +103,10 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
                     "after": len(training), "details": {"roles": dict(Counter(ex.role for ex in training)),
                                                         "labels": len(set(ex.label for ex in training))}})
     return training, records
+
+
+def sources(store: ArtifactStore) -> tuple[list[Example], list[Example], list[Example]]:
+    """The curriculum's inputs that production preparation froze: fixable failures, passing traces, parent data."""
+    def load(key: str) -> list[Example]:
+        return [Example.from_row(r) for r in read_jsonl(store, key)] if store.exists(key) else []
+    return load(FAILURES_KEY), load(PASSING_KEY), load(PARENT_TRAIN_KEY)

@@ -23,19 +23,24 @@ from pioneer.core import gate
 from pioneer.data.bio import alignment_problem
 from pioneer.data.evalset import serialize, sha256, verify
 from pioneer.data.examples import DataError, Example, example_id
-from pioneer.engine import EVAL_KEY, EVAL_MANIFEST, PREPARATION_KEY, Prepared, now
+from pioneer.layout import (
+    CROSS_KEY,
+    EVAL_KEY,
+    EVAL_MANIFEST,
+    EXCLUDED_KEY,
+    FAILURES_KEY,
+    PARENT_TRAIN_KEY,
+    PASSING_KEY,
+    PREPARATION_KEY,
+    REGRESSION_KEY,
+    TAXONOMY_KEY,
+    Prepared,
+    now,
+)
 from pioneer.production import ner_repair
 from pioneer.production.diagnosis import confirm, taxonomy, triage
-from pioneer.store import ArtifactStore, read_json, read_jsonl, split_uri, write_json, write_jsonl
+from pioneer.store import ArtifactStore, read_json, split_uri, write_json, write_jsonl
 from pioneer.traces import store as trace_store
-
-REGRESSION_KEY = "eval/regression.jsonl"
-CROSS_KEY = "eval/cross.jsonl"
-FAILURES_KEY = "data/failures.jsonl"
-PASSING_KEY = "data/passing.jsonl"
-PARENT_TRAIN_KEY = "data/parent_train.jsonl"
-TAXONOMY_KEY = "data/taxonomy.json"
-EXCLUDED_KEY = "data/excluded.jsonl"
 
 
 def _read_uri_rows(uri: str) -> list[dict]:
@@ -189,8 +194,3 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
                                       "slices": dict(Counter(ex.role for ex in failure_set)), "frozen_at": now(),
                                       "regression_sha256": sha256(serialize(regression))})
     return Prepared(labels, store.uri(EVAL_KEY), digest, pool, record)
-
-
-def curriculum_sources(store: ArtifactStore) -> tuple[list[Example], list[Example], list[Example]]:
-    load = lambda key: [Example.from_row(r) for r in read_jsonl(store, key)] if store.exists(key) else []  # noqa: E731
-    return load(FAILURES_KEY), load(PASSING_KEY), load(PARENT_TRAIN_KEY)

@@ -32,10 +32,10 @@ from pioneer.engine import (
     Prepared,
     attempt_key,
     attempt_spec_uri,
+    before_training,
     collect,
     materialize,
     now,
-    pending_twin,
     prepare,
     read_progress,
     verify_attempt,
@@ -212,10 +212,10 @@ class LocalRunner:
         ownership.reclaim(self._lock_path(name), lambda msg: self._event("resume", f"{name}: {msg}", name))
         log = open(self._log_path(name), "ab")
         env = {**os.environ, "PIONEER_THREADS": str(self.threads), "OMP_NUM_THREADS": str(self.threads),
-               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", ownership.LOCK_ENV: str(self._lock_path(name))}
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", ownership.LOCK_ENV: str(self._lock_path(name)),
+               ownership.PARENT_ENV: str(os.getpid())}
         popen = subprocess.Popen([self.python, "-m", "pioneer.trainer", attempt_spec_uri(self.store, name)],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                 preexec_fn=ownership.die_with_parent)
+                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.procs[name] = _Proc(popen, time.monotonic(), log)
         a.status = (a.status or TrainingAttemptStatus()).model_copy(update={"phase": Phase.running, "started_at": now(),
                                                                             "job_name": f"pid {popen.pid}"})
@@ -273,18 +273,15 @@ class LocalRunner:
             if len(self.procs) >= self.spec.search.parallelism:
                 return
             if a.status.phase == Phase.pending.value and name not in self.procs and time.monotonic() >= self.retry_at.get(name, 0):
-                twin = pending_twin(self.store, a, self.attempts.values())
-                if twin is not None:  # the same training is under way: wait for its result instead of repeating it
-                    if a.status.message != (waiting := f"waits for {twin}: same training data and configuration"):
+                decision = before_training(self.store, a, self.attempts.values())
+                if decision.wait_for is not None:  # the same training is under way: wait for its result
+                    if a.status.message != (waiting := f"waits for {decision.wait_for}: same training data and configuration"):
                         a.status = a.status.model_copy(update={"message": waiting})
                         self._event("waiting", f"{name}: {waiting}", name)
                     continue
-                try:
-                    reused = collect(self.store, a)
-                except CorruptOutput as exc:  # a half-written or edited output: train it again
-                    reused = None
-                    self._event("retry", f"{name}: {exc}; training it again", name)
-                if reused is not None:
+                if decision.rejected:  # a half-written or edited output: train it again
+                    self._event("retry", f"{name}: {decision.rejected}; training it again", name)
+                if (reused := decision.reused) is not None:
                     a.status = reused
                     self._event("reused", f"{name}: same training data and configuration as an earlier attempt; its result "
                                           f"is reused ({self.spec.task.metric} = {reused.score:.4f})", name)

@@ -25,12 +25,21 @@ LOCKED_EXIT = 3
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """preexec_fn: the kernel sends SIGTERM to the trainer when the runner that started it dies."""
+PARENT_ENV = "PIONEER_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """Called by the trainer at start (not as a preexec_fn, which can deadlock a threaded parent): the kernel sends
+    SIGTERM to this process when the runner that started it dies; if it died already, exit now."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the lock and the resume's reclaim still hold
+        return
+    if os.getppid() != int(parent):
+        raise SystemExit(f"pioneer-trainer: the runner (pid {parent}) that started this trainer is gone")
 
 
 def hold(path: str | Path) -> TextIO | None:

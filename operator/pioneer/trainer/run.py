@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PIONEER_THREADS", "0")),
                         help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args(argv)
+    ownership.die_with_parent()  # a trainer never outlives the local runner that started it
     if args.threads > 0:
         import torch
 
