@@ -23,9 +23,10 @@ run: $(BIN)/.installed
 
 # promtool checks the chart's alert rules (Debian package `prometheus`); the tests start a real PostgreSQL
 # server on loopback (Debian package `postgresql`)
-tools:
+tools: $(BIN)/.installed
 	@command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) \
 	  || echo "warning: promtool unavailable; the alert-rule test will be skipped"
+	@$(BIN)/python tests/helm_binary.py || echo "warning: helm unavailable; the helm chart tests will be skipped"
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	  || echo "warning: PostgreSQL unavailable; the PostgreSQL trace-store tests will be skipped"
 

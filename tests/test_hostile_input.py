@@ -260,3 +260,20 @@ def test_the_html_report_shows_hostile_text_as_text():
     assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<img" not in body and "<div>" not in body and "&lt;div&gt;raw block&lt;/div&gt;" in body
     assert 'href="javascript' not in body and 'href="https://example.org/x"' in body and 'href="report.md"' in body
+
+
+@pytest.mark.parametrize("sources, root, problem", [
+    ([{"path": "../../../etc/passwd"}], None, "is a local file, which the operator does not read"),
+    ([{"path": "../../../etc/passwd"}], "/srv/data", "outside the operator's data root"),
+    ([{"path": "intents/train.jsonl"}], "/srv/data", None),
+    ([{"s3": "s3://bucket/train.jsonl"}], None, None),
+    ([{"traces": "traces.db"}], None, "spec.data.sources[0].traces"),
+    ([{"traces": "postgresql+psycopg://reader@db/traces"}], None, None),
+])
+def test_the_operator_reads_only_uris_and_files_under_its_data_root(sources, root, problem):
+    from pioneer.kube.handlers import cluster_data_problem
+
+    mode = {"mode": "production", "deployedModel": "intents"} if "traces" in sources[0] else {}
+    ma = parse_resource(tiny_adaptation(data={"sources": sources}, **mode))
+    found = cluster_data_problem(ma, root)
+    assert (found is None) if problem is None else (problem in found)

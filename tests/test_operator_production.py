@@ -137,13 +137,15 @@ def test_bad_production_data_is_a_failed_condition_not_an_endless_retry(cluster,
     bucket, status = parent
     add(connect(pg_database), [{"id": "p1", "input": "lights on", "prediction": "HassTurnOn", "verdict": "pass"}])  # nothing failed
     deployed(api, status)
+    from test_operator import run_jobs
+
     with operator():
         apply(api, "modeladaptations", repair(bucket, pg_database))
-        st = wait_for(lambda: (get(api, "modeladaptations", "repair").get("status") or {}).get("phase") == "Failed"
+        st = wait_for(lambda: run_jobs(api) >= 0 and (get(api, "modeladaptations", "repair").get("status") or {}).get("phase") == "Failed"
                       and get(api, "modeladaptations", "repair")["status"], what="a Failed phase")
         ready = next(c for c in st["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "InvalidData" and "nothing to repair" in ready["message"]
-        assert not jobs(api)
+        assert [j.metadata.name for j in jobs(api)] == ["repair-prepare"]  # the preparation Job said why; no attempt ran
         warnings = [e for e in api.core.list_namespaced_event(NS).items if e.reason == "InvalidData"]
         assert len(warnings) == 1
 
@@ -179,12 +181,11 @@ class Crash(Exception):
     """Stands for the operator process dying at this point: the test stops it right after and starts a new one."""
 
 
-@pytest.mark.parametrize("phase", ["preparing", "gate decided, status not yet written"])
+@pytest.mark.parametrize("phase", ["preparing", "training", "gate decided, status not yet written"])
 def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, cluster, parent, pg_database, monkeypatch):
     import threading
 
     from pioneer.core import lifecycle
-    from pioneer.kube import handlers
     from test_operator import run_jobs
 
     api = cluster
@@ -192,21 +193,25 @@ def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, c
     traces(pg_database, regressing=False)
     deployed(api, status)
     crashed = threading.Event()
-    where, attr = (handlers, "_prepare") if phase == "preparing" else (lifecycle, "_promote")
-    original = getattr(where, attr)
+    original = lifecycle._promote
 
     def dies_once(*args, **kwargs):
-        result = original(*args, **kwargs)  # the step's side effects happen (artifacts written, DeployedModel patched) ...
+        result = original(*args, **kwargs)  # the DeployedModel is patched ...
         if not crashed.is_set():
             crashed.set()
             raise Crash(f"killed while {phase}")  # ... and the process dies before it records anything more
         return result
 
-    monkeypatch.setattr(where, attr, dies_once)
     with operator():
         apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
-        wait_for(lambda: run_jobs(api) >= 0 and crashed.is_set(), timeout=300, what=f"the crash while {phase}")
-    monkeypatch.setattr(where, attr, original)
+        if phase == "preparing":  # stopped while its preparation Job has not run yet
+            wait_for(lambda: [j.metadata.name for j in jobs(api)] == ["repair-prepare"], what="the preparation Job")
+        elif phase == "training":  # stopped while attempt Jobs exist and some have not run
+            wait_for(lambda: run_jobs(api) >= 0 and len(jobs(api)) >= 2, what="attempt Jobs")
+        else:
+            monkeypatch.setattr(lifecycle, "_promote", dies_once)
+            wait_for(lambda: run_jobs(api) >= 0 and crashed.is_set(), timeout=300, what=f"the crash while {phase}")
+    monkeypatch.setattr(lifecycle, "_promote", original)
     jobs_before = sorted(j.metadata.name for j in jobs(api))
     with operator() as runner:
         ma = drive_to_completion(api, "repair")
@@ -214,6 +219,7 @@ def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, c
     assert ma["status"]["phase"] == "Succeeded" and ma["status"]["gateApplied"] is True
     names = [j.metadata.name for j in jobs(api)]
     assert len(names) == len(set(names)) and set(jobs_before) <= set(names)
+    assert names.count("repair-prepare") == 1 and "repair-i1-a" in names
     dm = get(api, "deployedmodels", "lights")["status"]
     assert [r["revision"] for r in dm["revisions"]] == [1, 2] and dm["currentRevision"] == 2
     assert dm["lastVerdict"]["passed"] is True and dm["lastVerdict"]["attempt"] == ma["status"]["verdict"]["attempt"]

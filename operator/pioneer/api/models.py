@@ -206,6 +206,10 @@ class DataSource(ApiModel):
     text_field: str = Field(default="text", description="Column or key holding the input text (ner: a list of words, or text split on spaces).")
     label_field: str = Field(default="label", description="Column or key holding the label (ner: a list of BIO tags, one per word; generation: the reference answer).")
     limit_per_label: int | None = Field(default=None, ge=1, description="builtin only: utterances generated per label.")
+    credentials_secret: str | None = Field(
+        default=None, max_length=253,
+        description="traces: a Secret whose keys become environment variables of the preparation Job; write them into the URL "
+                    "as ${NAME} (e.g. postgresql+psycopg://reader:${PGPASSWORD}@db/traces), so no password sits in the resource.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:

@@ -20,11 +20,12 @@ import os
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import kopf
 
 from pioneer import defaults as d
-from pioneer import engine, report
+from pioneer import engine, preparation, report
 from pioneer.api.models import (
     Condition,
     DeployedModelStatus,
@@ -123,6 +124,10 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         patch.status.update(st.dump())
         return
 
+    problem = cluster_data_problem(ma, os.environ.get("PIONEER_DATA_ROOT"))
+    if problem:
+        _fail(body, namespace, name, previous, generation, "InvalidSpec", problem)
+        raise kopf.PermanentError(problem)
     store = adaptation_store(ma, None)
     registry = DeployedModelRegistry(namespace, open_store(ma.spec.artifacts.uri))
     if previous.phase is None:
@@ -130,6 +135,9 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         metrics.ADAPTATION_STARTED.labels(namespace, name).set(time.time())
         metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
         metrics.ADAPTATION_DONE.labels(namespace, name).set(0)
+    if ma.spec.mode == "production" and not store.exists(engine.EVAL_MANIFEST):
+        _await_preparation(body, ma, namespace, store, registry, previous, generation, patch)
+        return
     try:
         prepared = _prepare(ma, store, registry)
     except (DataError, EvalSetTampered, ModelNotFound) as exc:  # bad data is a Failed condition, never an endless retry
@@ -167,13 +175,60 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     _export_metrics(namespace, name, st)
 
 
+def _await_preparation(body: kopf.Body, ma: ModelAdaptation, namespace: str, store, registry: DeployedModelRegistry,
+                       previous: ModelAdaptationStatus, generation, patch: kopf.Patch) -> None:
+    """Production preparation is heavy (triage, embeddings, live probes): a Job from the trainer image does it and
+    writes the frozen sets to the store. Until its manifest is there, the operator only starts and watches it."""
+    name = ma.metadata.name
+    failed = preparation.failure(store)
+    if failed:
+        _fail(body, namespace, name, previous, generation, "InvalidData", failed)
+        raise kopf.PermanentError(failed)
+    job = client.get_job(namespace, jobs.preparation_name(name))
+    if job is not None and jobs.job_outcome(job) == "failed":  # crashed past its retries without a verdict
+        message = f"preparation Job {jobs.preparation_name(name)} failed {job.get('status', {}).get('failed', 0)} time(s) without a result"
+        _fail(body, namespace, name, previous, generation, "PreparationFailed", message)
+        raise kopf.PermanentError(message)
+    if job is None:
+        target = ma.spec.deployed_model
+        deployed = registry.load(target)
+        if deployed is None:
+            raise kopf.TemporaryError(f"DeployedModel {namespace}/{target} not found; preparation waits for it", delay=30)
+        uri = preparation.request(store, name, ma.spec, deployed, f"DeployedModel {namespace}/{target}")
+        manifest = jobs.preparation_manifest(name, ma.spec, uri)
+        kopf.adopt(manifest, owner=body)
+        if client.create_job(namespace, manifest):
+            kopf.info(body, reason="PreparationStarted",
+                      message=f"Job {manifest['metadata']['name']} triages the judged traces against revision {deployed.current_revision}")
+    st = adaptation_status(previous, generation, None, [], None)
+    patch.status.update(st.dump())
+
+
+def cluster_data_problem(ma: ModelAdaptation, data_root: str | None) -> str | None:
+    """In a cluster only URIs (s3://, hub ids, database URLs) and files under the operator's data root may be read:
+    a spec must not make the operator read its own filesystem."""
+    root = Path(data_root).resolve() if data_root else None
+    for i, src in enumerate(ma.spec.data.sources):
+        local = src.path or (src.traces if src.traces and "://" not in src.traces else None)
+        if local is None:
+            continue
+        field = f"spec.data.sources[{i}].{'path' if src.path else 'traces'}"
+        if root is None:
+            return f"{field}: {local!r} is a local file, which the operator does not read; use an s3:// URI or a database URL"
+        resolved = (root / local).resolve()
+        if resolved != root and root not in resolved.parents:
+            return f"{field}: {local!r} is outside the operator's data root {root}"
+    return None
+
+
 def _prepare(ma: ModelAdaptation, store, registry: DeployedModelRegistry) -> engine.Prepared:
     if ma.spec.mode == "production":
         from pioneer.production.prepare import prepare as prepare_production
 
         return prepare_production(ma.spec, store, registry.load(ma.spec.deployed_model),
                                   f"DeployedModel {registry.namespace}/{ma.spec.deployed_model}")
-    return engine.prepare(ma.spec, store)
+    data_root = os.environ.get("PIONEER_DATA_ROOT")
+    return engine.prepare(ma.spec, store, base_dir=Path(data_root) if data_root else None)
 
 
 def _fail(body: kopf.Body, namespace: str, name: str, previous: ModelAdaptationStatus, generation, reason: str, message: str) -> None:

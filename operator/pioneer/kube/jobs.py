@@ -10,6 +10,7 @@ from pioneer.api.models import ModelAdaptationSpec, TrainingAttempt
 
 LABEL_ADAPTATION = "pioneer.dev/adaptation"
 LABEL_ATTEMPT = "pioneer.dev/attempt"
+LABEL_PREPARATION = "pioneer.dev/preparation"
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 
 
@@ -26,10 +27,27 @@ def job_name(attempt_name: str) -> str:
 
 def job_manifest(attempt: TrainingAttempt, spec: ModelAdaptationSpec, attempt_spec_uri: str) -> dict[str, Any]:
     """A Job running ``python -m pioneer.trainer <attempt spec URI>`` with the spec's trainer settings."""
-    trainer = spec.trainer
     name = attempt.metadata.name
     labels = {LABEL_ADAPTATION: attempt.spec.adaptation, LABEL_ATTEMPT: name, "app.kubernetes.io/part-of": "pioneer",
               "app.kubernetes.io/component": "trainer"}
+    return _job(job_name(name), labels, spec, attempt_spec_uri)
+
+
+def preparation_name(adaptation: str) -> str:
+    return f"{adaptation[:55].rstrip('-.')}-prepare"
+
+
+def preparation_manifest(adaptation: str, spec: ModelAdaptationSpec, request_uri: str) -> dict[str, Any]:
+    """The Job that runs production preparation (triage, embeddings, cleanlab, live probes) from the trainer image:
+    ``python -m pioneer.trainer <preparation request URI>``. It also gets the trace stores' credentials Secrets."""
+    labels = {LABEL_ADAPTATION: adaptation, LABEL_PREPARATION: adaptation, "app.kubernetes.io/part-of": "pioneer",
+              "app.kubernetes.io/component": "preparation"}
+    secrets = [src.credentials_secret for src in spec.data.sources if src.credentials_secret]
+    return _job(preparation_name(adaptation), labels, spec, request_uri, secrets)
+
+
+def _job(name: str, labels: dict[str, str], spec: ModelAdaptationSpec, uri: str, extra_secrets: list[str] | None = None) -> dict[str, Any]:
+    trainer = spec.trainer
     resources: dict[str, Any] = {"requests": {"cpu": trainer.resources.cpu, "memory": trainer.resources.memory},
                                  "limits": {"memory": trainer.resources.memory}}
     if trainer.resources.gpu:
@@ -40,14 +58,15 @@ def job_manifest(attempt: TrainingAttempt, spec: ModelAdaptationSpec, attempt_sp
     container: dict[str, Any] = {
         "name": "trainer",
         "image": image,
-        "args": [attempt_spec_uri],
+        "args": [uri],
         "resources": resources,
         "env": [{"name": "PIONEER_THREADS", "value": str(_threads(trainer.resources.cpu))},
                 {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
-    if trainer.s3_credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": trainer.s3_credentials_secret}}]
+    secrets = ([trainer.s3_credentials_secret] if trainer.s3_credentials_secret else []) + list(extra_secrets or [])
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
@@ -62,7 +81,7 @@ def job_manifest(attempt: TrainingAttempt, spec: ModelAdaptationSpec, attempt_sp
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name), "labels": labels},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             # crashed pods are retried by the Job controller with exponential backoff, a bounded number of times
             "backoffLimit": trainer.max_retries,

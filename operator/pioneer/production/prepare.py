@@ -105,7 +105,10 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     db_ref = next(src.traces for src in spec.data.sources if src.traces)
     if "://" not in db_ref and base_dir is not None and not Path(db_ref).is_absolute():
         db_ref = str(base_dir / db_ref)
-    engine = trace_store.connect(db_ref)
+    try:
+        engine = trace_store.open_source(db_ref)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces "
                                     "WHERE verdict IS NOT NULL ORDER BY id")).fetchall()

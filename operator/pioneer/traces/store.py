@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sqlite3
 import time
 import uuid
@@ -59,14 +61,50 @@ def database_url(ref: str | Path) -> str:
 
 
 def connect(ref: str | Path) -> sa.Engine:
+    """The store at ``ref``; its table and view are created where missing (so a read-only role can open an existing one)."""
     engine = sa.create_engine(database_url(ref))
     metadata.create_all(engine)
-    view = EFFECTIVE_VIEW
-    if engine.dialect.name != "sqlite":
-        view = view.replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW")
-    with engine.begin() as conn:
-        conn.execute(sa.text(view))
+    if "effective_traces" not in sa.inspect(engine).get_view_names():
+        view = EFFECTIVE_VIEW
+        if engine.dialect.name != "sqlite":
+            view = view.replace("CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW")
+        with engine.begin() as conn:
+            conn.execute(sa.text(view))
     return engine
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+EXPORT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".parquet")
+
+
+def resolve_reference(ref: str) -> str:
+    """``${NAME}`` in a trace-store reference is read from the environment (a Secret's keys in a cluster), so no
+    password has to sit in a spec. A missing variable is named, its value never shown."""
+    missing = [m for m in _ENV_REF.findall(ref) if m not in os.environ]
+    if missing:
+        raise ValueError(f"the trace store reference needs environment variable(s) {missing} (a credentialsSecret key in a cluster)")
+    return _ENV_REF.sub(lambda m: os.environ[m.group(1)], ref)
+
+
+def open_source(ref: str, workdir: Path | None = None) -> sa.Engine:
+    """A trace store to read: a SQLite file, a SQLAlchemy URL, or an export on S3 (JSONL, CSV or Parquet) that is
+    imported into a temporary SQLite store first (its bad rows are reported, the good ones kept)."""
+    ref = resolve_reference(ref)
+    if ref.startswith("s3://") and ref.lower().endswith(EXPORT_SUFFIXES):
+        import tempfile
+
+        from pioneer.store import split_uri
+
+        folder = Path(tempfile.mkdtemp(prefix="pioneer-traces-", dir=workdir))
+        store, key = split_uri(ref)
+        local = store.download(key, folder / Path(key).name)
+        engine = connect(folder / "traces.db")
+        report = import_file(engine, local)
+        if report.bad_rows:
+            line, problem = report.bad_rows[0]
+            print(f"pioneer: {ref}: {len(report.bad_rows)} bad row(s) skipped, first at line {line}: {problem}")
+        return engine
+    return connect(ref)
 
 
 @dataclass

@@ -137,7 +137,7 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pioneer-trainer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("attempt_uri", help="attempt.json: local path or s3://bucket/key")
+    parser.add_argument("attempt_uri", help="attempt.json (or a preparation request): local path or s3://bucket/key")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PIONEER_THREADS", "0")),
                         help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args(argv)
@@ -148,8 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     store, spec_key = split_uri(args.attempt_uri)
+    from pioneer import preparation
+
     try:
-        spec = TrainingAttemptSpec.model_validate_json(store.read_bytes(spec_key))
+        raw = store.read_bytes(spec_key)
+    except Exception as exc:
+        print(f"pioneer-trainer: cannot read {args.attempt_uri}: {exc}", file=sys.stderr)
+        return 2
+    if preparation.is_request(raw):  # a preparation Job: the same image, the same entry point
+        return preparation.run(raw)
+    try:
+        spec = TrainingAttemptSpec.model_validate_json(raw)
     except Exception as exc:
         print(f"pioneer-trainer: cannot read attempt spec {args.attempt_uri}: {exc}", file=sys.stderr)
         return 2
