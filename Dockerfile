@@ -1,6 +1,7 @@
 # The operator image: Kopf running pioneer.kube.handlers.
 #   docker build -t pioneer-operator:0.1.0 .
-# The operator never trains (Jobs do, from trainer-image/), so it gets the small CPU build of torch.
+# The operator never trains or triages (Jobs do, from trainer-image/): it installs Pioneer without the
+# `train` extra, so no torch, transformers or cleanlab (tests/test_operator_image.py keeps it that way).
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -11,8 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /opt/pioneer
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
- && pip install . \
+RUN pip install . \
  && python -c "import pioneer.kube.handlers"
 
 USER 65532:65532

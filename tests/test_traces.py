@@ -133,3 +133,27 @@ def test_per_label_calibration_blends_history_with_raw_confidence(tmp_path):
     assert calibrate(0.99, None, 0) == 0.99
     assert calibrate(0.99, 0.6, 10) == pytest.approx((10 / 30) * 0.6 + (20 / 30) * 0.99)
     assert calibrate(0.99, 0.6, 10_000) == pytest.approx(0.6, abs=0.001)
+
+
+def test_a_trace_store_reference_reads_its_secrets_from_the_environment(monkeypatch):
+    from pioneer.traces.store import resolve_reference
+
+    monkeypatch.setenv("PGPASSWORD", "s3cr3t")
+    assert resolve_reference("postgresql+psycopg://reader:${PGPASSWORD}@db/traces") == "postgresql+psycopg://reader:s3cr3t@db/traces"
+    monkeypatch.delenv("PGPASSWORD")
+    with pytest.raises(ValueError, match=r"\['PGPASSWORD'\]") as info:
+        resolve_reference("postgresql+psycopg://reader:${PGPASSWORD}@db/traces")
+    assert "s3cr3t" not in str(info.value)
+
+
+def test_traces_can_come_from_an_export_on_s3(bucket):
+    import boto3
+
+    from pioneer.traces.store import open_source
+
+    rows = [{"id": "e1", "input": "lights on", "prediction": "on", "verdict": "pass"},
+            {"id": "e2", "input": "lights off", "prediction": "on", "corrected": "off", "verdict": "fail"}]
+    boto3.client("s3").put_object(Bucket=bucket, Key="exports/traces.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode())
+    engine = open_source(f"s3://{bucket}/exports/traces.jsonl")
+    _, got = query(engine, "SELECT id, verdict, corrected FROM effective_traces ORDER BY id")
+    assert got == [("e1", "pass", None), ("e2", "fail", "off")]
