@@ -146,7 +146,8 @@ def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndar
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=5.0))
     probs = cross_val_predict(model, texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
-    return find_label_issues(labels=y, pred_probs=probs, filter_by="both")
+    # n_jobs=1: cleanlab's process pool forks, which can deadlock a process that runs threads (an operator, a server)
+    return find_label_issues(labels=y, pred_probs=probs, filter_by="both", n_jobs=1)
 
 
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,

@@ -101,7 +101,7 @@ def type_confusions(sentences: list[list[str]], tags: list[list[str]], tag_set: 
             probs[i][:, model.classes_] = model.predict_proba(vec.transform(feats[i]))
     given = [[index[t] for t in ts] for ts in tags]
     issues: dict[int, list[int]] = defaultdict(list)
-    for i, j in find_label_issues(given, probs):
+    for i, j in find_label_issues(given, probs, n_jobs=1):  # no fork: see diagnosis._oof_label_issues
         label, read = tags[i][j], tag_set[int(probs[i][j].argmax())]
         if label != "O" and read != "O" and read[2:] != label[2:]:
             issues[i].append(j)
