@@ -117,3 +117,20 @@ def test_crds_parse_as_kubernetes_objects():
         doc = yaml.safe_load(path.read_text())
         assert doc["kind"] == "CustomResourceDefinition"
         assert doc["metadata"]["name"].endswith(".pioneer.dev")
+
+
+def test_every_crd_property_has_a_description_for_kubectl_explain():
+    missing = []
+
+    def walk(node, path):
+        for key, child in (node.get("properties") or {}).items():
+            if not child.get("description"):
+                missing.append(f"{path}.{key}")
+            walk(child, f"{path}.{key}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], path + ("[]" if key == "items" else "{}"))
+
+    for kind in crd.CRD_KINDS:
+        walk(crd.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"], kind)
+    assert missing == []

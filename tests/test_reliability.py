@@ -198,3 +198,26 @@ def test_an_evaluation_set_edited_together_with_its_manifest_is_refused(tmp_path
     (frozen / "manifest.json").write_text(json.dumps(manifest))
     assert main(["run", str(run / "spec.yaml"), "--quiet"]) == 1
     assert "edited after freezing" in capsys.readouterr().err
+
+
+def test_a_changed_gate_is_applied_again_without_retraining(write_spec, tmp_path, capsys):
+    doc = tiny_adaptation(search={"maxAttempts": 1, "parallelism": 1}, gate={"tau": 0.999}, deployedModel="intents")
+    spec = write_spec(doc)
+    main(["run", str(spec), "--quiet"])
+    root = tmp_path / "pioneer-artifacts"
+    refused = deploy.load(LocalStore(root), "intents")
+    assert refused.current_revision is None and not refused.last_verdict.passed
+    marker = root / "tiny" / "attempts" / "tiny-i1-a" / "output" / "_SUCCESS"
+    trained_at = marker.stat().st_mtime_ns
+
+    doc["spec"]["gate"]["tau"] = 0.05
+    assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
+    promoted = deploy.load(LocalStore(root), "intents")
+    assert promoted.current_revision == 1 and promoted.last_verdict.passed and promoted.revisions[0].attempt == "tiny-i1-a"
+    assert marker.stat().st_mtime_ns == trained_at  # nothing retrained
+    state = read_json(LocalStore(root / "tiny"), STATE_KEY)
+    assert any("the gate changed (tau 0.999 -> 0.05)" in e["message"] for e in state["events"])
+    capsys.readouterr()
+    assert main(["status", str(spec)]) == 0
+    shown = capsys.readouterr().out
+    assert "gate promoted" in shown and "pass  score" in shown and "notBelowBaseline" in shown

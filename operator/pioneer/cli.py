@@ -103,20 +103,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         display.close()
-    _print_summary(runner.state())
+    _print_summary(runner.state(), quiet=args.quiet)
     return EXIT_OK if status.phase == "Succeeded" else EXIT_FAILED
 
 
-def _print_summary(state: dict) -> None:
+def _print_summary(state: dict, quiet: bool = False, checks: bool = False) -> None:
+    """The attempt table, the outcome, the gate's verdict and the report; with ``quiet`` only the outcome line."""
     from pioneer.api.models import TrainingAttempt
     from pioneer.runner.display import attempts_table
 
     st = state["status"]
+    comp = state.get("completion") or {}
+    outcome = tagged(str(st.get('phase')), "bold", f" {comp.get('reason', '')}: {comp.get('message', st.get('message', ''))}")
+    verdict = state.get("gate")
+    target = state["adaptation"]["spec"].get("deployedModel")
+    if quiet:
+        out.print(outcome)
+        return
     attempts = [TrainingAttempt.model_validate(a) for a in state["attempts"]]
     metric = state["adaptation"]["spec"]["task"].get("metric", "accuracy")
     out.print(attempts_table(attempts, metric, best=st.get("bestAttempt")))
-    comp = state.get("completion") or {}
-    out.print(tagged(str(st.get('phase')), "bold", f" {comp.get('reason', '')}: {comp.get('message', st.get('message', ''))}"))
+    out.print(outcome)
+    if verdict:
+        word, style = ("promoted", "green") if verdict["passed"] else ("refused", "red")
+        out.print(tagged(f"gate {word}", style, f" {target}: {verdict.get('reason', '')}"))
+        if checks:
+            for c in verdict.get("checks", []):
+                value = c.get("value")
+                shown = f"{value:.4f}" if isinstance(value, float) else value
+                out.print(f"  {'pass' if c['passed'] else 'FAIL'}  {c['name']:<24} value {shown}  limit {c.get('limit')}  {c.get('message', '')}")
     if st.get("baselineScore") is not None:
         out.print(f"baseline {metric} {st['baselineScore']:.4f} -> best {st.get('bestScore') or 0:.4f} ({st.get('bestAttempt')})")
     if st.get("reportUri"):
@@ -148,9 +163,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if store is None:
         return state
     if args.json:
-        out.print_json(json.dumps(state["status"]))
+        out.print_json(json.dumps(state["status"] | {"gate": state.get("gate")}))
     else:
-        _print_summary(state)
+        _print_summary(state, checks=True)
     return EXIT_OK
 
 
@@ -210,6 +225,9 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
     from pioneer.traces import store
 
+    if args.action == "schema":  # the trace record every importer and the store take
+        print(json.dumps(store.TraceRecord.model_json_schema(), indent=2))
+        return EXIT_OK
     if args.action != "import" and not store.exists(args.db):  # reading an empty new database would only hide a typo
         err.print(tagged("error", "red", f" trace store {args.db} does not exist (create it with `pioneer traces import`)"))
         return EXIT_INVALID
@@ -296,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="YAML file with one ModelAdaptation (the same you would kubectl apply)")
     p.add_argument("--artifacts", help="override spec.artifacts.uri (directory or s3://bucket/prefix)")
     p.add_argument("--fresh", action="store_true", help="discard earlier artifacts of this adaptation and start over")
-    p.add_argument("--quiet", action="store_true", help="print only the outcome")
+    p.add_argument("--quiet", action="store_true", help="print only the final outcome line (and errors)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check specs as the cluster would; exit 2 naming the offending field")
@@ -336,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("judge", help="fill missing verdicts with a deterministic judge against the reference (corrected)")
     t.add_argument("--judge", default="exact-match", choices=["exact-match", "token-f1", "numeric-answer", "rouge-l"])
     t.add_argument("--db", default="pioneer-traces.db")
+    t.set_defaults(func=cmd_traces)
+    t = tsub.add_parser("schema", help="print the JSON Schema of a trace record (what import takes)")
     t.set_defaults(func=cmd_traces)
     t = tsub.add_parser("query", help="run one read-only SQL statement (tables: traces, effective_traces)")
     t.add_argument("sql")

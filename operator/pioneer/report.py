@@ -148,12 +148,15 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
         ["mode", spec.get("mode", "coldStart")],
         ["outcome", f"{completion.get('reason', 'in progress')}: {completion.get('message', '')}"],
         ["metric", metric],
-        ["baseline (untrained base model)", _fmt(score(baseline)) if baseline else "–"],
+        ["baseline (the deployed parent)" if spec.get("mode") == "production" else "baseline (untrained base model)",
+         _fmt(score(baseline)) if baseline else "–"],
         ["best", f"{_fmt(score(best))} ({best.metadata.name})" if best else "–"],
         ["target tau", tau],
         ["attempts", f"{len(graph.trained)} trained over {graph.latest_iteration} iteration(s); "
                      f"{sum(1 for a in graph.trained if a.status and a.status.phase == 'Failed')} failed"],
         ["best model", best.status.model_uri if best else "–"],
+        *([["promoted as", f"`{state['lifecycle']['candidate']['modelUri']}` (content hash `{state['lifecycle']['candidate'].get('modelSha256', '')[:16]}`)"]]
+          if (state.get("lifecycle") or {}).get("candidate") and (state.get("gate") or {}).get("passed") else []),
         ["evaluation set", f"{manifest.get('size', '?')} examples {manifest.get('slices', {})}, sha256 `{manifest.get('sha256', '?')[:16]}`, frozen {manifest.get('frozen_at', '?')}"],
     ]), ""]
 

@@ -142,9 +142,9 @@ def openapi_schema(model: type[m.ApiModel]) -> dict[str, Any]:
         "description": schema.get("description", ""),
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            "apiVersion": {"type": "string", "description": "Versioned schema of this object: pioneer.dev/v1alpha1."},
+            "kind": {"type": "string", "description": "The REST resource this object represents."},
+            "metadata": {"type": "object", "description": "Standard object metadata (name, namespace, labels, ...)."},
             "spec": _structural(props["spec"], defs),
             "status": _structural(props["status"], defs),
         },

@@ -308,18 +308,18 @@ class Resources(ApiModel):
 
 
 class Toleration(ApiModel):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(default=None, description="Taint key the toleration matches (empty with Exists: every key).")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(default=None, description="Taint value the toleration matches (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect to match; empty matches all.")
+    toleration_seconds: int | None = Field(default=None, description="NoExecute: how long the pod stays bound after the taint appears.")
 
 
 class Trainer(ApiModel):
     """Where and how training Jobs run (operator); the local runner uses timeoutSeconds and maxRetries."""
 
     image: str = Field(default=d.TRAINER_IMAGE, description="Trainer image for Kubernetes Jobs.")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="CPU, memory and GPU requests of each training and preparation Job.")
     node_selector: dict[str, str] | None = Field(default=None, description="Node selector of training Jobs.")
     tolerations: list[Toleration] | None = Field(default=None, description="Tolerations of training Jobs.")
     service_account_name: str | None = Field(default=None, description="Service account of training Jobs.")
@@ -346,7 +346,7 @@ class Artifacts(ApiModel):
 class ModelAdaptationSpec(ApiModel):
     mode: Mode = Field(default=Mode.cold_start, description="coldStart (task + data -> model) or production (deployed model + judged traces -> repaired model).")
     task: Task
-    data: Data
+    data: Data = Field(description="Where examples (or, in production mode, judged traces) come from, the evaluation set and the curation rules.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="First configuration; the planner derives the others.")
     gate: Gate = Field(default_factory=Gate)
     search: Search = Field(default_factory=Search)
@@ -370,22 +370,22 @@ class ModelAdaptationSpec(ApiModel):
 
 
 class AttemptCounts(ApiModel):
-    total: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
+    total: int = Field(default=0, description="Training attempts created (the baseline is not counted).")
+    running: int = Field(default=0, description="Attempts not finished yet.")
+    succeeded: int = Field(default=0, description="Attempts that produced a scored model.")
+    failed: int = Field(default=0, description="Attempts that failed (bad data, crashes past their retries).")
 
 
 class ModelAdaptationStatus(ApiModel):
     phase: Phase | None = Field(default=None, description="Pending, Preparing, Running, Succeeded or Failed.")
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status was computed for.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and EvalSetFrozen, Kubernetes style.")
     eval_set_sha256: str | None = Field(default=None, description="Content hash of the frozen evaluation set.")
     baseline_score: float | None = Field(default=None, description="Score of the untrained base model.")
-    best_score: float | None = None
-    best_attempt: str | None = None
-    attempts: AttemptCounts = Field(default_factory=AttemptCounts)
-    iteration: int = 0
+    best_score: float | None = Field(default=None, description="Score of the attempt the search chose.")
+    best_attempt: str | None = Field(default=None, description="The attempt the search chose (in production: the best within epsilon).")
+    attempts: AttemptCounts = Field(default_factory=AttemptCounts, description="Attempt counts by outcome.")
+    iteration: int = Field(default=0, description="Latest search iteration (0: only the baseline).")
     report_uri: str | None = Field(default=None, description="Where the report was written (the lifecycle's last step).")
     message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
     verdict: GateVerdict | None = Field(default=None, description="The gate's verdict on the chosen attempt (recorded before it is applied).")
@@ -398,9 +398,9 @@ class ModelAdaptation(ApiModel):
 
     api_version: Literal["pioneer.dev/v1alpha1"] = Field(default=API_VERSION, description="pioneer.dev/v1alpha1")
     kind: Literal["ModelAdaptation"] = "ModelAdaptation"
-    metadata: ObjectMeta
-    spec: ModelAdaptationSpec
-    status: ModelAdaptationStatus | None = None
+    metadata: ObjectMeta = Field(description="Standard object metadata; the name is DNS-1123.")
+    spec: ModelAdaptationSpec = Field(description="What to adapt, from what data, under which gate and budget.")
+    status: ModelAdaptationStatus | None = Field(default=None, description="Written by the operator.")
 
 
 # --------------------------------------------------------------------------- TrainingAttempt
@@ -412,19 +412,19 @@ class DataRecipe(ApiModel):
     max_examples: int = Field(ge=2, description="Upper bound on gold + hard-negative examples.")
     hard_negative_share: float = Field(ge=0, le=0.6, description="Target share of hard negatives.")
     max_label_ratio: float = Field(ge=1, description="Label balance cap.")
-    length_matching: bool = True
-    near_duplicate_similarity: float = Field(gt=0, le=1)
+    length_matching: bool = Field(default=True, description="Sample training lengths to follow real input lengths.")
+    near_duplicate_similarity: float = Field(gt=0, le=1, description="Cosine similarity above which same-label examples count as near-duplicates.")
     augment_from: str | None = Field(default=None, description="Attempt whose evaluation failures drive surgical augmentation.")
     augment_per_pattern: int = Field(default=0, ge=0, description="Examples added per failure pattern (plus one hard negative each).")
     replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the set replayed from the parent's training data.")
     entity_max_repeats: int = Field(default=0, ge=0, description="ner: entity diversification cap (0 = off).")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the data sampling (and of training).")
 
 
 class Strategy(ApiModel):
     """S of a pipeline."""
 
-    supervision: Literal["direct", "chainOfThought"] = "direct"
+    supervision: Literal["direct", "chainOfThought"] = Field(default="direct", description="direct answers, or chainOfThought rationales (generation, with a teacher).")
     evaluation: str = Field(default="heldOutSet", description="How the attempt is scored.")
 
 
@@ -454,28 +454,28 @@ class TrainingAttemptSpec(ApiModel):
     evidence: dict[str, Any] = Field(default_factory=dict, description="Facts the decision rested on.")
     task: Task
     labels: list[str] = Field(default_factory=list, description="Label set in the order of the classifier head (ner: entity types; generation: empty).")
-    pipeline: Pipeline
+    pipeline: Pipeline = Field(description="The node pi = (D, H, S): data recipe, hyperparameters and strategy.")
     inputs: AttemptInputs
     output_uri: str = Field(description="Where the trainer writes model/, metrics.json, predictions.jsonl and _SUCCESS.")
 
 
 class TrainingAttemptStatus(ApiModel):
-    phase: Phase | None = None
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    job_name: str | None = None
-    score: float | None = None
-    regressions: int | None = None
-    cross_checkpoint_regressions: int | None = None
-    slice_scores: dict[str, float] | None = None
+    phase: Phase | None = Field(default=None, description="Pending, Running, Succeeded or Failed.")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status was computed for.")
+    conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+    job_name: str | None = Field(default=None, description="The Job (or local process) that trains the attempt.")
+    score: float | None = Field(default=None, description="Score on the frozen evaluation set (production: the failure set).")
+    regressions: int | None = Field(default=None, description="Previously passing traces this model gets wrong (production).")
+    cross_checkpoint_regressions: int | None = Field(default=None, description="Regressions on the previous checkpoint's evaluation set (production).")
+    slice_scores: dict[str, float] | None = Field(default=None, description="Score per evaluation slice (positives, negatives, boundary pairs, ...).")
     train_loss: float | None = Field(default=None, description="Final training loss (underfit vs. overfit evidence).")
     failure_patterns: list[dict[str, Any]] | None = Field(default=None, description="Most frequent (label -> prediction) confusions on the evaluation set.")
-    metrics_uri: str | None = None
-    model_uri: str | None = None
-    retries: int = 0
-    started_at: str | None = None
-    finished_at: str | None = None
-    message: str | None = None
+    metrics_uri: str | None = Field(default=None, description="The trainer's metrics.json.")
+    model_uri: str | None = Field(default=None, description="The trained model folder (promotion copies it to a content-addressed revision).")
+    retries: int = Field(default=0, description="Crashed runs retried so far.")
+    started_at: str | None = Field(default=None, description="RFC 3339 time training started.")
+    finished_at: str | None = Field(default=None, description="RFC 3339 time the result was collected.")
+    message: str | None = Field(default=None, description="Why it failed, or what it waits for.")
 
 
 class TrainingAttempt(ApiModel):
@@ -483,9 +483,9 @@ class TrainingAttempt(ApiModel):
 
     api_version: Literal["pioneer.dev/v1alpha1"] = API_VERSION
     kind: Literal["TrainingAttempt"] = "TrainingAttempt"
-    metadata: ObjectMeta
-    spec: TrainingAttemptSpec
-    status: TrainingAttemptStatus | None = None
+    metadata: ObjectMeta = Field(description="Standard object metadata; labelled with its adaptation.")
+    spec: TrainingAttemptSpec = Field(description="The trainer's input: one pipeline, its inputs and where to write.")
+    status: TrainingAttemptStatus | None = Field(default=None, description="Written by the operator from the trainer's artifacts.")
 
 
 class AttemptMetrics(BaseModel):
@@ -561,12 +561,12 @@ class DeployedModelSpec(ApiModel):
 
 
 class DeployedModelStatus(ApiModel):
-    current_revision: int | None = None
-    model_uri: str | None = None
-    revisions: list[Revision] = Field(default_factory=list)
-    last_verdict: GateVerdict | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    observed_generation: int | None = None
+    current_revision: int | None = Field(default=None, description="The revision being served.")
+    model_uri: str | None = Field(default=None, description="The served revision's model (content-addressed).")
+    revisions: list[Revision] = Field(default_factory=list, description="Every revision ever promoted, oldest first; never rewritten.")
+    last_verdict: GateVerdict | None = Field(default=None, description="The gate's latest verdict (or the latest explicit rollback).")
+    conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status was computed for.")
 
 
 class DeployedModel(ApiModel):
@@ -574,9 +574,9 @@ class DeployedModel(ApiModel):
 
     api_version: Literal["pioneer.dev/v1alpha1"] = API_VERSION
     kind: Literal["DeployedModel"] = "DeployedModel"
-    metadata: ObjectMeta
-    spec: DeployedModelSpec
-    status: DeployedModelStatus | None = None
+    metadata: ObjectMeta = Field(description="Standard object metadata; the name is what adaptations name in deployedModel.")
+    spec: DeployedModelSpec = Field(description="The task served, the base model and an optional explicit rollback.")
+    status: DeployedModelStatus | None = Field(default=None, description="Revisions and verdicts, written only through the gate or a rollback.")
 
 
 KINDS: dict[str, type[ApiModel]] = {

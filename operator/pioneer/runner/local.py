@@ -117,6 +117,7 @@ class LocalRunner:
         self.verdict: GateVerdict | None = None  # the gate's verdict on the target DeployedModel, when the spec names one
         self.progress_record = lifecycle.Progress()
         self.recorded_eval_sha256: str | None = None
+        self._pending_event: tuple[str, str] | None = None
         # attempts run as separate processes: split the cores between them
         self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
 
@@ -138,6 +139,13 @@ class LocalRunner:
             self.completion = Completion(**state["completion"])
         self.progress_record = _progress_from(state.get("lifecycle") or {}, self.completion)
         self.verdict = self.progress_record.verdict
+        recorded_gate = ((state.get("adaptation") or {}).get("spec") or {}).get("gate")
+        if self.completion is not None and recorded_gate is not None and recorded_gate != self.spec.gate.dump():
+            # gate settings are not frozen inputs: re-decide completion and verdict from the recorded results
+            changes = ", ".join(f"{k} {recorded_gate.get(k)} -> {v}" for k, v in self.spec.gate.dump().items() if recorded_gate.get(k) != v)
+            self.completion, self.progress_record, self.verdict = None, lifecycle.Progress(), None
+            self._pending_event = ("gate", f"the gate changed ({changes}): the search's completion and the verdict are "
+                                           "decided again from the recorded results; finished attempts are not retrained")
         self.status = ModelAdaptationStatus.model_validate(state.get("status") or {})
         for name, a in self.attempts.items():
             ownership.reclaim(self._lock_path(name), lambda msg, n=name: self._event("resume", f"{n}: {msg}", n))
@@ -353,6 +361,8 @@ class LocalRunner:
             self._finish()
             return self.status
         self._prepare()
+        if self._pending_event:
+            self._event(*self._pending_event)
         self._save_state()
         try:
             while True:
