@@ -85,9 +85,11 @@ def test_a_refusal_leaves_the_served_revision_and_a_pass_appends_one():
     refused = gate.promote(status, gate.assess(gate.Candidate("a-i1-a", 0.5), PRODUCTION), candidate)
     assert refused.current_revision == 1 and refused.model_uri == "m1" and len(refused.revisions) == 1
     assert refused.last_verdict.passed is False
+    assert [(c.type, c.status, c.reason) for c in refused.conditions] == [("GatePassed", "False", "GateFailed")]
     passing = gate.assess(gate.Candidate("a-i1-a", 0.99, 0), PRODUCTION)
     promoted = gate.promote(status, passing, candidate)
     assert promoted.current_revision == 2 and promoted.model_uri == "m2" and [r.revision for r in promoted.revisions] == [1, 2]
+    assert [(c.type, c.status, c.reason) for c in promoted.conditions] == [("GatePassed", "True", "Promoted")]
     back = gate.rollback(promoted, 1, "t")
     assert back.current_revision == 1 and back.model_uri == "m1" and len(back.revisions) == 2
     assert back.last_verdict.reason == "explicit rollback to revision 1"

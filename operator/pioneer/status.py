@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 from pioneer.api.models import Condition, ModelAdaptationStatus, Phase, TrainingAttempt
+from pioneer.conditions import set_condition
 from pioneer.core.controller import Completion, summarize
-from pioneer.layout import Prepared, now
-
-
-def set_condition(conditions: list[Condition], cond: Condition) -> list[Condition]:
-    """Replace the condition of the same type; keep lastTransitionTime when the status did not change."""
-    out, replaced = [], False
-    for c in conditions:
-        if c.type == cond.type:
-            keep_time = c.status == cond.status and c.last_transition_time
-            out.append(cond.model_copy(update={"last_transition_time": c.last_transition_time if keep_time else now()}))
-            replaced = True
-        else:
-            out.append(c)
-    if not replaced:
-        out.append(cond.model_copy(update={"last_transition_time": now()}))
-    return out
+from pioneer.layout import Prepared
 
 
 def adaptation_status(

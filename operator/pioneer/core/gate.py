@@ -22,7 +22,8 @@ import random
 from dataclasses import dataclass
 
 from pioneer import defaults as d
-from pioneer.api.models import DeployedModelStatus, GateCheck, GateVerdict, Revision
+from pioneer.api.models import Condition, DeployedModelStatus, GateCheck, GateVerdict, Revision
+from pioneer.conditions import set_condition
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,11 @@ def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate:
     decision and the write, a re-run) adds no second revision."""
     st = (status or DeployedModelStatus()).model_copy(deep=True)
     st.last_verdict = verdict
-    if not verdict.passed or candidate is None:
+    promoted = verdict.passed and candidate is not None
+    st.conditions = set_condition(st.conditions, Condition(
+        type="GatePassed", status="True" if promoted else "False", reason="Promoted" if promoted else "GateFailed",
+        message=(verdict.reason if promoted else f"revision {st.current_revision} kept: {verdict.reason}")[:1000]))
+    if not promoted:
         return st
     already = next((r for r in st.revisions if candidate.attempt and r.attempt == candidate.attempt
                     and r.adaptation == candidate.adaptation and r.model_sha256 == candidate.model_sha256), None)

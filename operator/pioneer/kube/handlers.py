@@ -37,6 +37,7 @@ from pioneer.api.models import (
     TrainingAttemptStatus,
 )
 from pioneer.api.validation import SpecError, parse_resource
+from pioneer.conditions import set_condition
 from pioneer.core import gate, lifecycle
 from pioneer.core.controller import reconcile
 from pioneer.data.evalset import EvalSetTampered
@@ -45,7 +46,7 @@ from pioneer.kube import client, jobs, metrics
 from pioneer.kube.registry import DeployedModelRegistry
 from pioneer.revisions import CorruptOutput
 from pioneer.runner.local import adaptation_store
-from pioneer.status import adaptation_status, set_condition
+from pioneer.status import adaptation_status
 from pioneer.store import open_store
 from pioneer.trainer.base_models import ModelNotFound
 
