@@ -269,7 +269,7 @@ class Search(ApiModel):
     configurations_per_iteration: int = Field(
         default=d.CONFIGURATIONS_PER_ITERATION, ge=1, le=16, description="Configurations tried in each iteration (the paper uses at least two)."
     )
-    planner: Planner = Field(default=Planner.deterministic, description="deterministic (default) or claude (needs ANTHROPIC_API_KEY).")
+    planner: Planner = Field(default=Planner.deterministic, description="deterministic (default); claude is reserved and refused by this build.")
     larger_base_models: list[str] = Field(
         default_factory=list,
         description="Larger base models the planner may move to when tuning (paper §2.4: 'larger base model'), in order; e.g. [mpnet].",
@@ -357,6 +357,12 @@ class ModelAdaptationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
+        if self.search.planner == Planner.claude.value:  # refused, never silently replaced by the deterministic policy
+            raise ValueError("search.planner: 'claude' is not available in this build (the Claude planner is not implemented "
+                             "yet); use 'deterministic'")
+        if self.hyperparameters.ner_backend == NerBackend.gliner.value:
+            raise ValueError("hyperparameters.nerBackend: 'gliner' is not available in this build (the gliner package pins "
+                             "transformers < 5.17); use 'tokenClassification'")
         if self.deployed_model is not None and not DNS1123.match(self.deployed_model):
             raise ValueError(f"deployedModel {self.deployed_model!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
         if self.mode == Mode.production.value and self.task.type == TaskType.generation.value:
