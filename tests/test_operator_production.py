@@ -53,9 +53,10 @@ def traces(url: str, regressing: bool) -> None:
 
 
 def repair(bucket: str, traces_url: str, **gate_) -> dict:
+    """The production ModelAdaptation; its artifacts go under a prefix of this test's own (named after its database)."""
     doc = tiny_adaptation("repair", mode="production", deployedModel="lights", data={"sources": [{"traces": traces_url}]},
                           gate=gate_, search={"maxAttempts": 1, "configurationsPerIteration": 1, "parallelism": 2},
-                          task={"labels": LABELS}, artifacts={"uri": f"s3://{bucket}/pioneer"})
+                          task={"labels": LABELS}, artifacts={"uri": f"s3://{bucket}/{traces_url.rsplit('/', 1)[1]}"})
     doc["spec"]["trainer"] = {"image": "registry.example/pioneer-trainer:test"}
     return doc
 
@@ -90,7 +91,7 @@ def test_a_production_repair_in_the_cluster_promotes_revision_2_through_the_gate
         assert verdict["passed"] is True and dm["currentRevision"] == 2 and [r["revision"] for r in dm["revisions"]] == [1, 2]
         assert [c["name"] for c in verdict["checks"]] == ["score", "notBelowBaseline", "regressions", "crossCheckpoint"]
         new = dm["revisions"][-1]
-        assert new["attempt"] == "repair-i1-a" and dm["modelUri"] == f"s3://{bucket}/pioneer/models/sha256-{new['modelSha256']}"
+        assert new["attempt"] == "repair-i1-a" and dm["modelUri"].endswith(f"/models/sha256-{new['modelSha256']}")
         # the baseline attempt was the deployed parent itself, loaded from S3 and verified against its hash
         baseline = get(api, "trainingattempts", "repair-baseline")
         assert baseline["spec"]["pipeline"]["hyperparameters"]["baseModel"] == status.model_uri
