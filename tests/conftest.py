@@ -150,9 +150,13 @@ def postgres():
 @pytest.fixture
 def pg_database(postgres, request):
     """A fresh database on the session's server, named after the test."""
+    import hashlib
+
     import sqlalchemy as sa
 
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    # unique per test, parametrized ones included (PostgreSQL names stop at 63 bytes)
+    name = ("t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40] + "_"
+            + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8])
     admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))

@@ -162,7 +162,7 @@ def test_pioneer_run_and_the_operator_reach_the_same_verdict(cluster, parent, pg
     deploy.save(registry, "lights", status)
     doc = repair(bucket, pg_database, tau=0.05, epsilon=0)
     doc["spec"]["artifacts"] = {"uri": "./pioneer-artifacts"}
-    local.mkdir()
+    local.mkdir(exist_ok=True)
     (local / "repair.yaml").write_text(json.dumps(doc))
     main(["run", str(local / "repair.yaml"), "--quiet"])
     local_verdict = deploy.load(registry, "lights").last_verdict
@@ -182,7 +182,7 @@ class Crash(Exception):
     """Stands for the operator process dying at this point: the test stops it right after and starts a new one."""
 
 
-@pytest.mark.parametrize("phase", ["preparing", "training", "gate decided, status not yet written"])
+@pytest.mark.parametrize("phase", ["preparing, then training", "gate decided, status not yet written"])
 def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, cluster, parent, pg_database, monkeypatch):
     import threading
 
@@ -203,16 +203,19 @@ def test_an_operator_killed_at_a_phase_and_restarted_duplicates_nothing(phase, c
             raise Crash(f"killed while {phase}")  # ... and the process dies before it records anything more
         return result
 
-    with operator():
-        apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
-        if phase == "preparing":  # stopped while its preparation Job has not run yet
+    if phase.startswith("preparing"):
+        with operator():  # stopped while its preparation Job has not run yet
+            apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
             wait_for(lambda: [j.metadata.name for j in jobs(api)] == ["repair-prepare"], what="the preparation Job")
-        elif phase == "training":  # stopped while attempt Jobs exist and some have not run
-            wait_for(lambda: run_jobs(api) >= 0 and len(jobs(api)) >= 2, what="attempt Jobs")
-        else:
-            monkeypatch.setattr(lifecycle, "_promote", dies_once)
+        run_jobs(api)  # the Job finishes while no operator runs
+        with operator():  # stopped again while attempt Jobs exist, before they have run
+            wait_for(lambda: len(jobs(api)) >= 2, timeout=180, what="attempt Jobs")
+    else:
+        monkeypatch.setattr(lifecycle, "_promote", dies_once)
+        with operator():
+            apply(api, "modeladaptations", repair(bucket, pg_database, tau=0.05, epsilon=30))
             wait_for(lambda: run_jobs(api) >= 0 and crashed.is_set(), timeout=300, what=f"the crash while {phase}")
-    monkeypatch.setattr(lifecycle, "_promote", original)
+        monkeypatch.setattr(lifecycle, "_promote", original)
     jobs_before = sorted(j.metadata.name for j in jobs(api))
     with operator() as runner:
         ma = drive_to_completion(api, "repair")
