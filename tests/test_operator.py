@@ -199,3 +199,21 @@ def test_an_invalid_spec_is_refused_naming_the_field(cluster, bucket):
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "InvalidSpec" and "spec.search.maxAttempts" in ready["message"]
         assert not jobs(api)
+
+
+def test_a_running_attempt_shows_its_training_progress_and_only_changes_are_patched():
+    from pioneer.api.models import TrainingAttempt
+    from pioneer.kube.handlers import progress_update
+
+    attempt = TrainingAttempt.model_validate({"metadata": {"name": "t-i1-a"}, "spec": {
+        "adaptation": "t", "iteration": 1, "modification": "m", "rationale": "r", "task": {"description": "d"},
+        "pipeline": {"data": {"maxExamples": 10, "hardNegativeShare": 0.3, "maxLabelRatio": 3, "nearDuplicateSimilarity": 0.9},
+                     "hyperparameters": {}}, "inputs": {"evalUri": "e", "evalSha256": "e"}, "outputUri": "o"},
+        "status": {"phase": "Running"}})
+    step = {"phase": "training", "step": 3, "total_steps": 12, "epoch": 0.5, "loss": 1.2, "time": 123.0}
+    assert progress_update(attempt, step) == {"progress": {"phase": "training", "step": 3, "total_steps": 12, "epoch": 0.5, "loss": 1.2}}
+    attempt.status.progress = {"phase": "training", "step": 3, "total_steps": 12, "epoch": 0.5, "loss": 1.2}
+    assert progress_update(attempt, {**step, "time": 124.0}) is None  # nothing new: no patch
+    assert progress_update(attempt, None) is None
+    attempt.status.phase = "Succeeded"
+    assert progress_update(attempt, {**step, "step": 4}) is None  # a finished attempt keeps its result

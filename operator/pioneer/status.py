@@ -5,7 +5,7 @@ from __future__ import annotations
 from pioneer.api.models import Condition, ModelAdaptationStatus, Phase, TrainingAttempt
 from pioneer.conditions import set_condition
 from pioneer.core.controller import Completion, summarize
-from pioneer.layout import Prepared
+from pioneer.layout import Prepared, now
 
 
 def adaptation_status(
@@ -20,6 +20,7 @@ def adaptation_status(
     st = (previous or ModelAdaptationStatus()).model_copy(deep=True)
     summary = summarize(attempts)
     st.observed_generation = generation
+    st.started_at = st.started_at or now()  # once: a retried preparation does not look like a fresh start
     st.best_attempt, st.best_score = summary["best_attempt"], summary["best_score"]
     if completion is not None and completion.best:  # the attempt the search chose (in production: within epsilon)
         chosen = next((a for a in attempts if a.metadata.name == completion.best), None)

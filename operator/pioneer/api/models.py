@@ -387,6 +387,7 @@ class ModelAdaptationStatus(ApiModel):
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status was computed for.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready and EvalSetFrozen, Kubernetes style.")
     eval_set_sha256: str | None = Field(default=None, description="Content hash of the frozen evaluation set.")
+    started_at: str | None = Field(default=None, description="RFC 3339 time the operator first saw the adaptation (recorded once; the stuck alert reads it).")
     baseline_score: float | None = Field(default=None, description="Score of the untrained base model.")
     best_score: float | None = Field(default=None, description="Score of the attempt the search chose.")
     best_attempt: str | None = Field(default=None, description="The attempt the search chose (in production: the best within epsilon).")
@@ -480,6 +481,7 @@ class TrainingAttemptStatus(ApiModel):
     model_uri: str | None = Field(default=None, description="The trained model folder (promotion copies it to a content-addressed revision).")
     retries: int = Field(default=0, description="Crashed runs retried so far.")
     started_at: str | None = Field(default=None, description="RFC 3339 time training started.")
+    progress: dict[str, Any] | None = Field(default=None, description="The trainer's latest progress (phase, step of total steps, epoch, loss).")
     finished_at: str | None = Field(default=None, description="RFC 3339 time the result was collected.")
     message: str | None = Field(default=None, description="Why it failed, or what it waits for.")
 

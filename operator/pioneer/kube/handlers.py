@@ -100,9 +100,41 @@ def reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kopf
     with _lock(namespace, name):
         try:
             _reconcile_adaptation(body, namespace, name, patch, logger)  # an invalid spec is handled inside
-        except Exception:
+            _last_error.pop((namespace, name), None)
+        except Exception as exc:
             metrics.RECONCILE_ERRORS.labels("ModelAdaptation").inc()
+            _warn_once(body, namespace, name, exc)
             raise
+
+
+_last_error: dict[tuple[str, str], str] = {}
+
+
+def _warn_once(body: kopf.Body, namespace: str, name: str, exc: Exception) -> None:
+    """A handler failure becomes one Warning Event on the object (again only when the message changes); a permanent
+    failure has posted its own reason already."""
+    if isinstance(exc, kopf.PermanentError):
+        return
+    message = f"{type(exc).__name__}: {exc}"[:1000]
+    if _last_error.get((namespace, name)) != message:
+        _last_error[(namespace, name)] = message
+        kopf.warn(body, reason="Waiting" if isinstance(exc, kopf.TemporaryError) else "ReconcileError", message=message)
+
+
+def _track(namespace: str, name: str, ma: ModelAdaptation, st: ModelAdaptationStatus) -> None:
+    """The adaptation gauges, rebuilt from status on every reconcile (so an operator restart loses none of them)."""
+    if st.started_at:
+        metrics.ADAPTATION_STARTED.labels(namespace, name).set(calendar.timegm(time.strptime(st.started_at, "%Y-%m-%dT%H:%M:%SZ")))
+    metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
+    metrics.ADAPTATION_DONE.labels(namespace, name).set(1 if st.phase in TERMINAL else 0)
+
+
+def progress_update(attempt: TrainingAttempt, progress: dict | None) -> dict | None:
+    """The status patch that shows a running attempt's training progress, or None when nothing changed."""
+    if progress is None or not attempt.status or attempt.status.phase != Phase.running.value:
+        return None
+    shown = {k: progress[k] for k in ("phase", "step", "total_steps", "epoch", "loss") if k in progress}
+    return None if shown == (attempt.status.progress or {}) or not shown else {"progress": shown}
 
 
 def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kopf.Patch, logger) -> None:
@@ -133,9 +165,6 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     registry = DeployedModelRegistry(namespace, open_store(ma.spec.artifacts.uri))
     if previous.phase is None:
         kopf.info(body, reason="Preparing", message="building the frozen evaluation set")
-        metrics.ADAPTATION_STARTED.labels(namespace, name).set(time.time())
-        metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
-        metrics.ADAPTATION_DONE.labels(namespace, name).set(0)
     if ma.spec.mode == "production" and not store.exists(engine.EVAL_MANIFEST):
         _await_preparation(body, ma, namespace, store, registry, previous, generation, patch)
         return
@@ -153,6 +182,10 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         raise kopf.PermanentError(message)
 
     attempts = _attempts(namespace, name)
+    for a in attempts:  # training progress into each running attempt's status (at most once per reconcile)
+        update = progress_update(a, engine.read_progress(store, a.metadata.name))
+        if update:
+            client.patch_status("TrainingAttempt", namespace, a.metadata.name, update)
     plan = reconcile(name, ma.spec, attempts, prepared.pool_size)
     for new in plan.create:
         attempt = engine.materialize(name, ma.spec, prepared, new, store, namespace)
@@ -174,6 +207,7 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     st.verdict, st.candidate_revision, st.gate_applied = progress.verdict, progress.candidate, progress.applied
     patch.status.update(st.dump())
     _export_metrics(namespace, name, st)
+    _track(namespace, name, ma, st)
 
 
 def _await_preparation(body: kopf.Body, ma: ModelAdaptation, namespace: str, store, registry: DeployedModelRegistry,
@@ -203,6 +237,7 @@ def _await_preparation(body: kopf.Body, ma: ModelAdaptation, namespace: str, sto
                       message=f"Job {manifest['metadata']['name']} triages the judged traces against revision {deployed.current_revision}")
     st = adaptation_status(previous, generation, None, [], None)
     patch.status.update(st.dump())
+    _track(namespace, name, ma, st)
 
 
 def cluster_data_problem(ma: ModelAdaptation, data_root: str | None) -> str | None:
