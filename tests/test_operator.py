@@ -217,3 +217,16 @@ def test_a_running_attempt_shows_its_training_progress_and_only_changes_are_patc
     assert progress_update(attempt, None) is None
     attempt.status.phase = "Succeeded"
     assert progress_update(attempt, {**step, "step": 4}) is None  # a finished attempt keeps its result
+
+
+def test_the_preparation_job_gets_the_trace_stores_credentials_secret_as_environment():
+    from pioneer.api.validation import parse_resource
+    from pioneer.kube.jobs import preparation_manifest
+
+    doc = tiny_adaptation("repair", mode="production", deployedModel="lights", trainer={"s3CredentialsSecret": "pioneer-s3"},
+                          data={"sources": [{"traces": "postgresql+psycopg://reader:${PGPASSWORD}@db/traces",
+                                             "credentialsSecret": "traces-reader"}]})
+    job = preparation_manifest("repair", parse_resource(doc).spec, "s3://b/repair/prepare/request.json")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == ["pioneer-s3", "traces-reader"]
+    assert container["args"] == ["s3://b/repair/prepare/request.json"] and job["metadata"]["name"] == "repair-prepare"

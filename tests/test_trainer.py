@@ -26,7 +26,7 @@ EVAL = [Example("switch on the kettle", "on", role="positive"), Example("switch 
 
 
 def attempt(tmp_path: Path, *, epochs: float = 2, method: str = "full", train_bytes: bytes | None = None,
-            eval_bytes: bytes | None = None, regression: list[Example] | None = None) -> Path:
+            eval_bytes: bytes | None = None, regression: list[Example] | None = None, base_model_sha256: str | None = None) -> Path:
     spec = parse_resource(tiny_adaptation(task={"labels": LABELS})).spec
     pipe = initial_pipeline(spec) if epochs else baseline_pipeline(spec)
     pipe = pipe.model_copy(update={"hyperparameters": pipe.hyperparameters.model_copy(
@@ -43,7 +43,7 @@ def attempt(tmp_path: Path, *, epochs: float = 2, method: str = "full", train_by
     ts = TrainingAttemptSpec(adaptation="t", iteration=1, modification="test", rationale="test", task=spec.task, labels=LABELS,
                              pipeline=pipe, inputs=AttemptInputs(train_uri=str(tmp_path / "train.jsonl"),
                                                                  eval_uri=str(tmp_path / "eval.jsonl"), eval_sha256=sha256(frozen),
-                                                                 regression_uri=reg_uri),
+                                                                 regression_uri=reg_uri, base_model_sha256=base_model_sha256),
                              output_uri=str(folder))
     (folder / "attempt.json").write_text(json.dumps(ts.dump()))
     return folder
@@ -101,6 +101,15 @@ def test_corrupt_training_data_fails_clearly_and_leaves_no_model(tmp_path, pytho
     assert "train.jsonl:2: invalid JSON" in proc.stderr
     failure = json.loads((folder / "failure.json").read_text())
     assert failure["error"] == "DataError"
+    assert not (folder / "output").exists()
+
+
+def test_a_base_model_that_does_not_match_its_recorded_hash_is_refused(tmp_path, python):
+    folder = attempt(tmp_path, base_model_sha256="0" * 64)  # a deployed parent whose files changed after promotion
+    proc = run_trainer(python, folder)
+    assert proc.returncode == 1
+    failure = json.loads((folder / "failure.json").read_text())
+    assert failure["error"] == "ModelTampered" and "refusing to load it" in failure["message"]
     assert not (folder / "output").exists()
 
 
