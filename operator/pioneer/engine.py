@@ -33,7 +33,7 @@ from pioneer.api.models import (
 )
 from pioneer.core.controller import NewAttempt
 from pioneer.data import curation
-from pioneer.data.evalset import build_eval_set, build_random_eval_set, serialize, sha256, verify
+from pioneer.data.evalset import build_eval_set, build_random_eval_set, serialize, sha256
 from pioneer.data.examples import DataError, Example
 from pioneer.data.ner_curation import build_ner_eval_set, build_ner_training_set
 from pioneer.data.similarity import TextIndex
@@ -46,9 +46,10 @@ from pioneer.layout import (
     Prepared,
     attempt_key,
     now,
+    reopen,
 )
 from pioneer.revisions import CorruptOutput, verify_output
-from pioneer.store import ArtifactStore, LocalStore, read_json, read_jsonl, write_json, write_jsonl
+from pioneer.store import ArtifactStore, read_json, read_jsonl, write_json, write_jsonl
 from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
 
 IDENTITY = "training-identity"  # per attempt: hash of what decides its result (see training_identity)
@@ -56,11 +57,8 @@ IDENTITY = "training-identity"  # per attempt: hash of what decides its result (
 
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | None = None) -> Prepared:
     """Build and freeze the evaluation set and the cleaned pool, once. Later calls reuse and verify them."""
-    if store.exists(EVAL_MANIFEST):
-        manifest = read_json(store, EVAL_MANIFEST)
-        verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"evaluation set {store.uri(EVAL_KEY)}")
-        return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
-                        read_json(store, PREPARATION_KEY))
+    if (frozen := reopen(store, "evaluation set")) is not None:
+        return frozen
 
     task, cur = spec.task, spec.data.curation
     examples = load_sources(spec.data.sources, base_dir, task.labels, task.type)
@@ -197,7 +195,7 @@ def _reuse(store: ArtifactStore, twin: str, name: str) -> None:
     """Give ``name`` the verified output of its finished twin instead of training the same thing again
     (its own manifest is written last)."""
     source, target = attempt_key(twin, OUTPUT), attempt_key(name, OUTPUT)
-    files = verify_output(store, source, deep=isinstance(store, LocalStore))
+    files = verify_output(store, source)
     manifest = {}
     for rel, fact in files.items():
         data = store.read_bytes(f"{source}/{rel}")
@@ -249,9 +247,9 @@ def read_metrics(store: ArtifactStore, name: str) -> AttemptMetrics:
         raise CorruptOutput(f"{store.uri(key)} cannot be read: {str(exc).splitlines()[0]}") from None
 
 
-def verify_attempt(store: ArtifactStore, name: str, deep: bool | None = None) -> None:
+def verify_attempt(store: ArtifactStore, name: str) -> None:
     """Check a finished attempt's output against its manifest; CorruptOutput names the file that differs."""
-    verify_output(store, attempt_key(name, OUTPUT), deep=isinstance(store, LocalStore) if deep is None else deep)
+    verify_output(store, attempt_key(name, OUTPUT))
 
 
 def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptStatus | None:

@@ -47,3 +47,17 @@ class Prepared:
     eval_sha256: str
     pool_size: int
     record: dict[str, Any]
+
+
+def reopen(store, what: str = "evaluation set") -> Prepared | None:
+    """What an earlier preparation froze, with the evaluation set checked against its manifest; None when nothing is
+    frozen yet (the manifest is written last). Both modes' preparations, and the operator, read it back this way."""
+    from pioneer.data.evalset import verify
+    from pioneer.store import read_json
+
+    if not store.exists(EVAL_MANIFEST):
+        return None
+    manifest = read_json(store, EVAL_MANIFEST)
+    verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"{what} {store.uri(EVAL_KEY)}")
+    return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
+                    read_json(store, PREPARATION_KEY))

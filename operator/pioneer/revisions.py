@@ -64,9 +64,11 @@ def read_manifest(store: ArtifactStore, output_key: str) -> dict[str, dict]:
         raise CorruptOutput(f"{store.uri(key)} is not a file manifest (truncated, or written by an older trainer)") from None
 
 
-def verify_output(store: ArtifactStore, output_key: str, deep: bool = True) -> dict[str, dict]:
+def verify_output(store: ArtifactStore, output_key: str, deep: bool | None = None) -> dict[str, dict]:
     """Check an output folder against its manifest. ``deep`` hashes every file (models included); otherwise
-    only the small files (metrics, predictions) are hashed and the others' presence checked."""
+    only the small files (metrics, predictions) are hashed and the others' presence checked. By default a local
+    store is checked deeply and S3 is not (that would download every model; S3 writes are whole objects)."""
+    deep = not isinstance(store, S3Store) if deep is None else deep
     files = read_manifest(store, output_key)
     for rel, fact in files.items():
         key = f"{output_key}/{rel}"
@@ -95,7 +97,7 @@ def publish_model(source: ArtifactStore, output_key: str, registry: ArtifactStor
 
     The copy is checked file by file against the manifest; a folder already published under the same hash
     is left as it is (same content), so publishing twice is harmless."""
-    files = verify_output(source, output_key, deep=not isinstance(source, S3Store))
+    files = verify_output(source, output_key)
     sha = model_sha256(files)
     dest = published_key(sha)
     done = f"{dest}/{SUCCESS}"

@@ -26,6 +26,8 @@ from pioneer.api.models import DeployedModelStatus, GateCheck, GateVerdict, Mode
 from pioneer.core import gate
 from pioneer.core.controller import Completion, baseline_reference, gate_limits
 from pioneer.core.graph import Graph
+from pioneer.engine import read_metrics
+from pioneer.layout import attempt_key
 from pioneer.revisions import CorruptOutput, publish_model
 from pioneer.store import ArtifactStore
 
@@ -85,8 +87,6 @@ def verdict_for(spec: ModelAdaptationSpec, adaptation: str, completion: Completi
                 store: ArtifactStore, served: Revision | None, eval_sha256: str | None, decided_at: str,
                 output_problem: str | None = None) -> GateVerdict:
     """The gate's verdict on the attempt the search chose, from its verified metrics. Pure but for reading them."""
-    from pioneer.engine import read_metrics
-
     graph = Graph.of(attempts)
     best = graph.get(completion.best)
     limits = gate_limits(spec)
@@ -146,22 +146,18 @@ def advance(spec: ModelAdaptationSpec, adaptation: str, attempts: list[TrainingA
 
 def _gate(spec: ModelAdaptationSpec, adaptation: str, attempts: list[TrainingAttempt], progress: Progress, ports: Ports,
           eval_sha256: str | None) -> Progress:
-    from pioneer.engine import attempt_key
-
     assert progress.completion is not None
     served_status = ports.registry.load(spec.deployed_model) or DeployedModelStatus()
     served = gate.current(served_status)
     best = Graph.of(attempts).get(progress.completion.best)
-    candidate, problem = None, None
+    published, problem = None, None
     if best is not None:
         try:  # verify the chosen output and copy its model where no later run can write
-            uri, sha = publish_model(ports.store, attempt_key(best.metadata.name, "output"), ports.registry.models)
-            candidate = candidate_revision(best, adaptation, uri, sha, "", ports.now())
+            published = publish_model(ports.store, attempt_key(best.metadata.name, "output"), ports.registry.models)
         except CorruptOutput as exc:
             problem = str(exc)
     verdict = verdict_for(spec, adaptation, progress.completion, attempts, ports.store, served, eval_sha256, ports.now(), problem)
-    if candidate is not None:
-        candidate = candidate.model_copy(update={"reason": verdict.reason})
+    candidate = candidate_revision(best, adaptation, *published, verdict.reason, ports.now()) if published else None
     ports.on_verdict(verdict)
     return replace(progress, verdict=verdict, candidate=candidate)
 

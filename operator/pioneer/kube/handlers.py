@@ -44,6 +44,7 @@ from pioneer.data.evalset import EvalSetTampered
 from pioneer.data.examples import DataError
 from pioneer.kube import client, jobs, metrics
 from pioneer.kube.registry import DeployedModelRegistry
+from pioneer.layout import reopen
 from pioneer.revisions import CorruptOutput
 from pioneer.runner.local import adaptation_store
 from pioneer.status import adaptation_status
@@ -121,14 +122,6 @@ def _warn_once(body: kopf.Body, namespace: str, name: str, exc: Exception) -> No
         kopf.warn(body, reason="Waiting" if isinstance(exc, kopf.TemporaryError) else "ReconcileError", message=message)
 
 
-def _track(namespace: str, name: str, ma: ModelAdaptation, st: ModelAdaptationStatus) -> None:
-    """The adaptation gauges, rebuilt from status on every reconcile (so an operator restart loses none of them)."""
-    if st.started_at:
-        metrics.ADAPTATION_STARTED.labels(namespace, name).set(calendar.timegm(time.strptime(st.started_at, "%Y-%m-%dT%H:%M:%SZ")))
-    metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
-    metrics.ADAPTATION_DONE.labels(namespace, name).set(1 if st.phase in TERMINAL else 0)
-
-
 def progress_update(attempt: TrainingAttempt, progress: dict | None) -> dict | None:
     """The status patch that shows a running attempt's training progress, or None when nothing changed."""
     if progress is None or not attempt.status or attempt.status.phase != Phase.running.value:
@@ -169,7 +162,7 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         _await_preparation(body, ma, namespace, store, registry, previous, generation, patch)
         return
     try:
-        prepared = _prepare(ma, store, registry)
+        prepared = _prepare(ma, store)
     except (DataError, EvalSetTampered, ModelNotFound) as exc:  # bad data is a Failed condition, never an endless retry
         _fail(body, namespace, name, previous, generation, "InvalidData", str(exc))
         raise kopf.PermanentError(str(exc)) from None
@@ -201,13 +194,11 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     if plan.complete is not None:
         progress = _finish(body, ma, namespace, attempts, progress, store, registry, prepared)
         kopf.info(body, reason=plan.complete.reason, message=plan.complete.message)
-        metrics.ADAPTATION_DONE.labels(namespace, name).set(1)
 
     st = adaptation_status(previous, generation, prepared, attempts, plan.complete, report_uri=progress.report_uri)
     st.verdict, st.candidate_revision, st.gate_applied = progress.verdict, progress.candidate, progress.applied
     patch.status.update(st.dump())
-    _export_metrics(namespace, name, st)
-    _track(namespace, name, ma, st)
+    _export_metrics(namespace, name, ma, st)
 
 
 def _await_preparation(body: kopf.Body, ma: ModelAdaptation, namespace: str, store, registry: DeployedModelRegistry,
@@ -237,7 +228,7 @@ def _await_preparation(body: kopf.Body, ma: ModelAdaptation, namespace: str, sto
                       message=f"Job {manifest['metadata']['name']} triages the judged traces against revision {deployed.current_revision}")
     st = adaptation_status(previous, generation, None, [], None)
     patch.status.update(st.dump())
-    _track(namespace, name, ma, st)
+    _export_metrics(namespace, name, ma, st)
 
 
 def cluster_data_problem(ma: ModelAdaptation, data_root: str | None) -> str | None:
@@ -257,12 +248,9 @@ def cluster_data_problem(ma: ModelAdaptation, data_root: str | None) -> str | No
     return None
 
 
-def _prepare(ma: ModelAdaptation, store, registry: DeployedModelRegistry) -> engine.Prepared:
-    if ma.spec.mode == "production":
-        from pioneer.production.prepare import prepare as prepare_production
-
-        return prepare_production(ma.spec, store, registry.load(ma.spec.deployed_model),
-                                  f"DeployedModel {registry.namespace}/{ma.spec.deployed_model}")
+def _prepare(ma: ModelAdaptation, store) -> engine.Prepared:
+    if ma.spec.mode == "production":  # its preparation Job froze the sets: only read them back
+        return reopen(store, "failure set")
     data_root = os.environ.get("PIONEER_DATA_ROOT")
     return engine.prepare(ma.spec, store, base_dir=Path(data_root) if data_root else None)
 
@@ -305,7 +293,12 @@ def _finish(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list
     return lifecycle.advance(ma.spec, ma.metadata.name, attempts, progress, ports, prepared.eval_sha256)
 
 
-def _export_metrics(namespace: str, name: str, st: ModelAdaptationStatus) -> None:
+def _export_metrics(namespace: str, name: str, ma: ModelAdaptation, st: ModelAdaptationStatus) -> None:
+    """Every adaptation gauge, rebuilt from status on each reconcile (so an operator restart loses none of them)."""
+    if st.started_at:
+        metrics.ADAPTATION_STARTED.labels(namespace, name).set(calendar.timegm(time.strptime(st.started_at, "%Y-%m-%dT%H:%M:%SZ")))
+    metrics.ADAPTATION_DEADLINE.labels(namespace, name).set(_deadline(ma))
+    metrics.ADAPTATION_DONE.labels(namespace, name).set(1 if st.phase in TERMINAL else 0)
     counts = st.attempts
     for phase, n in (("Running", counts.running), ("Succeeded", counts.succeeded), ("Failed", counts.failed)):
         metrics.ATTEMPTS.labels(namespace, name, phase).set(n)

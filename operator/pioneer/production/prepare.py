@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from pioneer.api.models import DeployedModelStatus, ModelAdaptationSpec
 from pioneer.core import gate
 from pioneer.data.bio import alignment_problem
-from pioneer.data.evalset import serialize, sha256, verify
+from pioneer.data.evalset import serialize, sha256
 from pioneer.data.examples import DataError, Example, example_id
 from pioneer.layout import (
     CROSS_KEY,
@@ -36,10 +36,11 @@ from pioneer.layout import (
     TAXONOMY_KEY,
     Prepared,
     now,
+    reopen,
 )
 from pioneer.production import ner_repair
 from pioneer.production.diagnosis import confirm, taxonomy, triage
-from pioneer.store import ArtifactStore, read_json, split_uri, write_json, write_jsonl
+from pioneer.store import ArtifactStore, split_uri, write_json, write_jsonl
 from pioneer.traces import store as trace_store
 
 
@@ -87,11 +88,8 @@ def _deployed_predictor(model_uri: str):
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedModelStatus | None, where: str,
             base_dir: Path | None = None) -> Prepared:
     """``deployed`` is the target DeployedModel's status as the registry port read it (``where`` names it in errors)."""
-    if store.exists(EVAL_MANIFEST):
-        manifest = read_json(store, EVAL_MANIFEST)
-        verify(store.read_bytes(EVAL_KEY), manifest["sha256"], f"failure set {store.uri(EVAL_KEY)}")
-        return Prepared(manifest["labels"], store.uri(EVAL_KEY), manifest["sha256"], manifest["pool_size"],
-                        read_json(store, PREPARATION_KEY))
+    if (frozen := reopen(store, "failure set")) is not None:
+        return frozen
     current = gate.current(deployed) if deployed is not None else None
     if current is None:
         raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision ({where})")

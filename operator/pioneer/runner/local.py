@@ -114,12 +114,16 @@ class LocalRunner:
         self.status = ModelAdaptationStatus()
         self.procs: dict[str, _Proc] = {}
         self.retry_at: dict[str, float] = {}
-        self.verdict: GateVerdict | None = None  # the gate's verdict on the target DeployedModel, when the spec names one
         self.progress_record = lifecycle.Progress()
         self.recorded_eval_sha256: str | None = None
         self._pending_event: tuple[str, str] | None = None
         # attempts run as separate processes: split the cores between them
         self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
+
+    @property
+    def verdict(self) -> GateVerdict | None:
+        """The gate's verdict on the target DeployedModel, when the spec names one (recorded by the lifecycle)."""
+        return self.progress_record.verdict
 
     # ------------------------------------------------------------------ state
 
@@ -138,12 +142,11 @@ class LocalRunner:
         if state.get("completion"):
             self.completion = Completion(**state["completion"])
         self.progress_record = _progress_from(state.get("lifecycle") or {}, self.completion)
-        self.verdict = self.progress_record.verdict
         recorded_gate = ((state.get("adaptation") or {}).get("spec") or {}).get("gate")
         if self.completion is not None and recorded_gate is not None and recorded_gate != self.spec.gate.dump():
             # gate settings are not frozen inputs: re-decide completion and verdict from the recorded results
             changes = ", ".join(f"{k} {recorded_gate.get(k)} -> {v}" for k, v in self.spec.gate.dump().items() if recorded_gate.get(k) != v)
-            self.completion, self.progress_record, self.verdict = None, lifecycle.Progress(), None
+            self.completion, self.progress_record = None, lifecycle.Progress()
             self._pending_event = ("gate", f"the gate changed ({changes}): the search's completion and the verdict are "
                                            "decided again from the recorded results; finished attempts are not retrained")
         self.status = ModelAdaptationStatus.model_validate(state.get("status") or {})
@@ -329,13 +332,11 @@ class LocalRunner:
 
         def save(progress: lifecycle.Progress) -> None:
             self.progress_record = progress
-            self.verdict = progress.verdict
             self.status.report_uri = progress.report_uri
             self._save_state()
 
         def write_report(progress: lifecycle.Progress) -> str:
             self.progress_record = progress
-            self.verdict = progress.verdict
             return report.write(self.store, self.state())
 
         ports = lifecycle.Ports(registry=FileRegistry(self.registry()), store=self.store, emit=emit,
