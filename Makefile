@@ -30,9 +30,11 @@ tools: $(BIN)/.installed
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	  || echo "warning: PostgreSQL unavailable; the PostgreSQL trace-store tests will be skipped"
 
+# two pytest workers (pytest-xdist), one file each at a time: the suite spends much of its time waiting on
+# trainer processes, Kopf and servers, so two files overlap well even on 2 cores
 test: $(BIN)/.installed tools
 	$(BIN)/ruff check operator tests
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 crds: $(BIN)/.installed
 	$(BIN)/pioneer crds --out crds

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,7 +52,7 @@ def shared_datasets() -> Path:
     return SHARED_DATASETS
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,7 +63,7 @@ def s3_server():
     """A real S3 API (moto in server mode) on a loopback port; boto3 in this process and children reach it."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
@@ -136,7 +138,7 @@ def postgres():
         as_user = ["runuser", "-u", "postgres", "--"]
     run = lambda *argv: subprocess.run([*as_user, *argv], check=True, capture_output=True, text=True, timeout=120)  # noqa: E731
     run(str(bindir / "initdb"), "-D", str(data), "-U", "pioneer", "-A", "trust", "--no-sync")
-    port = _free_port()
+    port = free_port()
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w", "-t", "60", "start",
         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off")
     try:
@@ -176,7 +178,7 @@ def cluster(tmp_path, s3_server, monkeypatch):
         kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         monkeypatch.setenv("PIONEER_SCANNING", "off")
-        port = _free_port()
+        port = free_port()
         monkeypatch.setenv("PIONEER_METRICS_PORT", str(port))
         client.reset()
         kubernetes.config.load_kube_config(str(kubeconfig))
@@ -186,3 +188,25 @@ def cluster(tmp_path, s3_server, monkeypatch):
         api.metrics_port = port
         yield api
         client.reset()
+
+
+def start_server(python: str, folder: Path, artifacts: Path, name: str) -> tuple[subprocess.Popen, str]:
+    """A real `pioneer serve` process for DeployedModel ``name`` (traces in folder/traces.db), once it is ready."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([python, "-m", "pioneer.cli", "serve", name, "--artifacts", str(artifacts),
+                             "--db", str(folder / "traces.db"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"server did not become ready: {proc.stdout.read()}")
+        time.sleep(0.3)

@@ -148,7 +148,7 @@ def test_case_classes():
     assert [case_class(w) for w in ["the", "Paris", "NATO", "McDonald", "1996", "U.S."]] == [0, 1, 2, 3, 0, 2]
 
 
-def test_cold_start_ner_end_to_end_with_threshold_sweep_and_report(write_spec, tmp_path):
+def test_cold_start_ner_end_to_end_with_threshold_sweep_and_report(write_spec, tmp_path, python):
     from pioneer.cli import main
     from pioneer.trainer.ner import load_trained, predict
 
@@ -163,6 +163,7 @@ def test_cold_start_ner_end_to_end_with_threshold_sweep_and_report(write_spec, t
                     "data": {"sources": [{"path": "names.conll"}], "evaluation": {"size": 30}},
                     "hyperparameters": {"epochs": 2, "learningRate": 3e-4, "batchSize": 16, "maxLength": 24},
                     "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
+                    "gate": {"tau": 0.05}, "deployedModel": "names",
                     "artifacts": {"uri": str(tmp_path / "art")}}}
     assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
     attempt = tmp_path / "art" / "names" / "attempts" / "names-i1-a"
@@ -178,3 +179,18 @@ def test_cold_start_ner_end_to_end_with_threshold_sweep_and_report(write_spec, t
     assert predict(model, tokenizer, ["Rita Moss visited Oslo today ."], 24, threshold) == ["B-PER I-PER O B-LOC O O"]
     report = (tmp_path / "art" / "names" / "report" / "report.md").read_text()
     assert "threshold-curve.png" in report and "false positives" in report
+
+    # train/serve parity: the promoted tagger, served over HTTP, tags the evaluation sentences exactly as scored
+    import httpx
+
+    from conftest import start_server
+
+    scored = [json.loads(x) for x in (attempt / "output" / "predictions.jsonl").read_text().splitlines()]
+    proc, url = start_server(python, tmp_path, tmp_path / "art", "names")
+    try:
+        served = [httpx.post(f"{url}/predict", json={"input": r["text"]}, timeout=60).json() for r in scored]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert [s["prediction"] for s in served] == [r["prediction"] for r in scored]
+    assert all(0 < s["confidence"] <= 1 and s["revision"] == 1 for s in served)

@@ -4,11 +4,11 @@ processes standing in for the kubelet, and S3 served by moto."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -19,16 +19,38 @@ NS = "default"
 GROUP, VERSION = "pioneer.dev", "v1alpha1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def operator():
     from kopf.testing import KopfRunner
 
     return KopfRunner(["run", "--standalone", "--namespace", NS, "-m", "pioneer.kube.handlers"], timeout=60)
+
+
+def chart_rules(*values: str) -> list[dict]:
+    """The RBAC rules the Helm chart grants the operator's ServiceAccount, rendered by the real helm."""
+    import subprocess
+
+    import yaml
+
+    from helm_binary import helm_path
+
+    helm = helm_path()
+    if helm is None:
+        pytest.skip("helm not installed (`make tools`)")
+    chart = Path(__file__).resolve().parent.parent / "charts" / "pioneer"
+    rendered = subprocess.run([str(helm), "template", "pioneer", str(chart), *values], check=True, capture_output=True, text=True).stdout
+    return [rule for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in ("Role", "ClusterRole") for rule in doc["rules"]]
+
+
+def assert_rbac_allows_every_call(calls, rules: list[dict]) -> None:
+    """Each request the operator made (Kopf's and its own client's, told apart by User-Agent from the test's) is one
+    the chart's rules allow: RBAC matches what the code calls."""
+    from pioneer.kube.client import USER_AGENT
+
+    made = {(verb, group, resource) for agent, verb, group, resource in calls if agent.startswith(("kopf", USER_AGENT))}
+    assert made, "no operator request was recorded"
+    missing = [c for c in sorted(made) if not any(c[1] in r["apiGroups"] and c[2] in r["resources"] and c[0] in r["verbs"]
+                                                  for r in rules)]
+    assert not missing, f"the chart's RBAC does not allow: {missing}"
 
 
 def apply(api, plural: str, body: dict) -> None:
@@ -154,16 +176,29 @@ def test_apply_train_and_promote_through_the_gate(cluster, bucket):
         reasons = {e.reason for e in api.core.list_namespaced_event(NS).items}
         assert {"AttemptCreated", "JobCreated", "EvalSetFrozen", "Promoted"} <= reasons
     assert runner.exception is None
+    # every call Kopf and the handlers made is one the chart's namespaced Role grants
+    assert_rbac_allows_every_call(api.emulator.calls, chart_rules("--set", "watchNamespaces={default}"))
 
 
 def test_a_failing_gate_leaves_the_deployed_model_untouched(cluster, bucket):
+    """... while a second adaptation in the same namespace runs beside it: each sees only its own attempts."""
     api = cluster
     with operator() as runner:
         apply(api, "deployedmodels", deployed_model())
         wait_for(lambda: (get(api, "deployedmodels", "intents").get("status") or {}).get("currentRevision") == 1, what="revision 1")
         before = metric(scrape(api), "pioneer_gate_verdicts_total", deployed_model="intents", result="failed")
         apply(api, "modeladaptations", adaptation(bucket, gate={"tau": 0.9999}))
+        other = adaptation(bucket, gate={"tau": 0.05}, deployedModel=None)
+        other["metadata"]["name"] = "other"
+        other["spec"]["search"].update(maxAttempts=1, configurationsPerIteration=1)
+        apply(api, "modeladaptations", other)
         drive_to_completion(api)
+        neighbour = drive_to_completion(api, "other")
+        assert neighbour["status"]["phase"] == "Succeeded" and neighbour["status"]["attempts"]["total"] == 1
+        assert neighbour["status"]["bestAttempt"] == "other-i1-a"
+        owned = api.custom.list_namespaced_custom_object(GROUP, VERSION, NS, "trainingattempts", label_selector="pioneer.dev/adaptation=other")
+        assert sorted(a["metadata"]["name"] for a in owned["items"]) == ["other-baseline", "other-i1-a"]
+        assert get(api, "modeladaptations", "intents")["status"]["attempts"]["total"] == 2
         dm = wait_for(lambda: (get(api, "deployedmodels", "intents")["status"].get("lastVerdict") and get(api, "deployedmodels", "intents")["status"]),
                       what="a gate verdict")
         assert dm["lastVerdict"]["passed"] is False and "tau 0.9999" in dm["lastVerdict"]["reason"]

@@ -189,3 +189,40 @@ def test_generation_data_rework_trains_longer_instead_of_reworking_pairs_it_does
     moves = [p.modification for p in planner.proposals(parent, pool_size=200)]
     assert moves[0].startswith("epochs") and "every available example" in planner.proposals(parent, 200)[0].rationale
     assert not any(m.startswith(("hard negatives", "label ratio")) for m in moves)  # no-ops for a sampled answer set
+
+
+@pytest.mark.parametrize("mode", ["coldStart", "production"])
+def test_the_decision_log_evidence_is_read_from_each_attempts_own_pipeline(mode):
+    doc = tiny_adaptation(search={"maxAttempts": 10, "configurationsPerIteration": 3})
+    if mode == "production":
+        doc["spec"].update(mode="production", deployedModel="lights", data={"sources": [{"traces": "t.db"}]})
+    spec = parse_resource(doc).spec
+    plan = reconcile("t", spec, [], pool_size=500)
+    configured = plan.create[1].pipeline.model_dump(by_alias=True)
+    for new in plan.create[1:]:
+        assert new.evidence["changedFrom"] == "the spec's configuration"
+        mine = new.pipeline.model_dump(by_alias=True)
+        for field, (before, after) in new.evidence["changed"].items():  # every recorded change is the attempt's own
+            section, key = field.split(".")
+            assert configured[section][key] == before and mine[section][key] == after
+        if mode == "production":
+            assert new.evidence["replay_share"] == new.pipeline.data.replay_share  # not the sibling's value
+    assert plan.create[2].evidence["changed"]  # a sibling differs from the configuration, and says in what
+    attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.3, 0.5, 0.6, 0.4])]
+    nxt = reconcile("t", spec, attempts, pool_size=500).create
+    for new in nxt:
+        parent = next(a for a in attempts if a.metadata.name == new.parent)
+        assert new.evidence["changedFrom"] == parent.metadata.name
+        flat = {f"{s}.{k}": v for s, d in new.pipeline.model_dump(by_alias=True).items() for k, v in d.items()}
+        assert all(flat[f] == after for f, (_, after) in new.evidence["changed"].items())
+
+
+def test_among_equal_scores_the_attempt_that_broke_less_is_best():
+    from pioneer.core.graph import Graph
+
+    plan = start()
+    a, b = (as_attempt(n, 1.0) for n in plan.create[1:3])
+    a.status.regressions, b.status.regressions, b.status.cross_checkpoint_regressions = 2, 0, 1
+    assert Graph.of([a, b]).best().metadata.name == b.metadata.name
+    b.status.cross_checkpoint_regressions = 2
+    assert Graph.of([a, b]).best().metadata.name == a.metadata.name  # a tie on both: the earlier attempt

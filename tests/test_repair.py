@@ -54,3 +54,8 @@ def test_a_candidate_that_regresses_is_refused_and_the_deployed_model_is_untouch
     assert state["gate"]["passed"] is False and state["gate"]["regressedExamples"]
     report = (tmp_path / "pioneer-artifacts" / "repair" / "report" / "report.md").read_text()
     assert "**REFUSED**" in report and verdict.regressed_examples[0] in report and "## Diagnosis" in report
+    # each regressed example with its text, the answer that passed before and the candidate's answer
+    metrics = json.loads((tmp_path / "pioneer-artifacts" / "repair" / "attempts" / verdict.attempt / "output" / "metrics.json").read_text())
+    first = metrics["regressed_examples"][0]
+    assert f"| regression set | {first['id']} | {first['text']} | {first['label']} | {first['prediction']} |" in report
+    assert "{'" not in report.split("## Search graph")[0]  # length profiles and evidence read as text, not Python dicts

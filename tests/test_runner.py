@@ -73,8 +73,17 @@ def test_a_changed_task_or_data_is_not_resumed_silently(write_spec, tmp_path):
     ma = parse_resource(doc)
     store = adaptation_store(ma, tmp_path)
     store.write_bytes(STATE_KEY, json.dumps({"fingerprint": "something-else", "attempts": []}).encode())
-    with pytest.raises(SpecChanged, match="different task or data"):
+    with pytest.raises(SpecChanged, match="task or data"):
         LocalRunner(ma, base_dir=tmp_path, store=store).run()
+    # with the earlier spec recorded, the refusal names each frozen field that changed, and suggests --fresh
+    earlier = json.loads(json.dumps(ma.dump()))
+    earlier["spec"]["data"]["evaluation"]["size"] = 40
+    earlier["spec"]["task"]["labels"] = ["HassTurnOn", "HassTurnOff"]
+    store.write_bytes(STATE_KEY, json.dumps({"fingerprint": "something-else", "attempts": [], "adaptation": earlier}).encode())
+    with pytest.raises(SpecChanged) as refused:
+        LocalRunner(ma, base_dir=tmp_path, store=store).run()
+    message = str(refused.value)
+    assert "spec.data.evaluation.size 40 -> 15" in message and "spec.task.labels" in message and "--fresh" in message
 
 
 def test_a_corrupt_data_file_gives_a_clear_error_and_no_model(write_spec, tmp_path, capsys):

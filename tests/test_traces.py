@@ -157,3 +157,59 @@ def test_traces_can_come_from_an_export_on_s3(bucket):
     engine = open_source(f"s3://{bucket}/exports/traces.jsonl")
     _, got = query(engine, "SELECT id, verdict, corrected FROM effective_traces ORDER BY id")
     assert got == [("e1", "pass", None), ("e2", "fail", "off")]
+
+
+def test_a_correction_is_an_override_with_who_and_when_and_every_one_is_kept(tmp_path):
+    from pioneer.traces.store import UnknownTrace, correct, history
+
+    db = connect(tmp_path / "t.db")
+    add(db, [{"id": "a", "input": "lights off", "prediction": "HassTurnOn"},
+             {"id": "b", "input": "lights on", "prediction": "HassTurnOn", "verdict": "fail", "corrected": "HassTurnOff"}])
+    assert correct(db, "a", corrected="HassTurnOff", by="alice", at="2026-12-01T10:00:00Z").verdict == "fail"
+    assert correct(db, "b", verdict="pass", by="bob").corrected is None  # a thumbs up: the judge was wrong
+    correct(db, "a", corrected="HassTurnOn", by="carol", at="2026-12-01T11:00:00Z")  # a second look: it was right
+    _, rows = query(db, "SELECT id, verdict, corrected, human_verdict FROM traces ORDER BY id")
+    assert rows == [("a", None, None, "pass"), ("b", "fail", "HassTurnOff", "pass")]  # the judge's columns untouched
+    assert [(o.by, o.verdict, o.corrected) for o in history(db, "a")] == [("alice", "fail", "HassTurnOff"), ("carol", "pass", "HassTurnOn")]
+    for bad, why in [({"corrected": " "}, "empty correction"), ({}, "give a correction"), ({"verdict": "maybe"}, "pass"),
+                     ({"corrected": "HassTurnOff", "verdict": "pass"}, "differs from the prediction")]:
+        with pytest.raises(ValueError, match=why):
+            correct(db, "a", by="x", **bad)
+    with pytest.raises(UnknownTrace):
+        correct(db, "zzz", verdict="fail", by="x")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_an_export_filters_and_imports_back_the_same_records(tmp_path, suffix, capsys):
+    from pioneer.traces.store import correct
+
+    db = tmp_path / "t.db"
+    engine = connect(db)
+    add(engine, [{"id": f"t{i}", "input": f"text {i}", "prediction": "on", "model_id": f"lights@{1 + i % 2}",
+                  "created_at": f"2026-12-01T10:0{i}:00Z", "verdict": "pass" if i % 3 else None, "meta": {"i": i}} for i in range(9)])
+    correct(engine, "t0", corrected="off", by="alice")
+    out = tmp_path / f"fail{suffix}"
+    assert main(["traces", "export", "--db", str(db), "--out", str(out), "--verdict", "fail", "--model", "lights@"]) == 0
+    assert "1 trace(s) exported" in capsys.readouterr().out
+    assert main(["traces", "export", "--db", str(db), "--out", str(out), "--model", "lights@2", "--since", "2026-12-01T10:02:00Z"]) == 0
+    assert "3 trace(s) exported" in capsys.readouterr().out  # t3, t5, t7
+    copy = tmp_path / "copy.db"
+    assert main(["traces", "import", str(out), "--db", str(copy)]) == 0
+    mine = query(engine, "SELECT id, input, prediction, model_id, created_at, verdict, meta FROM traces WHERE id IN ('t3','t5','t7') ORDER BY id")
+    assert query(connect(copy), "SELECT id, input, prediction, model_id, created_at, verdict, meta FROM traces ORDER BY id") == mine
+
+
+def test_an_upsert_adds_late_corrections_to_logged_traces(tmp_path, capsys):
+    db = tmp_path / "t.db"
+    add(connect(db), [{"id": "a", "input": "lights off", "prediction": "HassTurnOn", "model_id": "lights@1"}])
+    late = tmp_path / "late.jsonl"
+    late.write_text(json.dumps({"id": "a", "corrected": "HassTurnOff"}) + "\n" + json.dumps({"id": "nope", "corrected": "x"}) + "\n")
+    assert main(["traces", "import", str(late), "--db", str(db)]) == 1  # without --upsert a row without input is bad
+    capsys.readouterr()
+    assert main(["traces", "import", "--upsert", str(late), "--db", str(db)]) == 1
+    captured = capsys.readouterr()
+    assert "0 added, 1 updated" in captured.out and "late.jsonl:2: no trace 'nope' to update" in captured.err
+    assert query(connect(db), "SELECT input, prediction, corrected, model_id FROM traces") == (
+        ["input", "prediction", "corrected", "model_id"], [("lights off", "HassTurnOn", "HassTurnOff", "lights@1")])
+    assert main(["traces", "judge", "--db", str(db)]) == 0
+    assert query(connect(db), "SELECT verdict FROM effective_traces")[1] == [("fail",)]

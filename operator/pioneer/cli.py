@@ -141,8 +141,7 @@ def _print_summary(state: dict, quiet: bool = False, checks: bool = False) -> No
 def _saved_run(args: argparse.Namespace):
     """(store, state) of an earlier run of the spec, or an exit code."""
     from pioneer.api.validation import SpecError
-    from pioneer.runner.local import STATE_KEY, adaptation_store
-    from pioneer.store import read_json
+    from pioneer.runner.local import STATE_KEY, adaptation_store, read_state
 
     try:
         ma = _load_adaptation(args.spec)
@@ -155,7 +154,7 @@ def _saved_run(args: argparse.Namespace):
     if not store.exists(STATE_KEY):
         err.print(f"no run yet for {ma.metadata.name} at {store.uri('')}")
         return None, EXIT_FAILED
-    return store, read_json(store, STATE_KEY)
+    return store, read_state(store)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -228,7 +227,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
     if args.action == "schema":  # the trace record every importer and the store take
         print(json.dumps(store.TraceRecord.model_json_schema(), indent=2))
         return EXIT_OK
-    if args.action != "import" and not store.exists(args.db):  # reading an empty new database would only hide a typo
+    if args.action not in ("import",) and not store.exists(args.db):  # reading an empty new database would only hide a typo
         err.print(tagged("error", "red", f" trace store {args.db} does not exist (create it with `pioneer traces import`)"))
         return EXIT_INVALID
     engine = store.connect(args.db)
@@ -236,15 +235,20 @@ def cmd_traces(args: argparse.Namespace) -> int:
         bad = 0
         for path in args.files:
             try:
-                rep = store.import_file(engine, path)
+                rep = store.import_file(engine, path, upsert=args.upsert)
             except (ValueError, OSError) as exc:
                 err.print(tagged("error", "red", f" {exc}"))
                 return EXIT_INVALID
-            out.print(f"{path}: {rep.added} added, {rep.duplicates} duplicate(s), {len(rep.bad_rows)} bad row(s)")
+            updated = f", {rep.updated} updated" if args.upsert else ""
+            out.print(f"{path}: {rep.added} added{updated}, {rep.duplicates} duplicate(s), {len(rep.bad_rows)} bad row(s)")
             for line, problem in rep.bad_rows:
                 err.print(f"{Path(path).name}:{line}: {problem}")
             bad += len(rep.bad_rows)
         return EXIT_FAILED if bad else EXIT_OK  # good rows are kept either way
+    if args.action == "export":
+        return _export_traces(engine, args)
+    if args.action == "correct":
+        return _correct_traces(engine, args)
     if args.action == "judge":
         counts = store.judge_missing(engine, args.judge)
         out.print(f"judged {counts['judged']} trace(s): {counts['pass']} pass, {counts['fail']} fail; "
@@ -270,6 +274,78 @@ def cmd_traces(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export_traces(engine, args: argparse.Namespace) -> int:
+    from pioneer.traces import store
+
+    f = store.ExportFilter(verdict=args.verdict, model_id=args.model, since=args.since, until=args.until,
+                           overridden=args.overridden)
+    try:
+        n = store.export(engine, args.out, f)
+    except (ValueError, OSError) as exc:
+        err.print(tagged("error", "red", f" {exc}"))
+        return EXIT_INVALID
+    out.print(f"{args.out}: {n} trace(s) exported")
+    return EXIT_OK
+
+
+def _correction_rows(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(where, row) pairs: one from the command line, or one per line of --file (JSONL or CSV with id, corrected
+    and/or verdict, optional by)."""
+    if not args.file:
+        if not args.id:
+            raise ValueError("give a trace id (and a correction or --verdict), or --file")
+        return [("command line", {"id": args.id, "corrected": args.correction, "verdict": args.verdict})]
+    import csv
+
+    path = Path(args.file)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        return [(f"{path.name}:{n}", {k: (v or None) for k, v in r.items()}) for n, r in enumerate(rows, 2)]
+    out_rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                row = {"error": f"invalid JSON ({exc.msg})"}
+            out_rows.append((f"{path.name}:{n}", row if isinstance(row, dict) else {"error": "expected an object"}))
+    return out_rows
+
+
+def _correct_traces(engine, args: argparse.Namespace) -> int:
+    from pioneer.traces import store
+
+    try:
+        rows = _correction_rows(args)
+    except (ValueError, OSError) as exc:
+        err.print(tagged("error", "red", f" {exc}"))
+        return EXIT_INVALID
+    done = bad = 0
+    for where, row in rows:
+        try:
+            if "error" in row:
+                raise ValueError(row["error"])
+            if not row.get("id"):
+                raise ValueError("missing 'id'")
+            rec = store.correct(engine, str(row["id"]), corrected=row.get("corrected"), verdict=row.get("verdict"),
+                                by=row.get("by") or args.by, source="file" if args.file else "cli")
+        except store.UnknownTrace as exc:
+            err.print(f"{where}: no trace with id {exc.args[0]!r}")
+            bad += 1
+            continue
+        except ValueError as exc:
+            err.print(f"{where}: {exc}")
+            bad += 1
+            continue
+        done += 1
+        if not args.file:
+            out.print(f"{rec.trace_id}: {rec.verdict} (corrected {rec.corrected!r}) by {rec.by} at {rec.at}")
+    if args.file:
+        out.print(f"{args.file}: {done} correction(s) recorded, {bad} refused")
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pioneer.serve import serve
     from pioneer.store import open_store
@@ -282,7 +358,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from pioneer.deploy import FileRegistry
 
         registry = FileRegistry(open_store(args.artifacts))
-    serve(args.name, registry, args.db, args.host, args.port)
+    from pioneer.serve import Limits
+
+    serve(args.name, registry, args.db, args.host, args.port,
+          Limits(max_body_bytes=args.max_body_bytes, max_input_chars=args.max_input_chars, max_batch=args.max_batch))
     return EXIT_OK
 
 
@@ -329,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write the Markdown and HTML report of a run")
     p.add_argument("spec")
+    p.add_argument("--artifacts", help="override spec.artifacts.uri (a run folder that was moved or synced)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("crds", help="generate the CustomResourceDefinitions from the API models")
@@ -350,6 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("import", help="import JSONL, CSV or Parquet traces; bad rows are named (exit 1), good rows kept")
     t.add_argument("files", nargs="+")
     t.add_argument("--db", default="pioneer-traces.db", help="SQLite file or SQLAlchemy URL (default: pioneer-traces.db)")
+    t.add_argument("--upsert", action="store_true",
+                   help="update traces whose id is already stored with the fields a row gives (corrections that arrive later)")
+    t.set_defaults(func=cmd_traces)
+    t = tsub.add_parser("export", help="write traces to JSONL, CSV or Parquet (by --out's suffix), optionally filtered")
+    t.add_argument("--out", required=True, help="file to write: .jsonl, .csv or .parquet")
+    t.add_argument("--db", default="pioneer-traces.db")
+    t.add_argument("--verdict", choices=["pass", "fail", "unjudged"], help="effective verdict (a person's override wins)")
+    t.add_argument("--model", help="model id (intents@2), or every revision of a model (intents@)")
+    t.add_argument("--since", help="created_at at or after this RFC 3339 time")
+    t.add_argument("--until", help="created_at before this RFC 3339 time")
+    t.add_argument("--overridden", action=argparse.BooleanOptionalAction, default=None,
+                   help="only traces a person judged (--no-overridden: only the others)")
+    t.set_defaults(func=cmd_traces)
+    t = tsub.add_parser("correct", help="record a person's correction or verdict for logged traces (kept beside the judge's)")
+    t.add_argument("id", nargs="?", help="trace id (as `serve` returned it)")
+    t.add_argument("correction", nargs="?", help="the correct output; the verdict follows from it unless --verdict is given")
+    t.add_argument("--verdict", choices=["pass", "fail"], help="a verdict alone (thumbs up or down), or with the correction")
+    t.add_argument("--file", help="JSONL or CSV of corrections: id, corrected and/or verdict, optional by")
+    t.add_argument("--by", default=os.environ.get("USER") or "unknown", help="who corrects (default: $USER)")
+    t.add_argument("--db", default="pioneer-traces.db")
     t.set_defaults(func=cmd_traces)
     t = tsub.add_parser("judge", help="fill missing verdicts with a deterministic judge against the reference (corrected)")
     t.add_argument("--judge", default="exact-match", choices=["exact-match", "token-f1", "numeric-answer", "rouge-l"])
@@ -372,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="pioneer-traces.db", help="trace store (SQLite file or SQLAlchemy URL)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-input-chars", type=int, default=d.SERVE_MAX_INPUT_CHARS, help="longer inputs get 413")
+    p.add_argument("--max-body-bytes", type=int, default=d.SERVE_MAX_BODY_BYTES, help="larger request bodies get 413")
+    p.add_argument("--max-batch", type=int, default=d.SERVE_MAX_BATCH, help="inputs answered in one forward pass")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback", help="serve an earlier revision of a DeployedModel again (history is kept)")

@@ -59,3 +59,12 @@ TRAINER_TIMEOUT_SECONDS = 3600
 TRAINER_MAX_RETRIES = 2
 MAX_REPLAY_SHARE = 0.9  # production mode: most of a curriculum that may be replay (noisy logs need a large share)
 UNDERFIT_LOSS = 0.05  # final training loss above which the planner treats a model as underfit
+
+# `pioneer serve`.
+SERVE_MAX_BODY_BYTES = 1 << 20  # a larger request body: 413
+SERVE_MAX_INPUT_CHARS = 8192  # a longer input text: 413 (nothing of it is stored)
+SERVE_MAX_BATCH = 64  # inputs answered in one forward pass (concurrent requests are micro-batched)
+SERVE_BATCH_WAIT_SECONDS = 0.005  # how long the first request of a batch waits for others
+SERVE_IDLE_TIMEOUT_SECONDS = 5  # keep-alive connections idle longer are closed
+SERVE_BACKLOG = 2048  # listen backlog (connections waiting to be accepted)
+SERVE_GRACEFUL_SHUTDOWN_SECONDS = 10  # on SIGTERM, requests in flight get this long to finish

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 from pioneer.api.models import DNS1123, DeployedModelStatus, GateVerdict, Revision
 from pioneer.core import gate
-from pioneer.store import ArtifactStore, LocalStore, read_json, write_json
+from pioneer.store import ArtifactStore, LocalStore, located, portable, read_json, write_json
 
 PREFIX = "deployed"
 
@@ -26,11 +26,17 @@ def key(name: str) -> str:
 
 
 def load(store: ArtifactStore, name: str) -> DeployedModelStatus:
-    return DeployedModelStatus.model_validate(read_json(store, key(name))) if store.exists(key(name)) else DeployedModelStatus()
+    if not store.exists(key(name)):
+        return DeployedModelStatus()
+    body = read_json(store, key(name))
+    if isinstance(store, LocalStore):  # recorded relative to the store: a moved or copied folder still serves
+        body = located(body, store.root)
+    return DeployedModelStatus.model_validate(body)
 
 
 def save(store: ArtifactStore, name: str, status: DeployedModelStatus) -> None:
-    write_json(store, key(name), status.dump())
+    body = status.dump()
+    write_json(store, key(name), portable(body, store.root) if isinstance(store, LocalStore) else body)
 
 
 class FileRegistry:

@@ -123,6 +123,42 @@ def plot_curation(rules: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+def _where(store: ArtifactStore, uri: str | None) -> str:
+    """A location as the reader should see it: relative to the artifacts folder when it lies inside it (the run
+    folder can be moved), else as recorded."""
+    from pathlib import Path
+
+    from pioneer.store import LocalStore
+
+    if not uri:
+        return "–"
+    if isinstance(store, LocalStore) and uri.startswith("/"):
+        root, path = store.root.parent, Path(uri)
+        if root in path.parents:
+            return str(path.relative_to(root))
+    return uri
+
+
+def _counts(value: Any) -> str:
+    """``{'short (<=5)': 3, 'long (>15)': 45}`` as ``short (<=5) 3, long (>15) 45``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
+
+
+def _regressed_rows(store: ArtifactStore, verdict: dict[str, Any], cap: int = 50) -> tuple[list[list[Any]], int]:
+    """Each regressed example of the refused (or promoted) candidate: its set, text, the answer that passed
+    before, and the candidate's answer (from the candidate's metrics.json)."""
+    key = attempt_key(verdict.get("attempt") or "", f"{OUTPUT}/metrics.json")
+    if not verdict.get("attempt") or not store.exists(key):
+        return [], 0
+    metrics = read_json(store, key)
+    found = [("regression set", x) for x in metrics.get("regressed_examples") or []]
+    found += [("previous checkpoint's set", x) for x in metrics.get("cross_checkpoint_regressed_examples") or []]
+    rows = [[where, x.get("id") or "", x.get("text", ""), x.get("label", ""), x.get("prediction", "")] for where, x in found[:cap]]
+    return rows, len(found)
+
+
 def _evidence(ev: dict[str, Any]) -> str:
     return json.dumps(ev, sort_keys=True, default=str)[:600]
 
@@ -154,10 +190,10 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
         ["target tau", tau],
         ["attempts", f"{len(graph.trained)} trained over {graph.latest_iteration} iteration(s); "
                      f"{sum(1 for a in graph.trained if a.status and a.status.phase == 'Failed')} failed"],
-        ["best model", best.status.model_uri if best else "–"],
-        *([["promoted as", f"`{state['lifecycle']['candidate']['modelUri']}` (content hash `{state['lifecycle']['candidate'].get('modelSha256', '')[:16]}`)"]]
+        ["best model", _where(store, best.status.model_uri) if best else "–"],
+        *([["promoted as", f"`{_where(store, state['lifecycle']['candidate']['modelUri'])}` (content hash `{state['lifecycle']['candidate'].get('modelSha256', '')[:16]}`)"]]
           if (state.get("lifecycle") or {}).get("candidate") and (state.get("gate") or {}).get("passed") else []),
-        ["evaluation set", f"{manifest.get('size', '?')} examples {manifest.get('slices', {})}, sha256 `{manifest.get('sha256', '?')[:16]}`, frozen {manifest.get('frozen_at', '?')}"],
+        ["evaluation set", f"{manifest.get('size', '?')} examples ({_counts(manifest.get('slices', {}))}), sha256 `{manifest.get('sha256', '?')[:16]}`, frozen {manifest.get('frozen_at', '?')}"],
     ]), ""]
 
     verdict = state.get("gate")
@@ -167,7 +203,12 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
             md += [_table(["check", "value", "limit", "result", "in words"],
                           [[c["name"], _fmt(c.get("value")) if isinstance(c.get("value"), float) else c.get("value", "–"),
                             c.get("limit", "–"), "pass" if c["passed"] else "FAIL", c.get("message", "")] for c in verdict["checks"]]), ""]
-        if verdict.get("regressedExamples"):
+        rows, total = _regressed_rows(store, verdict)
+        if rows:
+            md += [f"Regressed examples (answered right before, wrong by the candidate): {total}"
+                   + (f", the first {len(rows)} listed" if total > len(rows) else ""), ""]
+            md += [_table(["set", "id", "text", "answer before (passing)", "candidate's answer"], rows), ""]
+        elif verdict.get("regressedExamples"):
             total = verdict.get("regressedExamplesTotal") or len(verdict["regressedExamples"])
             md += [f"Regressed examples (previously passing, now wrong): {total}"
                    + (f", the first {len(verdict['regressedExamples'])} listed" if total > len(verdict["regressedExamples"]) else ""), ""]
@@ -175,12 +216,12 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
     if prep.get("mode") == "production":
         md += ["## Diagnosis", "",
                f"{prep['traces']} judged traces: {prep['failing']} failing ({prep['fixable']} fixable, {prep['external']} external), "
-               f"{prep['passing']} passing. Parent: revision {prep['parent_revision']} ({prep['parent_model']}). "
+               f"{prep['passing']} passing. Parent: revision {prep['parent_revision']} ({_where(store, prep['parent_model'])}). "
                f"Regression set {prep['regression_set']}, cross-checkpoint set {prep['cross_checkpoint_set']}.", ""]
         md += [_table(["cluster", "fixability", "size", "live confirmation", "lengths", "evidence", "examples"],
                       [[c["cluster"], c["fixability"], c["size"],
                         "–" if c.get("confirmation_rate") is None else f"{c['confirmation_rate']:.0%} of {c['probes']} probes",
-                        c["lengths"], c["evidence"], " / ".join(c["examples"])[:240]]
+                        _counts(c["lengths"]), c["evidence"], " / ".join(c["examples"])[:240]]
                        for c in prep["taxonomy"][:25]]), ""]
 
     files["search-graph.png"] = plot_search_graph(graph, tau or 1.0, metric)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pioneer.api.models import Condition, ModelAdaptationStatus, Phase, TrainingAttempt
 from pioneer.conditions import set_condition
 from pioneer.core.controller import Completion, summarize
-from pioneer.layout import Prepared, now
+from pioneer.layout import EVAL_KEY, Prepared, now
 
 
 def adaptation_status(
@@ -33,7 +33,7 @@ def adaptation_status(
     if prepared is not None:
         st.eval_set_sha256 = prepared.eval_sha256
         conds = set_condition(conds, Condition(type="EvalSetFrozen", status="True", reason="Frozen", observed_generation=generation,
-                                               message=f"{prepared.eval_uri} sha256 {prepared.eval_sha256[:12]}"))
+                                               message=f"{EVAL_KEY} sha256 {prepared.eval_sha256[:12]}"))
     if error:
         st.phase, st.message = Phase.failed.value, error
         conds = set_condition(conds, Condition(type="Ready", status="False", reason="Error", message=error, observed_generation=generation))

@@ -203,6 +203,43 @@ def split_uri(uri: str) -> tuple[LocalStore | S3Store, str]:
     return LocalStore(path.parent), path.name
 
 
+def _is_uri_key(key: Any) -> bool:
+    """A field that holds a location: ``...Uri``, or a base model (a path when it is a published parent)."""
+    return isinstance(key, str) and (key.lower().endswith("uri") or key in ("baseModel", "base_model"))
+
+
+def portable(value: Any, root: Path) -> Any:
+    """``value`` (JSON) with every location path inside ``root`` made relative to it (``./models/...``), for records
+    kept in a local store: the folder can then be moved, copied or synced and still resolve (:func:`located`)."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if _is_uri_key(k) and isinstance(v, str) and v.startswith("/"):
+                path = Path(os.path.normpath(v))
+                out[k] = f"./{path.relative_to(root)}" if root in path.parents else v
+            else:
+                out[k] = portable(v, root)
+        return out
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    return value
+
+
+def located(value: Any, root: Path) -> Any:
+    """The inverse of :func:`portable`: relative ``...Uri`` paths resolved against ``root`` where the record now lies."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if _is_uri_key(k) and isinstance(v, str) and v.startswith("./") and (k.lower().endswith("uri") or v.startswith("./models/")):
+                out[k] = str(root / v[2:])  # a base model is only ever recorded relative when it is a published revision
+            else:
+                out[k] = located(v, root)
+        return out
+    if isinstance(value, list):
+        return [located(v, root) for v in value]
+    return value
+
+
 def read_json(store: ArtifactStore, key: str) -> Any:
     return json.loads(store.read_bytes(key))
 

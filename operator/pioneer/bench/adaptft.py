@@ -74,7 +74,7 @@ class Scenario:
         return lambda text, label, rng, rates: perturb(text, label, labels, rng, rates)
 
     def predict(self, model_uri: str, texts: list[str]) -> list[str]:
-        return (predict_tags if self.task_type == "ner" else predict_labels)(model_uri, texts, self.max_length)
+        return (predict_tags if self.task_type == "ner" else predict_labels)(model_uri, texts)
 
     def trainable(self, text: str, label: str | None, labels: list[str]) -> bool:
         """Can a training pipeline use this pair at all? (a known label; for NER a tagging of the input's words)"""

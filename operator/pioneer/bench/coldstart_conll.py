@@ -39,12 +39,13 @@ spec:
 """
 
 
-def tag_sentences(model_dir: str, sentences: list[tuple[list[str], list[str]]], max_length: int = 128) -> tuple[list[str], float]:
-    """(predicted tags of each sentence, space-joined; the threshold used) with a trained tagger's own threshold."""
-    from pioneer.trainer.ner import load_trained, predict
+def tag_sentences(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> tuple[list[str], float]:
+    """(predicted tags of each sentence, space-joined; the threshold used) with a trained tagger's own threshold and
+    max length."""
+    from pioneer import inference
 
-    tokenizer, model, threshold = load_trained(model_dir)
-    return predict(model, tokenizer, [" ".join(w) for w, _ in sentences], max_length, threshold), threshold
+    tagger = inference.load(model_dir)
+    return [a.output for a in tagger.predict([" ".join(w) for w, _ in sentences])], tagger.threshold
 
 
 def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> dict:

@@ -22,19 +22,18 @@ def fresh_workdir(args: argparse.Namespace, out: Path) -> Path:
     return work
 
 
-def predict_labels(model_uri: str, texts: list[str], max_length: int) -> list[str]:
-    from pioneer.trainer.classification import load_trained, predict
+def predict_labels(model_uri: str, texts: list[str]) -> list[str]:
+    """Labels of a trained classifier, with the preprocessing it was trained with (:mod:`pioneer.inference`)."""
+    from pioneer import inference
 
-    tokenizer, model = load_trained(model_uri)
-    return predict(model, tokenizer, texts, max_length=max_length)[0]
+    return [a.output for a in inference.load(model_uri).predict(texts)]
 
 
-def predict_tags(model_uri: str, texts: list[str], max_length: int) -> list[str]:
-    """Space-joined BIO tags of each space-joined sentence, at the tagger's own decision threshold."""
-    from pioneer.trainer.ner import load_trained, predict
+def predict_tags(model_uri: str, texts: list[str]) -> list[str]:
+    """Space-joined BIO tags of each space-joined sentence, at the tagger's own decision threshold and max length."""
+    from pioneer import inference
 
-    tokenizer, model, threshold = load_trained(model_uri)
-    return predict(model, tokenizer, texts, max_length, threshold)
+    return [a.output for a in inference.load(model_uri).predict(texts)]
 
 
 def run_adaptation(spec_text: str, work: Path):

@@ -54,7 +54,7 @@ REPAIR_SPEC = {
 
 
 def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[str]]:
-    preds = predict_labels(model_uri, [t for t, _ in rows], max_length=32)
+    preds = predict_labels(model_uri, [t for t, _ in rows])
     return sum(p == y for p, (_, y) in zip(preds, rows)) / len(rows), preds
 
 

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     # 2. production traffic, judged by exact match against the gold tags
-    preds, _ = tag_sentences(parent.model_uri, inferences, HYPERPARAMETERS["maxLength"])
+    preds, _ = tag_sentences(parent.model_uri, inferences)
     rows = []
     for i, ((words, tags), pred) in enumerate(zip(inferences, preds)):
         gold = " ".join(tags)

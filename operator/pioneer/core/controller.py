@@ -7,7 +7,7 @@ plan; attempts it asks for have deterministic names, so asking twice creates not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pioneer.api.models import ModelAdaptationSpec, Phase, Pipeline, TrainingAttempt
@@ -85,7 +85,26 @@ def _new(adaptation: str, iteration: int, proposals: list[planner.Proposal], par
 
 
 def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int) -> Plan:
-    """Decide what to do next for one ModelAdaptation (cold-start search)."""
+    """Decide what to do next for one ModelAdaptation. Each new attempt's evidence records what its pipeline changes,
+    read from the pipelines themselves: ``changed`` (field -> [before, after]) against ``changedFrom``."""
+    plan = _plan(adaptation, spec, attempts, pool_size)
+    if not plan.create:
+        return plan
+    graph = Graph.of(attempts)
+    configured = planner.initial_pipeline(spec)
+    annotated = []
+    for new in plan.create:
+        if new.iteration == 0:
+            annotated.append(new)
+            continue
+        parent = graph.get(new.parent) if new.iteration > 1 and new.parent else None
+        before, source = (parent.spec.pipeline, new.parent) if parent is not None else (configured, "the spec's configuration")
+        evidence = {**new.evidence, "changedFrom": source, "changed": planner.pipeline_changes(before, new.pipeline)}
+        annotated.append(replace(new, evidence=evidence))
+    return replace(plan, create=tuple(annotated))
+
+
+def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int) -> Plan:
     graph = Graph.of(attempts)
     search, gate = spec.search, spec.gate
 

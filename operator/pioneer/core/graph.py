@@ -90,11 +90,15 @@ class Graph:
         return trained[0].metadata.name if trained else name
 
     def best(self, among: list[TrainingAttempt] | None = None) -> TrainingAttempt | None:
-        """Highest score; ties go to the earlier (simpler) attempt."""
+        """Highest score; among equal scores the one that broke the fewest previously passing examples (production:
+        regressions on both gate sets), then the earlier (simpler) attempt."""
         pool = [a for a in (among if among is not None else self.trained) if score(a) is not None]
         if not pool:
             return None
-        return max(pool, key=lambda a: (score(a), -a.spec.iteration, [-ord(c) for c in a.metadata.name]))
+
+        def broken(a: TrainingAttempt) -> int:
+            return (a.status.regressions or 0) + (a.status.cross_checkpoint_regressions or 0) if a.status else 0
+        return max(pool, key=lambda a: (score(a), -broken(a), -a.spec.iteration, [-ord(c) for c in a.metadata.name]))
 
     def keys(self) -> set[str]:
         return {pipeline_key(a.spec.pipeline) for a in self.attempts}

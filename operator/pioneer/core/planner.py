@@ -28,6 +28,21 @@ class Proposal:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+def flat_fields(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flat_fields(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def pipeline_changes(before: Pipeline, after: Pipeline) -> dict[str, list[Any]]:
+    """Every pipeline field that differs, as spec field name -> [before, after] (``data.replayShare: [0.5, 0.65]``)."""
+    a, b = flat_fields(before.model_dump(mode="json", by_alias=True)), flat_fields(after.model_dump(mode="json", by_alias=True))
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 def band(score: float) -> str:
     if score < d.DATA_REWORK_BELOW:
         return "data-rework"
@@ -69,17 +84,24 @@ def initial_proposals(spec: ModelAdaptationSpec, k: int) -> list[Proposal]:
     base = initial_pipeline(spec)
     h = base.hyperparameters
     if spec.mode == "production":
-        ev = {"replay_share": base.data.replay_share, "hard_negative_share": base.data.hard_negative_share}
+        more_replay = _with(base, data={"replay_share": min(d.MAX_REPLAY_SHARE, base.data.replay_share + 0.15)})
+        longer = _with(base, hp={"epochs": h.epochs + max(1, round(h.epochs / 2))})
+        other = _with(base, hp=_switch_method(h))
+
+        def ev(p: Pipeline) -> dict[str, Any]:  # each proposal's own curriculum, read from its pipeline
+            return {"replay_share": p.data.replay_share, "hard_negative_share": p.data.hard_negative_share,
+                    "epochs": p.hyperparameters.epochs, "method": p.hyperparameters.method}
         return [
             Proposal(base, "repair curriculum: gold corrections + hard negatives + replay",
                      "Retrain from the base model on every fixable failure with its correction, a hard negative per failure "
-                     "(the label it was confused with) and replay of the parent's training data.", ev),
-            Proposal(_with(base, data={"replay_share": min(d.MAX_REPLAY_SHARE, base.data.replay_share + 0.15)}), "more replay",
-                     "A second configuration protects previously passing behaviour harder: more replay of the parent's data.", ev),
-            Proposal(_with(base, hp={"epochs": h.epochs + max(1, round(h.epochs / 2))}), "more epochs",
-                     "A contrast when replay is already at its cap: longer training on the same curriculum.", ev),
-            Proposal(_with(base, hp=_switch_method(h)), f"method {h.method} -> {_switch_method(h)['method']}",
-                     "Another contrast: the other training method.", ev),
+                     "(the label it was confused with) and replay of the parent's training data.", ev(base)),
+            Proposal(more_replay, f"replay {base.data.replay_share:.2f} -> {more_replay.data.replay_share:.2f}",
+                     "A second configuration protects previously passing behaviour harder: more replay of the parent's data.",
+                     ev(more_replay)),
+            Proposal(longer, f"epochs {h.epochs:g} -> {longer.hyperparameters.epochs:g}",
+                     "A contrast when replay is already at its cap: longer training on the same curriculum.", ev(longer)),
+            Proposal(other, f"method {h.method} -> {_switch_method(h)['method']}",
+                     "Another contrast: the other training method.", ev(other)),
         ]  # the controller keeps the first k distinct pipelines
     ev = {"pool_cap": base.data.max_examples, "method": h.method, "learning_rate": h.learning_rate}
     if spec.task.type == "generation":

@@ -8,6 +8,7 @@ from typing import Any
 from pioneer import defaults as d
 
 GROUP, VERSION = d.API_GROUP, d.API_VERSION
+USER_AGENT = "pioneer-operator/0.1"
 PLURALS = {"ModelAdaptation": "modeladaptations", "TrainingAttempt": "trainingattempts", "DeployedModel": "deployedmodels"}
 
 
@@ -23,7 +24,9 @@ def _api_client():
     except kubernetes.config.ConfigException:
         # read KUBECONFIG now: the kubernetes package reads it once, at import time
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    api = kubernetes.client.ApiClient(configuration)
+    api.user_agent = USER_AGENT  # the operator's own calls are recognisable in audit logs
+    return api
 
 
 def reset() -> None:

@@ -73,15 +73,13 @@ def _embedder(base_model: str):
 
 
 def _deployed_predictor(model_uri: str):
-    """The deployed model as a function texts -> labels, for live confirmation probes."""
+    """The deployed model as a function texts -> labels, for live confirmation probes (its own preprocessing)."""
     def predict(texts: list[str]) -> list[str]:
-        from pioneer.trainer.classification import load_trained
-        from pioneer.trainer.classification import predict as run
+        from pioneer import inference
 
         store, key = split_uri(model_uri)
         local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
-        tokenizer, model = load_trained(local)
-        return run(model, tokenizer, texts, max_length=128)[0]
+        return [a.output for a in inference.load(local).predict(texts)]
     return predict
 
 

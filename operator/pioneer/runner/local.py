@@ -43,7 +43,7 @@ from pioneer.engine import (
 from pioneer.revisions import CorruptOutput
 from pioneer.runner import ownership
 from pioneer.status import adaptation_status
-from pioneer.store import ArtifactStore, LocalStore, open_store, read_json, write_json
+from pioneer.store import ArtifactStore, LocalStore, located, open_store, portable, read_json, write_json
 
 STATE_KEY = "state.json"
 MARKER_KEY = ".pioneer-adaptation"  # written into every adaptation folder this project creates
@@ -61,6 +61,19 @@ def spec_fingerprint(ma: ModelAdaptation) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def frozen_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The frozen fields (mode, task, data) that differ between two spec dumps, named as in the YAML."""
+    from pioneer.core.planner import flat_fields
+
+    changes = []
+    for section in ("mode", "task", "data"):
+        a, b = flat_fields(recorded.get(section), f"spec.{section}."), flat_fields(current.get(section), f"spec.{section}.")
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                changes.append(f"{k} {json.dumps(a.get(k), default=str)[:60]} -> {json.dumps(b.get(k), default=str)[:60]}")
+    return changes
+
+
 def clear_adaptation(store: ArtifactStore) -> list[str]:
     """``--fresh``: delete what this project wrote in an adaptation folder (only where its marker is), nothing else.
 
@@ -73,6 +86,24 @@ def clear_adaptation(store: ArtifactStore) -> list[str]:
             store.delete_prefix(key)
             removed.append(key)
     return removed
+
+
+_PORTABLE_SECTIONS = ("status", "attempts", "lifecycle", "gate")
+
+
+def read_state(store: ArtifactStore) -> dict[str, Any]:
+    """state.json with its recorded locations resolved where the folder lies now (it may have been moved)."""
+    state = read_json(store, STATE_KEY)
+    if isinstance(store, LocalStore):
+        state.update({k: located(state[k], store.root.parent) for k in _PORTABLE_SECTIONS if k in state})
+    return state
+
+
+def write_state(store: ArtifactStore, state: dict[str, Any]) -> None:
+    """state.json with locations inside the artifacts folder recorded relative to it (a moved run still resolves)."""
+    if isinstance(store, LocalStore):
+        state = {**state, **{k: portable(state[k], store.root.parent) for k in _PORTABLE_SECTIONS if k in state}}
+    write_json(store, STATE_KEY, state)
 
 
 def adaptation_store(ma: ModelAdaptation, base_dir: Path | None) -> ArtifactStore:
@@ -130,11 +161,14 @@ class LocalRunner:
     def _load_state(self) -> None:
         if not self.store.exists(STATE_KEY):
             return
-        state = read_json(self.store, STATE_KEY)
+        state = read_state(self.store)
         if state.get("fingerprint") != spec_fingerprint(self.ma):
+            recorded = ((state.get("adaptation") or {}).get("spec") or {})
+            changed = (frozen_changes(recorded, self.ma.spec.dump()) if recorded else []) or ["task or data (the earlier spec is not recorded)"]
             raise SpecChanged(
-                f"{self.store.uri(STATE_KEY)} was made from a different task or data section; the frozen evaluation "
-                "set would no longer match. Use a new metadata.name, another artifacts.uri, or --fresh to start over."
+                f"{self.store.uri(STATE_KEY)} was made from another spec: {'; '.join(changed[:5])}. These are frozen inputs "
+                "(the evaluation set and the finished attempts depend on them). Use a new metadata.name, another "
+                "artifacts.uri, or run with --fresh to start over."
             )
         self.recorded_eval_sha256 = state.get("evalSha256")
         self.attempts = {a["metadata"]["name"]: TrainingAttempt.model_validate(a) for a in state["attempts"]}
@@ -174,7 +208,7 @@ class LocalRunner:
     def _save_state(self) -> None:
         if not self.store.exists(MARKER_KEY):
             self.store.write_bytes(MARKER_KEY, f"pioneer adaptation {self.name}\n".encode())
-        write_json(self.store, STATE_KEY, self.state())
+        write_state(self.store, self.state())
 
     def state(self) -> dict[str, Any]:
         self.status = adaptation_status(self.status, self.ma.metadata.generation, self.prepared, list(self.attempts.values()),

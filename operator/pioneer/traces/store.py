@@ -42,6 +42,17 @@ traces = sa.Table(
     sa.CheckConstraint("verdict IS NULL OR verdict IN ('pass', 'fail')", name="verdict_values"),
     sa.CheckConstraint("human_verdict IS NULL OR human_verdict IN ('pass', 'fail')", name="human_verdict_values"),
 )
+overrides = sa.Table(
+    "trace_overrides", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(64), nullable=False, index=True),
+    sa.Column("verdict", sa.String(8), doc="the person's verdict"),
+    sa.Column("corrected", sa.Text, doc="the person's correction (NULL for a bare thumbs up or down)"),
+    sa.Column("by", sa.String(256), nullable=False, doc="who: a user name, an e-mail, a service"),
+    sa.Column("at", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False, doc="cli | feedback | file"),
+    sa.CheckConstraint("verdict IN ('pass', 'fail')", name="override_verdict_values"),
+)
 EFFECTIVE_VIEW = """
 CREATE VIEW IF NOT EXISTS effective_traces AS
 SELECT id, input, prediction, model_id, created_at, judge_reasoning, judge_meta, meta,
@@ -111,10 +122,11 @@ def open_source(ref: str, workdir: Path | None = None) -> sa.Engine:
 class ImportReport:
     added: int = 0
     duplicates: int = 0
+    updated: int = 0
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "duplicates": self.duplicates,
+        return {"added": self.added, "duplicates": self.duplicates, "updated": self.updated,
                 "bad_rows": [{"line": n, "error": e} for n, e in self.bad_rows]}
 
 
@@ -246,8 +258,14 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
         raise ValueError(f"{path}: unsupported trace file type {suffix!r} (jsonl, csv, parquet)")
 
 
-def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000) -> ImportReport:
-    """Import traces, keeping every good row; bad rows are reported with their line numbers."""
+_PARTIAL = "__partial__"
+
+
+def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000, upsert: bool = False) -> ImportReport:
+    """Import traces, keeping every good row; bad rows are reported with their line numbers.
+
+    An id already in the store counts as a duplicate, unless ``upsert``: then the fields the new row gives (a
+    correction or a verdict that arrived later) replace the stored ones, and the fields it leaves out are kept."""
     path = Path(path)
     report = ImportReport()
     pending: list[tuple[int, dict[str, Any]]] = []
@@ -260,7 +278,15 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000) -> Impor
             existing = {r[0] for r in conn.execute(sa.select(traces.c.id).where(traces.c.id.in_(ids)))}
         fresh, seen = [], set()
         for line, r in pending:
-            if r["id"] in existing or r["id"] in seen:
+            partial = r.pop(_PARTIAL, False)
+            if upsert and r["id"] in existing:
+                given = {k: v for k, v in r.items() if v is not None and k not in ("id", "input")}
+                with engine.begin() as conn:
+                    conn.execute(traces.update().where(traces.c.id == r["id"]).values(**given))
+                report.updated += 1
+            elif partial:
+                report.bad_rows.append((line, f"no trace {r['id']!r} to update (a new trace needs 'input')"))
+            elif r["id"] in existing or r["id"] in seen:
                 report.duplicates += 1
             else:
                 seen.add(r["id"])
@@ -288,7 +314,10 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000) -> Impor
             report.bad_rows.append((line, "expected an object"))
             continue
         try:
-            pending.append((line, _clean(row)))
+            if upsert and "input" not in row and row.get("id") not in (None, ""):  # a later correction for a logged trace
+                pending.append((line, {**_clean({**row, "input": ""}), "input": None, _PARTIAL: True}))
+            else:
+                pending.append((line, _clean(row)))
         except ValueError as exc:
             report.bad_rows.append((line, str(exc)))
         if len(pending) >= batch:
@@ -303,6 +332,148 @@ def add(engine: sa.Engine, rows: Iterable[dict[str, Any]]) -> int:
     with engine.begin() as conn:
         conn.execute(traces.insert(), cleaned)
     return len(cleaned)
+
+
+@dataclass(frozen=True)
+class Override:
+    """A person's verdict on one logged trace, as recorded (the automated verdict and correction stay untouched)."""
+
+    trace_id: str
+    verdict: str
+    corrected: str | None
+    by: str
+    at: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trace_id": self.trace_id, "verdict": self.verdict, "corrected": self.corrected, "by": self.by,
+                "at": self.at, "source": self.source}
+
+
+class UnknownTrace(KeyError):
+    pass
+
+
+def _same_output(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.split() == b.split()
+
+
+def correct(engine: sa.Engine, trace_id: str, *, corrected: str | None = None, verdict: str | None = None, by: str,
+            source: str = "cli", at: str | None = None) -> Override:
+    """Record a person's correction or verdict for a logged trace; the newest override wins, every one is kept.
+
+    A correction alone decides the verdict (``pass`` when it equals the model's prediction, else ``fail``); a bare
+    verdict (a thumbs up or down) keeps the correction empty. The trace's own ``verdict`` and ``corrected`` (the
+    judge's) are never overwritten: the ``effective_traces`` view prefers the override."""
+    if corrected is not None and not corrected.strip():
+        raise ValueError("an empty correction: give the correct output, or a verdict alone")
+    if verdict is not None and verdict not in VERDICTS:
+        raise ValueError(f"verdict must be 'pass' or 'fail', got {verdict!r}")
+    if corrected is None and verdict is None:
+        raise ValueError("give a correction, a verdict, or both")
+    if not by or not by.strip():
+        raise ValueError("say who corrects (--by)")
+    at = at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(traces.c.prediction).where(traces.c.id == trace_id)).first()
+        if row is None:
+            raise UnknownTrace(trace_id)
+        if verdict is None:
+            verdict = "pass" if _same_output(corrected, row.prediction) else "fail"
+        if verdict == "pass" and corrected is not None and not _same_output(corrected, row.prediction):
+            raise ValueError(f"trace {trace_id}: verdict pass with a correction that differs from the prediction {row.prediction!r}")
+        conn.execute(overrides.insert().values(trace_id=trace_id, verdict=verdict, corrected=corrected, by=by.strip()[:256],
+                                               at=at, source=source))
+        conn.execute(traces.update().where(traces.c.id == trace_id).values(human_verdict=verdict, human_corrected=corrected))
+    return Override(trace_id, verdict, corrected, by.strip()[:256], at, source)
+
+
+def history(engine: sa.Engine, trace_id: str) -> list[Override]:
+    """Every override recorded for a trace, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(overrides).where(overrides.c.trace_id == trace_id).order_by(overrides.c.seq)).fetchall()
+    return [Override(r.trace_id, r.verdict, r.corrected, r.by, r.at, r.source) for r in rows]
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """Which traces ``pioneer traces export`` writes; every condition must hold (empty: all)."""
+
+    verdict: Literal["pass", "fail", "unjudged"] | None = None  # the effective verdict (a person's override wins)
+    model_id: str | None = None  # exact (``intents@2``) or every revision of a model (``intents@``)
+    since: str | None = None  # created_at >= since (RFC 3339 strings compare in time order)
+    until: str | None = None  # created_at < until
+    overridden: bool | None = None
+
+
+def _filtered(f: ExportFilter):
+    t = traces.c
+    effective = sa.func.coalesce(t.human_verdict, t.verdict)
+    conds = []
+    if f.verdict == "unjudged":
+        conds.append(effective.is_(None))
+    elif f.verdict:
+        conds.append(effective == f.verdict)
+    if f.model_id:
+        conds.append(t.model_id.startswith(f.model_id, autoescape=True) if f.model_id.endswith("@") else t.model_id == f.model_id)
+    if f.since:
+        conds.append(t.created_at >= f.since)
+    if f.until:
+        conds.append(t.created_at < f.until)
+    if f.overridden is not None:
+        conds.append(t.human_verdict.is_not(None) if f.overridden else t.human_verdict.is_(None))
+    return sa.select(traces).where(*conds).order_by(t.created_at, t.id)
+
+
+def iter_traces(engine: sa.Engine, f: ExportFilter = ExportFilter(), chunk: int = 5000) -> Iterator[dict[str, Any]]:
+    """Stored trace records (every column, absent ones dropped), streamed from the database in chunks."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk).execute(_filtered(f))
+        for row in result:
+            yield {k: v for k, v in row._mapping.items() if v is not None}
+
+
+def export(engine: sa.Engine, path: str | Path, f: ExportFilter = ExportFilter()) -> int:
+    """Write the traces that pass ``f`` to JSONL, CSV or Parquet (by suffix), in a form ``import`` reads back;
+    written to a temporary file and renamed, so a half export never looks like a whole one."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"{path}: unsupported export type {suffix!r} (jsonl, csv, parquet)")
+    tmp = path.with_name(f".{path.name}.partial")
+    n = 0
+    columns = [c.name for c in traces.columns]
+    if suffix == ".parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("writing Parquet needs pyarrow (pip install pyarrow)") from None
+        json_cols = ("judge_meta", "meta")
+        schema = pa.schema([(c, pa.string()) for c in columns])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            batch: list[dict[str, Any]] = []
+            for rec in iter_traces(engine, f):
+                batch.append({c: (json.dumps(rec[c]) if c in json_cols and c in rec else rec.get(c)) for c in columns})
+                if len(batch) >= 5000:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    n, batch = n + len(batch), []
+            if batch:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                n += len(batch)
+    else:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns) if suffix == ".csv" else None
+            if writer:
+                writer.writeheader()
+            for rec in iter_traces(engine, f):
+                if writer:
+                    writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in rec.items()})
+                else:
+                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+    os.replace(tmp, path)
+    return n
 
 
 class ReadOnlyQuery(ValueError):
@@ -403,15 +574,18 @@ def _fetch(conn, sql: str, limit: int | None) -> tuple[list[str], list[tuple]]:
 
 
 def judge_missing(engine: sa.Engine, judge_name: str, batch: int = 500, **judge_kwargs: Any) -> dict[str, int]:
-    """Fill missing verdicts of traces that have a reference (``corrected``) with a deterministic judge."""
+    """Fill missing verdicts of traces that have a reference (``corrected``, or a person's correction) with a
+    deterministic judge. A trace a person already judged is left alone: the override decides it."""
     from pioneer.traces.judges import judge
 
+    t = traces.c
+    reference = sa.func.coalesce(t.human_corrected, t.corrected)
+    unjudged = sa.and_(t.verdict.is_(None), t.human_verdict.is_(None))
     counts = {"judged": 0, "pass": 0, "fail": 0, "no_reference": 0}
     with engine.begin() as conn:
         counts["no_reference"] = conn.execute(
-            sa.select(sa.func.count()).select_from(traces).where(traces.c.verdict.is_(None), traces.c.corrected.is_(None))).scalar_one()
-        rows = conn.execute(sa.select(traces.c.id, traces.c.prediction, traces.c.corrected)
-                            .where(traces.c.verdict.is_(None), traces.c.corrected.is_not(None))).fetchall()
+            sa.select(sa.func.count()).select_from(traces).where(unjudged, reference.is_(None))).scalar_one()
+        rows = conn.execute(sa.select(t.id, t.prediction, reference).where(unjudged, reference.is_not(None))).fetchall()
         for start in range(0, len(rows), batch):
             for tid, prediction, corrected in rows[start:start + batch]:
                 j = judge(judge_name, prediction, corrected, **judge_kwargs)

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from pioneer import inference
 from pioneer.api.models import TrainingAttemptSpec
 from pioneer.data.evalset import EvalSetTampered, verify
 from pioneer.data.examples import DataError
@@ -123,6 +124,9 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
     out = workdir / OUTPUT
     out.mkdir()
     backend.save(trained, out / "model")
+    # the preprocessing the model was trained and scored with travels with it: serving reads it, never a default
+    inference.write(out / "model", inference.Preprocessing(task_type=spec.task.type, labels=list(spec.labels),
+                                                           max_length=spec.pipeline.hyperparameters.max_length))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "predictions.jsonl", "w") as fh:
         for row in predictions:

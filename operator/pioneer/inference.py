@@ -1,0 +1,104 @@
+"""A saved model as a predictor, with the preprocessing it was trained and scored with.
+
+The trainer writes ``pioneer-model.json`` into every model folder it saves: the task type, the label order,
+the maximum sequence length (and, for NER, the decision threshold lies beside it in ``threshold.json``).
+``pioneer serve``, production preparation's live probes and the benchmarks read the model through
+:func:`load`, never through a default of their own, so a served answer is the answer the gate scored
+(train/serve parity).
+
+A folder without the file (a model trained elsewhere, or before the file existed) is read with the
+defaults of :mod:`pioneer.defaults` and says so in ``Preprocessing.source``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pioneer import defaults as d
+
+PREPROCESSING_FILE = "pioneer-model.json"
+SERVABLE = ("classification", "ner")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How inputs become model inputs, as the trainer used it."""
+
+    task_type: str
+    max_length: int
+    labels: list[str] = field(default_factory=list)
+    source: str = PREPROCESSING_FILE  # or "defaults" when the folder has no preprocessing file
+
+
+def write(model_dir: str | Path, pre: Preprocessing) -> None:
+    body = {k: v for k, v in asdict(pre).items() if k != "source"}
+    (Path(model_dir) / PREPROCESSING_FILE).write_text(json.dumps(body, indent=2) + "\n")
+
+
+def read(model_dir: str | Path) -> Preprocessing:
+    folder = Path(model_dir)
+    saved = folder / PREPROCESSING_FILE
+    if saved.is_file():
+        body = json.loads(saved.read_text())
+        return Preprocessing(task_type=body["task_type"], max_length=int(body["max_length"]), labels=list(body.get("labels") or []))
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    archs = " ".join(config.get("architectures") or [])
+    task = "ner" if "TokenClassification" in archs else "classification"
+    labels = [config["id2label"][k] for k in sorted(config.get("id2label") or {}, key=int)]
+    return Preprocessing(task_type=task, max_length=d.MAX_LENGTH, labels=labels, source="defaults")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One prediction: the output text (a label, or one BIO tag per word) and the model's confidence in it."""
+
+    output: str
+    confidence: float
+
+
+class Predictor:
+    """A loaded model folder: ``predict(texts)`` answers exactly as the trainer's evaluation does."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = str(model_dir)
+        self.preprocessing = read(model_dir)
+        task = self.preprocessing.task_type
+        if task not in SERVABLE:
+            raise ValueError(f"{model_dir}: a {task} model cannot be served (servable: {', '.join(SERVABLE)})")
+        if task == "ner":
+            from pioneer.trainer.ner import load_trained
+
+            self.tokenizer, self.model, self.threshold = load_trained(model_dir)
+        else:
+            from pioneer.trainer.classification import load_trained
+
+            self.tokenizer, self.model = load_trained(model_dir)
+            self.threshold = None
+
+    def predict(self, texts: list[str]) -> list[Answer]:
+        n = self.preprocessing.max_length
+        if self.preprocessing.task_type == "ner":
+            from pioneer.trainer.ner import decode, word_probabilities
+
+            tags = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+            out = []
+            for probs in word_probabilities(self.model, self.tokenizer, texts, n):
+                chosen = decode(probs, tags, self.threshold)
+                conf = float(min((probs[i, tags.index(t)] for i, t in enumerate(chosen)), default=1.0))
+                out.append(Answer(" ".join(chosen), conf))
+            return out
+        from pioneer.trainer.classification import predict
+
+        labels, probs = predict(self.model, self.tokenizer, texts, n)
+        return [Answer(lab, float(p.max())) for lab, p in zip(labels, probs)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"task_type": self.preprocessing.task_type, "max_length": self.preprocessing.max_length,
+                "labels": self.preprocessing.labels, "threshold": self.threshold, "preprocessing": self.preprocessing.source}
+
+
+def load(model_dir: str | Path) -> Predictor:
+    return Predictor(model_dir)
