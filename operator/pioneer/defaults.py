@@ -68,3 +68,4 @@ SERVE_BATCH_WAIT_SECONDS = 0.005  # how long the first request of a batch waits 
 SERVE_IDLE_TIMEOUT_SECONDS = 5  # keep-alive connections idle longer are closed
 SERVE_BACKLOG = 2048  # listen backlog (connections waiting to be accepted)
 SERVE_GRACEFUL_SHUTDOWN_SECONDS = 10  # on SIGTERM, requests in flight get this long to finish
+SERVE_CALIBRATION_REFRESH_SECONDS = 5.0  # how stale the per-label judged history used for calibration may get

@@ -75,6 +75,8 @@ class ModelServer:
         self.model_uri: str | None = None
         self.predictor = None
         self.loading = False
+        self._history_cache: dict = {}
+        self._history_at: float | None = None
 
     def _current(self) -> tuple[int, str, str | None]:
         status = self.registry.load(self.name)
@@ -107,13 +109,22 @@ class ModelServer:
             finally:
                 self.loading = False
 
+    def _history(self) -> dict:
+        """Per-label judged history for calibration, read again at most every few seconds (verdicts arrive slowly)."""
+        from pioneer.traces.calibration import label_history
+
+        now = time.monotonic()
+        if self._history_at is None or now - self._history_at > d.SERVE_CALIBRATION_REFRESH_SECONDS:
+            self._history_cache, self._history_at = label_history(self.traces, f"{self.name}@"), now
+        return self._history_cache
+
     @property
     def ready(self) -> bool:
         return self.predictor is not None and not self.loading
 
     def predict_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """Answer a batch in one forward pass and log one trace per input (one insert for the batch)."""
-        from pioneer.traces.calibration import calibrate, label_history
+        from pioneer.traces.calibration import calibrate
         from pioneer.traces.store import add
 
         self.refresh()
@@ -121,7 +132,7 @@ class ModelServer:
             answers = self.predictor.predict(texts)
             revision, uri = self.revision, self.model_uri
             classification = self.predictor.preprocessing.task_type == "classification"
-        history = label_history(self.traces, f"{self.name}@") if classification else {}
+        history = self._history() if classification else {}
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         results, rows = [], []
         for text, answer in zip(texts, answers):

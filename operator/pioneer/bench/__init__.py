@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll
+from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll, serve_load
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-sms": coldstart_sms.run,
@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-conll": coldstart_conll.run,
     "coldstart-arc": coldstart_arc.run,
     "repair-conll": repair_conll.run,
+    "serve": serve_load.run,
 }
 
 
@@ -60,6 +61,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=int, default=2, help="gate: sentences allowed to regress among previously passing traces")
     p.add_argument("--max-attempts", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("serve", help="load test of `pioneer serve` on loopback with trace logging: requests/s, p50/p99, traces vs 2xx")
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--server-threads", type=int, default=0, help="torch threads of the server process (0: torch's default)")
     p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
     p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding the scenario's dataset")
