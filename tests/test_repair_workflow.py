@@ -145,7 +145,10 @@ def test_serve_correct_judge_repair_and_regate_with_the_cli_only(served, capsys)
 
     repair["spec"]["gate"] = {"tau": 0.05, "epsilon": 1000}
     spec.write_text(yaml.safe_dump(repair, sort_keys=False))
+    capsys.readouterr()
     assert main(["run", str(spec), "--quiet"]) == 0
+    quiet = capsys.readouterr().out.strip().splitlines()
+    assert len(quiet) == 1 and quiet[0].startswith("Succeeded"), quiet  # --quiet: the outcome line only
     events = " ".join(e["message"] for e in json.loads((art / "repair" / "state.json").read_text())["events"])
     assert "the gate changed (" in events and "tau 1.0 -> 0.05" in events and "epsilon 0 -> 1000" in events
     capsys.readouterr()

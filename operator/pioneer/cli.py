@@ -118,7 +118,7 @@ def _print_summary(state: dict, quiet: bool = False, checks: bool = False) -> No
     verdict = state.get("gate")
     target = state["adaptation"]["spec"].get("deployedModel")
     if quiet:
-        out.print(outcome)
+        out.print(outcome, soft_wrap=True)  # one line, however long: scripts read it
         return
     attempts = [TrainingAttempt.model_validate(a) for a in state["attempts"]]
     metric = state["adaptation"]["spec"]["task"].get("metric", "accuracy")
