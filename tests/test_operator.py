@@ -132,8 +132,16 @@ def drive_to_completion(api, name: str = "intents", timeout: float = 300) -> dic
 
 def test_apply_train_and_promote_through_the_gate(cluster, bucket):
     api = cluster
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "intents-hf", "namespace": NS},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "huggingface"}, "storageUri": "s3://somewhere/else"}}}}
+    api.custom.create_namespaced_custom_object("serving.kserve.io", "v1beta1", NS, "inferenceservices", isvc)
+    served = lambda: api.custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NS, "inferenceservices", "intents-hf")["spec"]["predictor"]["model"]  # noqa: E731
     with operator() as runner:
-        apply(api, "deployedmodels", deployed_model())
+        dm = deployed_model()
+        dm["spec"]["serving"] = {"inferenceService": "intents-hf"}
+        apply(api, "deployedmodels", dm)
+        # the serving target follows revision 1 ...
+        wait_for(lambda: served()["storageUri"] == "s3://models/intents/v0", what="the InferenceService at revision 1")
         wait_for(lambda: (get(api, "deployedmodels", "intents").get("status") or {}).get("currentRevision") == 1, what="revision 1")
         apply(api, "modeladaptations", adaptation(bucket, gate={"tau": 0.05}))
 
@@ -169,12 +177,15 @@ def test_apply_train_and_promote_through_the_gate(cluster, bucket):
         assert dm["modelUri"] == f"s3://{bucket}/pioneer/models/sha256-{promoted['modelSha256']}"
         assert [r["revision"] for r in dm["revisions"]] == [1, 2]
         assert [c["name"] for c in dm["lastVerdict"]["checks"]] == ["score", "notBelowBaseline"]
+        # ... and revision 2 once the gate promoted it, its other settings untouched
+        wait_for(lambda: served()["storageUri"] == dm["modelUri"], what="the InferenceService at revision 2")
+        assert served()["modelFormat"] == {"name": "huggingface"}
         assert status["gateApplied"] is True and status["verdict"]["attempt"] == status["bestAttempt"]
         text = scrape(api)
         assert metric(text, "pioneer_gate_verdicts_total", deployed_model="intents", result="passed") >= 1
         assert metric(text, "pioneer_best_score", adaptation="intents") == pytest.approx(status["bestScore"])
         reasons = {e.reason for e in api.core.list_namespaced_event(NS).items}
-        assert {"AttemptCreated", "JobCreated", "EvalSetFrozen", "Promoted"} <= reasons
+        assert {"AttemptCreated", "JobCreated", "EvalSetFrozen", "Promoted", "ServingUpdated"} <= reasons
     assert runner.exception is None
     # every call Kopf and the handlers made is one the chart's namespaced Role grants
     assert_rbac_allows_every_call(api.emulator.calls, chart_rules("--set", "watchNamespaces={default}"))

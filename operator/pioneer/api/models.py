@@ -561,8 +561,19 @@ class GateVerdict(ApiModel):
     decided_at: str | None = Field(default=None, description="RFC 3339 time of the decision.")
 
 
+class ServingTarget(ApiModel):
+    """What serves the DeployedModel's current revision; the operator points it at every new revision (promotion or
+    rollback) and at nothing else."""
+
+    inference_service: str | None = Field(
+        default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="A KServe InferenceService in the same namespace: its spec.predictor.model.storageUri is set to the "
+                    "current revision's model URI (the Hugging Face runtime serves sequence and token classification).")
+
+
 class DeployedModelSpec(ApiModel):
     task: Task
+    serving: ServingTarget | None = Field(default=None, description="Where the current revision is served; updated on every revision change.")
     base_model: str = Field(default=d.BASE_MODEL, description="Base model every retraining restarts from.")
     initial_model_uri: str | None = Field(default=None, description="Model served as revision 1 when no revision exists yet.")
     rollback_to: int | None = Field(default=None, ge=1, description="Set to restore an earlier revision (explicit user rollback).")

@@ -290,7 +290,12 @@ def _finish(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list
 
     ports = lifecycle.Ports(registry=registry, store=store, emit=emit, write_report=write_report,
                             save=lambda p: None, now=engine.now, on_verdict=on_verdict)
-    return lifecycle.advance(ma.spec, ma.metadata.name, attempts, progress, ports, prepared.eval_sha256)
+    done = lifecycle.advance(ma.spec, ma.metadata.name, attempts, progress, ports, prepared.eval_sha256)
+    if target and done.applied and done.verdict is not None and done.verdict.passed:
+        dm = client.get("DeployedModel", namespace, target) or {}
+        current = dm.get("status") or {}
+        sync_serving_target(target_ref, namespace, target, dm.get("spec"), current.get("modelUri"), current.get("currentRevision"))
+    return done
 
 
 def _export_metrics(namespace: str, name: str, ma: ModelAdaptation, st: ModelAdaptationStatus) -> None:
@@ -393,10 +398,30 @@ def initial_revision(body: kopf.Body, namespace: str, name: str, spec, status, p
     current = DeployedModelStatus.model_validate(status or {})
     uri = spec.get("initialModelUri")
     if current.revisions or not uri:
+        sync_serving_target(body, namespace, name, spec, current.model_uri, current.current_revision)
         return
     first = Revision(revision=1, model_uri=uri, promoted_at=engine.now(), reason="initial model from spec.initialModelUri")
     patch.status.update(current.model_copy(update={"revisions": [first], "current_revision": 1, "model_uri": uri}).dump())
     kopf.info(body, reason="Revision", message=f"revision 1: {uri}")
+    sync_serving_target(body, namespace, name, spec, uri, 1)
+
+
+def sync_serving_target(body, namespace: str, name: str, spec, uri: str | None, revision) -> None:
+    """Point the DeployedModel's serving target at the revision it now serves, when they differ. Called after every
+    revision change (promotion, rollback, the initial revision) and when the operator resumes, so a restart between
+    the two writes is mended."""
+    from pioneer.kube import serving
+
+    target = ((spec or {}).get("serving") or {}).get("inferenceService")
+    if not target or not uri:
+        return
+    try:
+        before = serving.sync_inference_service(namespace, target, uri)
+    except LookupError as exc:
+        _warn_once(body, namespace, name, exc)
+        return
+    if before is not None:
+        kopf.info(body, reason="ServingUpdated", message=f"InferenceService {target} now serves revision {revision} ({uri})")
 
 
 @kopf.on.field(GROUP, VERSION, "deployedmodels", field="spec.rollbackTo")
@@ -410,3 +435,5 @@ def rollback_revision(body: kopf.Body, new, status, patch: kopf.Patch, **_) -> N
         raise kopf.PermanentError(str(exc)) from None
     patch.status.update(restored.dump())
     kopf.info(body, reason="RolledBack", message=f"serving revision {new} again ({restored.model_uri})")
+    sync_serving_target(body, body.get("metadata", {}).get("namespace"), body.get("metadata", {}).get("name"), body.get("spec"),
+                        restored.model_uri, restored.current_revision)
