@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_labels, predict_tags
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_outputs
 from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, PerturbedSample, perturb, perturb_tagged, rates_for
 
 STAGE_POISON = (0.15, 0.25, 0.40)
@@ -74,7 +74,7 @@ class Scenario:
         return lambda text, label, rng, rates: perturb(text, label, labels, rng, rates)
 
     def predict(self, model_uri: str, texts: list[str]) -> list[str]:
-        return (predict_tags if self.task_type == "ner" else predict_labels)(model_uri, texts)
+        return predict_outputs(model_uri, texts)
 
     def trainable(self, text: str, label: str | None, labels: list[str]) -> bool:
         """Can a training pipeline use this pair at all? (a known label; for NER a tagging of the input's words)"""

@@ -22,15 +22,9 @@ def fresh_workdir(args: argparse.Namespace, out: Path) -> Path:
     return work
 
 
-def predict_labels(model_uri: str, texts: list[str]) -> list[str]:
-    """Labels of a trained classifier, with the preprocessing it was trained with (:mod:`pioneer.inference`)."""
-    from pioneer import inference
-
-    return [a.output for a in inference.load(model_uri).predict(texts)]
-
-
-def predict_tags(model_uri: str, texts: list[str]) -> list[str]:
-    """Space-joined BIO tags of each space-joined sentence, at the tagger's own decision threshold and max length."""
+def predict_outputs(model_uri: str, texts: list[str]) -> list[str]:
+    """A trained model's answers (labels, or space-joined BIO tags of space-joined sentences), with the preprocessing
+    and decision threshold it was trained with (:mod:`pioneer.inference`)."""
     from pioneer import inference
 
     return [a.output for a in inference.load(model_uri).predict(texts)]

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, predict_labels, repair_summary
+from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, predict_outputs, repair_summary
 
 INTENTS = [
     "balance", "bill_balance", "bill_due", "pay_bill", "transfer", "transactions", "freeze_account", "report_fraud",
@@ -54,7 +54,7 @@ REPAIR_SPEC = {
 
 
 def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[str]]:
-    preds = predict_labels(model_uri, [t for t, _ in rows])
+    preds = predict_outputs(model_uri, [t for t, _ in rows])
     return sum(p == y for p, (_, y) in zip(preds, rows)) / len(rows), preds
 
 
