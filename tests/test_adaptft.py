@@ -47,9 +47,12 @@ def test_naive_labels_follow_the_papers_review_rates():
 def test_poison_filter_precision_recall_and_the_coverage_table():
     rows = [{"id": "a", "poisoned": True, "applied": ["gibberish"]}, {"id": "b", "poisoned": True, "applied": ["label_flip"]},
             {"id": "c", "poisoned": False, "applied": ["typos"]}, {"id": "d", "poisoned": False, "applied": []}]
-    q = filter_quality(rows, {"a", "c"})
+    verdicts = {"a": "fail", "b": "fail", "c": "fail", "d": "pass"}
+    q = filter_quality(rows, {"a", "c"}, verdicts)
     assert (q["precision"], q["recall"], q["true_positives"]) == (0.5, 0.5, 1)
-    table = coverage_table(rows, {"a": "fail", "b": "fail", "c": "fail", "d": "pass"},
+    # the false positives on clean traffic: c (a clean failure) was set aside, d (clean, passing) was not
+    assert (q["clean_set_aside"], q["clean"], q["clean_failures_set_aside"], q["clean_failures"]) == (1, 2, 1, 1)
+    table = coverage_table(rows, verdicts,
                            {"a": "trained as 'oos': adversarial-or-malformed-input", "c": "excluded: off-domain-input"}, failure_set={"b"})
     by = {r["perturbation"]: r for r in table}
     assert by["gibberish"]["fixable"] is False and by["gibberish"]["action"] == "trained as 'oos': adversarial-or-malformed-input"

@@ -41,7 +41,8 @@ def test_a_candidate_that_regresses_is_refused_and_the_deployed_model_is_untouch
 
     repair = tiny_adaptation("repair", mode="production", deployedModel="lights",
                              data={"sources": [{"traces": "traces.db"}]}, gate={"tau": 0.05, "epsilon": 0},
-                             search={"maxAttempts": 1, "configurationsPerIteration": 1}, task={"labels": LABELS})
+                             search={"maxAttempts": 1, "configurationsPerIteration": 1}, task={"labels": LABELS},
+                             production={"triage": {"fdr": 0.2}})
     spec = write_spec(repair, "repair.yaml")
     main(["run", str(spec), "--quiet"])
 
@@ -54,6 +55,9 @@ def test_a_candidate_that_regresses_is_refused_and_the_deployed_model_is_untouch
     assert state["gate"]["passed"] is False and state["gate"]["regressedExamples"]
     report = (tmp_path / "pioneer-artifacts" / "repair" / "report" / "report.md").read_text()
     assert "**REFUSED**" in report and verdict.regressed_examples[0] in report and "## Diagnosis" in report
+    # the triage ran at the spec's false-discovery rate, and says so
+    prep = json.loads((tmp_path / "pioneer-artifacts" / "repair" / "data" / "preparation.json").read_text())
+    assert prep["triage"]["level"] == 0.2 and "### Triage" in report and "false-discovery rate 0.2 " in report
     # each regressed example with its text, the answer that passed before and the candidate's answer
     metrics = json.loads((tmp_path / "pioneer-artifacts" / "repair" / "attempts" / verdict.attempt / "output" / "metrics.json").read_text())
     first = metrics["regressed_examples"][0]

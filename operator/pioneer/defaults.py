@@ -69,3 +69,12 @@ SERVE_IDLE_TIMEOUT_SECONDS = 5  # keep-alive connections idle longer are closed
 SERVE_BACKLOG = 2048  # listen backlog (connections waiting to be accepted)
 SERVE_GRACEFUL_SHUTDOWN_SECONDS = 10  # on SIGTERM, requests in flight get this long to finish
 SERVE_CALIBRATION_REFRESH_SECONDS = 5.0  # how stale the per-label judged history used for calibration may get
+
+# Production triage (paper §2.6): statistical checks flag traces at a controlled false-discovery rate.
+TRIAGE_FDR = 0.05  # Benjamini-Hochberg level over conformal p-values (failing and passing traces, two families)
+TRIAGE_SUPPORT_K = 5  # trusted neighbours whose mean similarity is a label's support for an input
+TRIAGE_NEIGHBOURHOOD_K = 3  # off-task traces whose mean similarity says an input sits with them
+TRIAGE_NEIGHBOURHOOD_MIN = 5  # off-task traces needed before their neighbourhood is used as evidence
+TRIAGE_BORDERLINE_FRACTION = 0.2  # a flag with BH-adjusted p above fdr x this is borderline and gets a second look
+TRIAGE_HARD_SHARE = 0.2  # a failure with a margin in the trusted examples' lowest 20% is compared with those 20% alone (failures are hard by selection)
+TRIAGE_NEIGHBOURHOOD_PASSES = 2  # what one pass of the neighbourhood check finds joins the off-task traffic of the next

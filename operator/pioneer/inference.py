@@ -57,6 +57,7 @@ class Answer:
 
     output: str
     confidence: float
+    runner_up: str | None = None  # classification: the label the model ranked second (the triage's second look reads it)
 
 
 class Predictor:
@@ -93,7 +94,8 @@ class Predictor:
         from pioneer.trainer.classification import predict
 
         labels, probs = predict(self.model, self.tokenizer, texts, n)
-        return [Answer(lab, float(p.max())) for lab, p in zip(labels, probs)]
+        names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        return [Answer(lab, float(p.max()), names[int(p.argsort()[-2])] if len(p) > 1 else None) for lab, p in zip(labels, probs)]
 
     def describe(self) -> dict[str, Any]:
         return {"task_type": self.preprocessing.task_type, "max_length": self.preprocessing.max_length,

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import matplotlib
@@ -21,8 +22,8 @@ import matplotlib.pyplot as plt
 
 from pioneer.api.models import TrainingAttempt
 from pioneer.core.graph import Graph, score
-from pioneer.layout import EVAL_MANIFEST, PREPARATION_KEY, attempt_key
-from pioneer.store import ArtifactStore, read_json
+from pioneer.layout import EVAL_MANIFEST, EXCLUDED_KEY, PREPARATION_KEY, attempt_key
+from pioneer.store import ArtifactStore, read_json, read_jsonl
 from pioneer.trainer.run import OUTPUT
 
 REPORT_DIR = "report"
@@ -159,6 +160,32 @@ def _regressed_rows(store: ArtifactStore, verdict: dict[str, Any], cap: int = 50
     return rows, len(found)
 
 
+def _triage_section(store: ArtifactStore, prep: dict[str, Any]) -> list[str]:
+    """Why each trace was set aside: the level and reference of the statistical checks, every exclusion with its
+    p-value (the first 25 listed), and the borderline flags taken back."""
+    tri = prep.get("triage") or {}
+    md = ["### Triage", ""]
+    if tri.get("level") is not None:
+        md += [f"Statistical checks at false-discovery rate {tri['level']:g} (conformal p-values against {tri.get('reference', 0)} trusted "
+               f"examples: {tri.get('parent_examples', 0)} of the parent's training data and {tri.get('verified_passing', 0)} verified "
+               f"passing traces; smallest possible p-value {tri.get('smallest_p_value', 1):g}, for a failure as hard as the "
+               f"hardest {tri.get('hard_reference', 0)} of them {tri.get('smallest_p_value_hard', 1):g}; Benjamini-Hochberg). "
+               f"Borderline flags taken back on a second look: {tri.get('taken_back', 0)}."
+               + (f" Second look skipped: {tri['second_look_skipped']}." if tri.get("second_look_skipped") else ""), ""]
+    excluded = read_jsonl(store, EXCLUDED_KEY) if store.exists(EXCLUDED_KEY) else []
+    if excluded:
+        md += [f"Set aside: {len(excluded)} traces ({_counts(Counter(e['reason'] for e in excluded))})"
+               + (", the first 25 listed" if len(excluded) > 25 else ""), ""]
+        md += [_table(["id", "verdict", "reason", "p-value", "BH-adjusted", "action", "text", "evidence"],
+                      [[e["id"], e["verdict"], e["reason"], _fmt(e.get("p_value")), _fmt(e.get("adjusted_p")), e["action"],
+                        e["text"][:80], e["evidence"][:240]] for e in excluded[:25]]), ""]
+    back = next((r["details"].get("taken_back", []) for r in prep.get("rules", []) if r["rule"] == "take-back-borderline"), [])
+    if back:
+        md += ["Taken back (kept fixable):", "", _table(["id", "flagged as", "text", "evidence"],
+                                                        [[b["id"], b["flagged_as"], b["text"][:80], b["evidence"]] for b in back[:25]]), ""]
+    return md
+
+
 def _evidence(ev: dict[str, Any]) -> str:
     return json.dumps(ev, sort_keys=True, default=str)[:600]
 
@@ -223,6 +250,7 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
                         "–" if c.get("confirmation_rate") is None else f"{c['confirmation_rate']:.0%} of {c['probes']} probes",
                         _counts(c["lengths"]), c["evidence"], " / ".join(c["examples"])[:240]]
                        for c in prep["taxonomy"][:25]]), ""]
+        md += _triage_section(store, prep)
 
     files["search-graph.png"] = plot_search_graph(graph, tau or 1.0, metric)
     md += ["## Search graph", "", "![search graph](search-graph.png)", ""]

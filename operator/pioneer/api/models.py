@@ -261,6 +261,21 @@ class Gate(ApiModel):
     )
 
 
+class TriagePolicy(ApiModel):
+    """How production-mode triage tells poison from clean failures."""
+
+    fdr: float = Field(default=d.TRIAGE_FDR, gt=0, lt=1, description=(
+        "False-discovery rate of the statistical checks (domain, label support, confident learning, off-task "
+        "neighbourhood): traces are flagged by Benjamini-Hochberg over conformal p-values at this level, so about this "
+        "share of the traces they set aside is clean, and clean traffic yields almost no flags."))
+
+
+class Production(ApiModel):
+    """Production-mode settings that shape the diagnosis (frozen with the failure set)."""
+
+    triage: TriagePolicy = Field(default_factory=TriagePolicy, description="Poison detection of the triage.")
+
+
 class Search(ApiModel):
     """Budget and policy of the search over training pipelines."""
 
@@ -349,6 +364,7 @@ class ModelAdaptationSpec(ApiModel):
     data: Data = Field(description="Where examples (or, in production mode, judged traces) come from, the evaluation set and the curation rules.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="First configuration; the planner derives the others.")
     gate: Gate = Field(default_factory=Gate)
+    production: Production = Field(default_factory=Production, description="Production mode: how judged traces are triaged.")
     search: Search = Field(default_factory=Search)
     trainer: Trainer = Field(default_factory=Trainer)
     artifacts: Artifacts = Field(default_factory=Artifacts, description="Where datasets, models, metrics and reports are written.")

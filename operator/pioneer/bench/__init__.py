@@ -47,6 +47,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--poison", type=float, default=0.0,
+                   help="share of the traffic poisoned (the poisonous types of Table 12 at their relative rates: label flips, "
+                        "off-domain inputs, injections...); the ground truth is kept apart from what the agent sees and "
+                        "scores the poison filter's precision and recall (default 0: clean traffic)")
     p = sub.add_parser("repair-conll", help="production repair of an over-predicting CoNLL-2003 tagger from ~3,000 judged traces; "
                                              "entity F1 on the test file before/after")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")

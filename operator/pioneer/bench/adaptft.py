@@ -212,13 +212,19 @@ def heldout_check(candidate: float, deployed: float, candidate_revision: int, de
                    f"{deployed:.4f}; rolled back to revision {deployed_revision}")
 
 
-def filter_quality(rows: list[dict[str, Any]], excluded: set[str]) -> dict[str, Any]:
-    """Poison-filter precision and recall of the agent's exclusions against the ground-truth flags."""
+def filter_quality(rows: list[dict[str, Any]], excluded: set[str], verdicts: dict[str, str]) -> dict[str, Any]:
+    """Poison-filter precision and recall of the agent's exclusions against the ground-truth flags, and its false
+    positives on clean traffic: clean traces set aside, over all clean traces and over the clean failing ones."""
     poisoned = {r["id"] for r in rows if r["poisoned"]}
     hit = len(poisoned & excluded)
+    clean = {r["id"] for r in rows if not r["poisoned"]}
+    clean_failing = {i for i in clean if verdicts.get(i) == "fail"}
     return {"excluded": len(excluded), "poisoned": len(poisoned), "true_positives": hit,
             "precision": round(hit / len(excluded), 4) if excluded else None,
-            "recall": round(hit / len(poisoned), 4) if poisoned else None}
+            "recall": round(hit / len(poisoned), 4) if poisoned else None,
+            "clean_set_aside": len(clean & excluded), "clean": len(clean),
+            "clean_failures_set_aside": len(clean_failing & excluded), "clean_failures": len(clean_failing),
+            "clean_failures_set_aside_rate": round(len(clean_failing & excluded) / len(clean_failing), 4) if clean_failing else None}
 
 
 def coverage_table(rows: list[dict[str, Any]], verdicts: dict[str, str], excluded: dict[str, str],
@@ -413,7 +419,7 @@ def run(args: argparse.Namespace) -> int:
                               "agent_promoted": promoted, "agent_gate": gate_reason, "agent_heldout_check": check,
                               "agent_deployed": agent_model != agent_ckpts[-2],
                               "agent_attempts": status.attempts.total, "report": status.report_uri,
-                              "poison_filter": filter_quality(train, stage_excluded)})
+                              "poison_filter": filter_quality(train, stage_excluded, verdicts)})
 
     log(f"scoring {len(agent_ckpts)} checkpoints of each system on the held-out set ({len(heldout)} logs)")
     checkpoints = []
@@ -429,7 +435,7 @@ def run(args: argparse.Namespace) -> int:
         "final_gap": round(100 * (checkpoints[-1]["agent"] - checkpoints[-1]["naive"]), 2),
         "agent_monotone": all(b >= a for a, b in zip(agent_scores, agent_scores[1:])),
         "naive_final_below_c1": checkpoints[-1]["naive"] < checkpoints[0]["naive"],
-        "poison_filter": filter_quality(all_train, set(excluded)),
+        "poison_filter": filter_quality(all_train, set(excluded), verdicts),
         "stages": stage_results,
         "failure_coverage": coverage_table(all_train, verdicts, excluded, failure_set),
     }
@@ -486,9 +492,12 @@ def write_report(result: dict[str, Any], path: Path) -> Path:
           "## Poison filter", "",
           f"Precision {pf['precision']}, recall {pf['recall']} ({pf['true_positives']} of {pf['excluded']} excluded traces were poisoned; "
           f"{pf['poisoned']} poisoned traces in the stage train splits).", "",
-          _table(["stage", "poison", "failing", "gate promoted", "gate", "held-out check", "filter P", "filter R"],
+          _table(["stage", "poison", "failing", "gate promoted", "gate", "held-out check", "filter P", "filter R",
+                  "clean failures set aside"],
                  [[s["stage"], f"{s['poison_rate']:.0%}", s["failing"], s["agent_promoted"], s["agent_gate"], s.get("agent_heldout_check") or "",
-                   s["poison_filter"]["precision"], s["poison_filter"]["recall"]] for s in result["stages"]]), "",
+                   s["poison_filter"]["precision"], s["poison_filter"]["recall"],
+                   f"{s['poison_filter'].get('clean_failures_set_aside', '')} of {s['poison_filter'].get('clean_failures', '')}"]
+                  for s in result["stages"]]), "",
           "## Failure coverage (paper Table 7)", "",
           _table(["perturbation", "failures", "fixable", "action taken", "all actions"],
                  [[c["perturbation"], c["failures"], "yes" if c["fixable"] else "no", c["action"],

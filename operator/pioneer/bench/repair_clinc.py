@@ -15,6 +15,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from pioneer.bench.common import cpu_seconds, deploy_first_revision, fresh_workdir, predict_outputs, repair_summary
@@ -58,6 +59,53 @@ def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[
     return sum(p == y for p, (_, y) in zip(preds, rows)) / len(rows), preds
 
 
+def _poison(inferences: list[tuple[str, str]], rate: float, seed: int) -> list[tuple[str, str, str | None, list[str]]]:
+    """Each inference as (text, the answer its log carries, the right answer or None when none exists, poisonous types
+    applied): with ``rate`` > 0 the poisonous perturbations of Table 12 at their relative rates, scaled to that share,
+    and no fixable noise (the clean scenario stays as it is otherwise)."""
+    from pioneer.bench.perturbations import NO_ANSWER, TABLE_12, perturb, rates_for
+
+    if not rate:
+        return [(t, y, y, []) for t, y in inferences]
+    rates = rates_for(rate, {p.name: 0.0 for p in TABLE_12 if p.fixable})
+    rng = random.Random(f"poison-{seed}")
+    out = []
+    for text, truth in inferences:
+        s = perturb(text, truth, INTENTS, rng, rates)[0]
+        out.append((s.text, s.reference, None if s.answer == NO_ANSWER else s.answer, s.applied))
+    return out
+
+
+def filter_scores(repair, rows: list[dict], poisoned: list[tuple[str, str, str | None, list[str]]], model_uri: str | None) -> dict:
+    """What the triage set aside, scored against the ground truth it never saw: the reasons, and with poison the
+    filter's precision and recall over every trace (failing or passing) and the share of clean failures the
+    repaired candidate now answers right (over all of them, set aside or not)."""
+    from pioneer.layout import EXCLUDED_KEY
+    from pioneer.store import read_jsonl
+
+    excluded = read_jsonl(repair.store, EXCLUDED_KEY)
+    failing = [e for e in excluded if e["verdict"] == "fail"]
+    truth = {r["id"]: bool(applied) for r, (_, _, _, applied) in zip(rows, poisoned)}
+    out: dict = {"poison_rate": round(sum(truth.values()) / len(truth), 4),
+                 "set_aside": {"failing": len(failing), "passing": len(excluded) - len(failing),
+                               "reasons": dict(Counter(e["reason"] for e in failing))}}
+    clean_failures = [(r["input"], answer) for r, (_, _, answer, applied) in zip(rows, poisoned) if r["verdict"] == "fail" and not applied]
+    out["clean_failures"] = len(clean_failures)
+    out["clean_failures_set_aside"] = sum(1 for e in failing if not truth[e["id"]])
+    if any(truth.values()):
+        flagged = {e["id"] for e in excluded}
+        caught = sum(truth[i] for i in flagged)
+        out["filter_precision"] = round(caught / len(flagged), 4) if flagged else None
+        out["filter_recall"] = round(caught / sum(truth.values()), 4)
+        out["poisoned_traces"] = sum(truth.values())
+        out["poison_missed_by_type"] = dict(Counter(t for r, (_, _, _, applied) in zip(rows, poisoned)
+                                                    if applied and r["id"] not in flagged for t in applied))
+        if model_uri and clean_failures:
+            answers = predict_outputs(model_uri, [t for t, _ in clean_failures])
+            out["clean_failures_fixed_rate"] = round(sum(a == y for a, (_, y) in zip(answers, clean_failures)) / len(clean_failures), 4)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from pioneer.api.validation import parse_resource
     from pioneer.runner.display import Display
@@ -87,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             rest.append((t, y))
     inferences = rest[:INFERENCES]
+    poisoned = _poison(inferences, args.poison, args.seed)  # (text, logged answer, right answer or None, applied types)
     (work / "deployed-train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in deployed_train))
 
     display = Display()
@@ -96,15 +145,15 @@ def run(args: argparse.Namespace) -> int:
         print("repair-clinc150: the deployed model was not promoted", file=sys.stderr)
         return 1
 
-    # 2. production traffic, judged by exact match against the true intent
-    _, preds = _accuracy(parent.model_uri, inferences)
+    # 2. production traffic, judged by exact match against the answer the log carries (poison: a wrong one)
+    preds = predict_outputs(parent.model_uri, [text for text, *_ in poisoned])
     db = connect(work / "traces.db")
     rows = []
-    for i, ((text, truth), pred) in enumerate(zip(inferences, preds)):
-        j = exact_match(pred, truth)
-        rows.append({"id": f"t{i:05d}", "input": text, "prediction": pred, "corrected": truth, "verdict": j.verdict,
+    for i, ((text, logged, _, _), pred) in enumerate(zip(poisoned, preds)):
+        j = exact_match(pred, logged)
+        rows.append({"id": f"t{i:05d}", "input": text, "prediction": pred, "corrected": logged, "verdict": j.verdict,
                      "judge_reasoning": j.reasoning, "judge_meta": j.meta, "model_id": "clinc30@1"})
-    add(db, rows)
+    add(db, rows)  # the ground truth (poisoned or not) stays here, in the benchmark
     failures_before = sum(r["verdict"] == "fail" for r in rows)
     heldout_before, _ = _accuracy(parent.model_uri, fresh)
 
@@ -117,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "benchmark": "repair-clinc150", "intents": len(INTENTS), "deployed_train_per_intent": DEPLOYED_PER_INTENT, **summary,
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
+        **filter_scores(repair, rows, poisoned, summary["best_model"]),
     }
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(json.dumps({k: result[k] for k in ("inferences", "failures_before", "pass_rate_before", "failures_fixed", "fixed_rate",
-                                             "regression_set_size", "regressions", "cross_checkpoint_regressions", "promoted",
-                                             "heldout_accuracy_before", "heldout_accuracy_after", "wall_seconds")}))
+    print(json.dumps({k: result[k] for k in ("inferences", "poison_rate", "failures_before", "pass_rate_before", "failures_fixed", "fixed_rate",
+                                             "fixed_rate_of_all_failures", "set_aside", "regression_set_size", "regressions",
+                                             "cross_checkpoint_regressions", "promoted", "heldout_accuracy_before", "heldout_accuracy_after",
+                                             "filter_precision", "filter_recall", "clean_failures_fixed_rate", "wall_seconds") if k in result}))
     return 0

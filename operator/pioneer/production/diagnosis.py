@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pioneer import defaults as d
+from pioneer.production.conformal import adjusted, by_group, min_p, p_values, reference_by_group
+
 INJECTION = re.compile(
     r"(ignore|disregard|forget)\s+(all\s+|any\s+|your\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?|rules)"
     r"|system\s+prompt|you\s+are\s+now\s+(in\s+)?(dan|developer\s+mode)|jailbreak|act\s+as\s+an?\s+unrestricted"
@@ -46,67 +49,80 @@ def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
     return flags
 
 
-SUPPORT_K = 5  # neighbours that vote on whether a label is supported
-NEIGHBOURHOOD_K = 3  # off-task traces that vote on whether an input belongs with them
-NEIGHBOURHOOD_MIN = 5  # off-task traces needed before their neighbourhood is used as evidence
 # reasons that say the *input* is not a request for the task (as opposed to a wrong correction of a good input)
 OFF_TASK_REASONS = ("adversarial-or-malformed-input", "off-domain-input", "off-task-neighbourhood")
-SUPPORT_QUANTILE = 0.05  # a trace is less supported than 95% of the trusted examples are by their own label
+STATISTICAL_REASONS = ("off-domain-input", "unsupported-correction", "suspected-label-error", "off-task-neighbourhood")
+MIN_REFERENCE = 20  # trusted examples needed before the embedding checks run
+BLOCK_ROWS = 512  # similarity rows computed at a time (memory is BLOCK_ROWS x reference size, never N x N)
+
+
+def _top_k_mean(sims: np.ndarray, k: int) -> np.ndarray:
+    """Row-wise mean of the k largest finite values (fewer when a row has fewer); NaN for a row with none."""
+    if sims.shape[1] == 0:
+        return np.full(sims.shape[0], np.nan)
+    k = min(k, sims.shape[1])
+    top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+    finite = np.isfinite(top)
+    with np.errstate(invalid="ignore"):
+        return np.where(finite.any(axis=1), np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1), np.nan)
 
 
 @dataclass
 class LabelSupport:
-    """How well trusted examples of a label support an input (embedding k-NN), with calibrated thresholds.
+    """How well trusted examples support an input (embedding k-NN), and how unusual that is (conformal p-values).
 
-    ``support(text, label)`` is the mean similarity of the input to the k nearest trusted examples of that
-    label; ``domain(text)`` the same over all labels. Thresholds come from the trusted examples themselves
-    (leave-one-out): a correction is unsupported when the input is less like that label's examples than
-    95% of them are like each other; an input is off-domain by the same rule over all labels.
+    For an input and a label, *support* is the mean similarity to the k nearest trusted examples of that
+    label; *domain* the same over all labels; the *margin* of a (text, label) pair is its label's support
+    minus the best other label's. The trusted examples score themselves leave-one-out (an example, and any
+    copy of its text, never votes for itself), which gives each score's distribution on clean data: a trace's
+    p-value is the share of trusted examples whose score is at least as low as the trace's.
+    Similarities are computed ``BLOCK_ROWS`` rows at a time: memory grows with the reference, not its square.
     """
 
     embed: Callable[[list[str]], np.ndarray]
     texts: list[str]
     labels: list[str]
+    k: int = d.TRIAGE_SUPPORT_K
 
     def __post_init__(self) -> None:
-        from pioneer.data.embeddings import top_k_mean
+        self.matrix = np.asarray(self.embed(self.texts), dtype=np.float32)
+        self.classes = sorted(set(self.labels))
+        self.columns = [np.flatnonzero(np.asarray(self.labels) == c) for c in self.classes]
+        self._positions: dict[str, list[int]] = {}
+        for j, t in enumerate(self.texts):
+            self._positions.setdefault(t, []).append(j)
+        per_label, self.reference_domain = self.supports(self.matrix, self.texts)
+        self.reference_margin = self.margins(per_label, self.labels)
 
-        self.matrix = self.embed(self.texts)
-        self.label_array = np.asarray(self.labels)
-        loo = self.matrix @ self.matrix.T
-        np.fill_diagonal(loo, -np.inf)
-        own = np.array([top_k_mean(loo[i:i + 1, self.label_array == lab], SUPPORT_K)[0] for i, lab in enumerate(self.labels)])
-        own[~np.isfinite(own)] = np.nan  # a label with a single trusted example has no leave-one-out support
-        anyk = top_k_mean(np.where(np.isinf(loo), -1.0, loo), SUPPORT_K)
-        self.domain_threshold = float(np.quantile(anyk, SUPPORT_QUANTILE))
-        overall = float(np.nanquantile(own, SUPPORT_QUANTILE)) if np.isfinite(own).any() else 0.0
-        self.label_threshold = {}
-        for lab in set(self.labels):
-            mine = own[self.label_array == lab]
-            mine = mine[np.isfinite(mine)]
-            # a label whose own examples are diverse (an out-of-scope class) gets its own, lower bar
-            self.label_threshold[lab] = min(overall, float(np.quantile(mine, 2 * SUPPORT_QUANTILE))) if len(mine) >= 5 else overall
+    def supports(self, vectors: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(support of each input by each class, n x len(classes); similarity of each input to the domain).
+        A trusted example with the same text as the input does not vote (an input an earlier revision trained on
+        cannot vouch for itself)."""
+        n = len(vectors)
+        per_label = np.full((n, len(self.classes)), np.nan)
+        domain = np.full(n, np.nan)
+        for start in range(0, n, BLOCK_ROWS):
+            sims = np.asarray(vectors[start:start + BLOCK_ROWS], dtype=np.float32) @ self.matrix.T
+            for row, t in enumerate(texts[start:start + BLOCK_ROWS]):
+                sims[row, self._positions.get(t, [])] = -np.inf
+            for c, cols in enumerate(self.columns):
+                per_label[start:start + len(sims), c] = _top_k_mean(sims[:, cols], self.k)
+            domain[start:start + len(sims)] = _top_k_mean(sims, self.k)
+        return per_label, domain
 
-    def scores(self, vectors: np.ndarray, labels: list[str], texts: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(support of each input by its label, similarity of each input to the domain); ``vectors`` = ``embed(texts)``.
+    def margins(self, per_label: np.ndarray, labels: list[str]) -> np.ndarray:
+        """Support of each row's label minus the best other label's; NaN where the label has no trusted example."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        out = np.full(len(labels), np.nan)
+        for i, lab in enumerate(labels):
+            if (c := index.get(lab)) is None or not np.isfinite(per_label[i, c]):
+                continue
+            others = np.delete(per_label[i], c)
+            out[i] = per_label[i, c] - (np.nanmax(others) if np.isfinite(others).any() else 0.0)
+        return out
 
-        With ``texts``, a trusted example with the same text as the input does not vote for it (leave-one-out, as
-        the thresholds are calibrated): a logged input that an earlier revision trained on cannot support itself.
-        """
-        from pioneer.data.embeddings import top_k_mean
-
-        if not len(vectors):
-            return np.zeros(0), np.zeros(0)
-        sims = vectors @ self.matrix.T
-        if texts is not None:
-            position: dict[str, list[int]] = {}
-            for j, t in enumerate(self.texts):
-                position.setdefault(t, []).append(j)
-            for i, t in enumerate(texts):
-                sims[i, position.get(t, [])] = -1.0
-        support = np.array([top_k_mean(sims[i:i + 1, self.label_array == lab], SUPPORT_K)[0] if lab in self.label_threshold else 0.0
-                            for i, lab in enumerate(labels)])
-        return support, top_k_mean(sims, SUPPORT_K)
+    def best_label(self, per_label: np.ndarray) -> list[str | None]:
+        return [self.classes[int(np.nanargmax(row))] if np.isfinite(row).any() else None for row in per_label]
 
 
 @dataclass
@@ -115,6 +131,8 @@ class Triage:
     external: list[dict[str, Any]] = field(default_factory=list)  # each with "reason" and "evidence"
     screened: list[dict[str, Any]] = field(default_factory=list)  # passing traces set aside (not trained on), with evidence
     kept_passing: list[dict[str, Any]] = field(default_factory=list)
+    taken_back: list[dict[str, Any]] = field(default_factory=list)  # borderline discoveries kept fixable on a second look
+    calibration: dict[str, Any] = field(default_factory=dict)  # the level, the reference sizes and what they allow
 
     def off_task(self) -> list[dict[str, Any]]:
         """Traces (failing or passing) whose input is not a request for the task: empty, gibberish, injections, off-domain."""
@@ -122,16 +140,19 @@ class Triage:
 
     def excluded(self, out_of_scope_label: str | None = None) -> list[dict[str, Any]]:
         """Every trace whose logged answer is kept out of training, with its reason, evidence and the action taken
-        (the poison filter's output). With ``out_of_scope_label``, off-task inputs are trained to that label instead."""
+        (the poison filter's output); a statistical flag also carries its p-value, BH-adjusted p-value and level.
+        With ``out_of_scope_label``, off-task inputs are trained to that label instead."""
         def action(t: dict[str, Any]) -> str:
             return f"trained as {out_of_scope_label!r}" if out_of_scope_label and t["reason"] in OFF_TASK_REASONS else "excluded"
-        return [{"id": t["id"], "verdict": v, "reason": t["reason"], "evidence": t["evidence"], "action": action(t), "text": t["text"][:200]}
+        return [{"id": t["id"], "verdict": v, "reason": t["reason"], "evidence": t["evidence"], "action": action(t), "text": t["text"][:200],
+                 **{k: t[k] for k in ("p_value", "adjusted_p", "level") if k in t}}
                 for v, group in (("fail", self.external), ("pass", self.screened)) for t in group]
 
 
-def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndarray:
-    """Boolean mask of likely label errors: cleanlab on 5-fold out-of-fold probabilities of TF-IDF + logistic regression."""
-    from cleanlab.filter import find_label_issues
+def _oof_label_quality(texts: list[str], labels: list[str], seed: int) -> np.ndarray | None:
+    """Each example's label quality (cleanlab self-confidence on 5-fold out-of-fold probabilities of a TF-IDF +
+    logistic regression model): low where the model, not trained on the example, doubts its label."""
+    from cleanlab.rank import get_label_quality_scores
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -140,138 +161,246 @@ def _oof_label_issues(texts: list[str], labels: list[str], seed: int) -> np.ndar
     classes = sorted(set(labels))
     counts = Counter(labels)
     if len(classes) < 2 or min(counts.values()) < 2:
-        return np.zeros(len(labels), dtype=bool)
+        return None
     y = np.array([classes.index(lab) for lab in labels])
     folds = min(5, min(counts.values()))
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=5.0))
     probs = cross_val_predict(model, texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
-    # n_jobs=1: cleanlab's process pool forks, which can deadlock a process that runs threads (an operator, a server)
-    return find_label_issues(labels=y, pred_probs=probs, filter_by="both", n_jobs=1)
+    return get_label_quality_scores(y, probs, method="self_confidence")
 
 
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
-           embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None) -> Triage:
+           embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
+           fdr: float = d.TRIAGE_FDR, runner_up: Callable[[list[str]], list[str | None]] | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
 
-    ``reference``: trusted (text, label) examples, the parent's training data. A failing trace whose correction
-    they do not support (:class:`LabelSupport`, in the space of ``embed``; character n-grams by default) is
-    set aside as off-domain or as an unsupported correction, a passing trace unlike the whole task as
-    off-domain; with ``out_of_scope_label``, an input that its label's examples do not support and the
-    out-of-scope examples support better than any in-scope label's is off-domain too (trusted out-of-scope examples, such as those an
-    earlier revision learnt from routed traffic, would otherwise make it look like the task); then any trace that sits with the off-task traffic found so far is off-task too
-    (:func:`_off_task_neighbourhood`). The trusted examples also anchor the confident-learning model.
+    Rules that need no statistics come first: input detectors (empty, gibberish, injection) and corrections
+    that are not a task label. The statistical checks then give each trace a conformal p-value against the
+    trusted reference (``reference``, the parent's training data, embedded with ``embed``; character n-grams
+    by default) and flag by Benjamini-Hochberg at level ``fdr``, failing and passing traces as two families:
+
+    * failing traces: how unlike the task the input is (domain similarity) and how little the trusted
+      examples of its correction support it against the best other label (margin), combined into one p-value
+      calibrated on the trusted examples; with ``confident_learning``, the cleanlab label quality of the
+      correction on out-of-fold probabilities, calibrated on the trusted examples and the passing traces
+      (Bonferroni across the two references);
+    * passing traces: the domain similarity only (their answer was verified).
+
+    A flagged failure is off-domain when its domain p-value is the smaller, or (with ``out_of_scope_label``)
+    when the trusted out-of-scope examples support it best; an unsupported correction or a suspected label
+    error otherwise. Once the flags hold enough off-task traffic (detectors and off-domain), a second BH pass
+    at the same level asks of every failure still kept whether it sits closer to that traffic than trusted
+    examples do (off-task neighbourhood). A discovery whose adjusted p-value is above ``fdr *
+    TRIAGE_BORDERLINE_FRACTION`` is borderline: with ``runner_up`` (the deployed model's second choice per
+    input) a borderline failure whose correction is that second choice is taken back as fixable (a
+    confusion the model nearly got right, not poison), recorded in ``taken_back``.
     An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
     fixable as corrected, a passing one is kept); it still counts as off-task traffic for the neighbourhood.
     """
     out = Triage()
+    out.calibration = {"level": fdr, "procedure": "conformal p-values, Benjamini-Hochberg"}
     reference = [(t, y) for t, y in (reference or []) if y in labels]
     traces = failures + passing
+    nf = len(failures)
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
-    checker = support = domain = vectors = oos_support = in_scope_support = None
-    if len(reference) >= 20 and len({y for _, y in reference}) >= 2:
+    reasons: dict[int, dict[str, Any]] = {}  # trace index -> {reason, evidence[, p_value, adjusted_p, level]}
+    for i, t in enumerate(traces):
+        if flags := input_flags(t["text"]):
+            reasons[i] = {"reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"}
+        elif i < nf and t.get("corrected") not in labels:
+            reasons[i] = {"reason": "off-task-correction", "evidence": f"corrected output {t.get('corrected')!r} is not a task label"}
+    tested = [i for i in range(len(traces)) if i not in reasons]
+    tested_fail = [i for i in tested if i < nf]
+    tested_pass = [i for i in tested if i >= nf]
+    # the trusted reference: the parent's training data and the passing traces the detectors let through (verified
+    # answers of the same traffic, so the checks compare failures with what this deployment really sees)
+    parent_reference = len(reference)
+    reference = reference + [(traces[i]["text"], checked[i]) for i in tested_pass if checked[i] in labels]
+    # what calibrates which family: never a trusted copy of a trace under test (a text an earlier revision trained on
+    # would vouch for itself), and for passing traces the parent's examples alone where there are enough
+    fail_texts = {traces[i]["text"] for i in tested_fail}
+    pass_texts = {traces[i]["text"] for i in tested_pass}
+    fc = np.array([t not in fail_texts for t, _ in reference], dtype=bool)
+    parent_only = np.array([j < parent_reference and t not in pass_texts for j, (t, _) in enumerate(reference)], dtype=bool)
+    if parent_only.sum() < MIN_REFERENCE:
+        parent_only = np.array([t not in pass_texts or j >= parent_reference for j, (t, _) in enumerate(reference)], dtype=bool)
+
+    checker = None
+    p_domain = np.full(len(traces), np.nan)
+    p_margin = np.full(len(traces), np.nan)
+    domain = np.full(len(traces), np.nan)
+    margin = np.full(len(traces), np.nan)
+    best: list[str | None] = [None] * len(traces)
+    vectors = None
+    if len(reference) >= MIN_REFERENCE and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
         vectors = checker.embed([t["text"] for t in traces]) if traces else np.zeros((0, checker.matrix.shape[1]))
-        support, domain = checker.scores(vectors, checked, [t["text"] for t in traces])
-        if out_of_scope_label in checker.label_threshold:
-            # how much each input looks like the out-of-scope examples, and like the best-supporting in-scope label
-            by_label = {lab: checker.scores(vectors, [lab] * len(traces), [t["text"] for t in traces])[0] for lab in checker.label_threshold}
-            oos_support = by_label.pop(out_of_scope_label)
-            in_scope_support = np.max(np.vstack(list(by_label.values())), axis=0) if by_label else np.zeros(len(traces))
+        per_label, domain = checker.supports(vectors, [t["text"] for t in traces])
+        margin = checker.margins(per_label, checked)
+        best = checker.best_label(per_label)
+        # passing traces are calibrated on the parent's examples alone (they are under test here, and a poisoned
+        # one that passed would make others like it look ordinary); failures below, on the whole reference
+        p_domain = p_values(checker.reference_domain[parent_only], domain)
 
-    def unsupported(i: int) -> tuple[str, str] | None:
-        label = checked[i]
-        if checker is None or label not in checker.label_threshold:
-            return None
-        bar = checker.label_threshold[label]
-        if support[i] >= bar:
-            return None
-        if domain[i] < checker.domain_threshold:
-            return "off-domain-input", (f"similarity to the task's trusted examples {domain[i]:.3f} < {checker.domain_threshold:.3f} "
-                                        f"(5th percentile of their own), and to examples of {label!r} {support[i]:.3f} < {bar:.3f}")
-        if oos_support is not None and label != out_of_scope_label and oos_support[i] > in_scope_support[i] \
-                and oos_support[i] >= checker.label_threshold[out_of_scope_label]:
-            # trusted out-of-scope examples make such an input look in-domain; it still is not a request for the task
-            # (a good request with a wrong label is not: some in-scope label supports it better)
-            return "off-domain-input", (f"the input is supported by the trusted {out_of_scope_label!r} examples ({oos_support[i]:.3f} >= "
-                                        f"{checker.label_threshold[out_of_scope_label]:.3f}) more than by those of any in-scope label "
-                                        f"(best {in_scope_support[i]:.3f}; {label!r} {support[i]:.3f} < {bar:.3f})")
-        return "unsupported-correction", (f"the {SUPPORT_K} nearest trusted examples of {label!r} have mean similarity "
-                                          f"{support[i]:.3f} < {bar:.3f} (calibrated on the parent's training data): "
-                                          "the input does not look like that label")
+    p_quality = np.full(len(traces), np.nan)
+    quality = np.full(len(traces), np.nan)
+    quality_reference: np.ndarray | None = None  # the trusted examples' own label quality
+    if confident_learning and tested_fail:
+        texts = [t for t, _ in reference] + [traces[i]["text"] for i in tested_fail]
+        given = [y for _, y in reference] + [checked[i] for i in tested_fail]
+        scores = _oof_label_quality(texts, given, seed)
+        if scores is not None:
+            quality[tested_fail] = scores[len(reference):]
+            quality_reference = scores[:len(reference)]
 
-    reasons: dict[int, tuple[str, str]] = {}  # trace index -> (reason, evidence); traces without one are kept
-    for i, t in enumerate(traces):
-        flags = input_flags(t["text"])
-        failing = i < len(failures)
-        if flags:
-            reasons[i] = ("adversarial-or-malformed-input", f"input detectors: {flags}")
-        elif failing and t.get("corrected") not in labels:
-            reasons[i] = ("off-task-correction", f"corrected output {t.get('corrected')!r} is not a task label")
-        elif (found := unsupported(i)) and (failing or found[0] == "off-domain-input"):
-            reasons[i] = found  # a passing trace is set aside only when the input is unlike the whole task
+    # one p-value per failing trace: its checks' smallest, calibrated on the trusted examples' own smallest. Failures
+    # are harder than clean traffic by selection (the deployed model got them wrong), so each is compared with the
+    # trusted examples that are as hard (Mondrian conformal)
+    hard_ref = np.zeros(len(reference), dtype=bool)
+    hard = np.zeros(len(traces), dtype=bool)
     if checker is not None:
-        reasons.update(_off_task_neighbourhood(reasons, vectors, domain))
-    # off-task traces already answered with the out-of-scope label: kept as they are, after confident learning
-    answered = {i for i, (reason, _) in reasons.items() if reason in OFF_TASK_REASONS and out_of_scope_label and checked[i] == out_of_scope_label}
-    candidates = []
+        # "as hard": a margin below the trusted examples' TRIAGE_HARD_SHARE quantile (a bar set by the reference alone)
+        bar = float(np.nanquantile(checker.reference_margin, d.TRIAGE_HARD_SHARE)) if np.isfinite(checker.reference_margin).any() else 0.0
+        hard_ref = np.nan_to_num(checker.reference_margin, nan=np.inf) <= bar  # ties in: the group is never empty
+        hard = np.nan_to_num(margin, nan=np.inf) <= bar
+        out.calibration["hard_margin_below"] = round(bar, 4)
+    g_ref, g = hard_ref[fc], hard[tested_fail]
+    ref_cols, cols = [], []
+    if checker is not None:
+        ref_domain, ref_margin = checker.reference_domain[fc], checker.reference_margin[fc]
+        p_domain[tested_fail] = by_group(ref_domain, g_ref, domain[tested_fail], g)
+        p_margin[tested_fail] = by_group(ref_margin, g_ref, margin[tested_fail], g)
+        ref_cols += [reference_by_group(ref_domain, g_ref), reference_by_group(ref_margin, g_ref)]
+        cols += [p_domain[tested_fail], p_margin[tested_fail]]
+    if quality_reference is not None:
+        p_quality[tested_fail] = by_group(quality_reference[fc], g_ref, quality[tested_fail], g)
+        ref_cols.append(reference_by_group(quality_reference[fc], g_ref))
+        cols.append(p_quality[tested_fail])
+    p_fail = np.full(len(traces), np.nan)
+    if cols:
+        p_fail[tested_fail] = by_group(min_p(ref_cols), g_ref, min_p(cols), g) if len(cols) > 1 else cols[0]
+    out.calibration.update({"reference": len(reference), "parent_examples": parent_reference,
+                            "verified_passing": len(reference) - parent_reference,
+                            "hard_reference": int(hard_ref.sum()), "smallest_p_value": round(1 / (len(reference) + 1), 6),
+                            "smallest_p_value_hard": round(1 / (int(hard_ref.sum()) + 1), 6), "checks": len(cols)})
+    adjusted_p = np.full(len(traces), np.nan)
+    if tested_fail:
+        adjusted_p[tested_fail] = adjusted(p_fail[tested_fail])
+    if tested_pass:
+        adjusted_p[tested_pass] = adjusted(p_domain[tested_pass])
+    final_p = np.where(np.arange(len(traces)) < nf, p_fail, p_domain)
+
+    def describe(i: int) -> dict[str, Any]:
+        label = checked[i]
+        stats = {"p_value": round(float(final_p[i]), 6), "adjusted_p": round(float(adjusted_p[i]), 6), "level": fdr}
+        how = f"p={final_p[i]:.4f}, BH-adjusted {adjusted_p[i]:.4f} <= level {fdr:g}"
+        checks = {"domain": p_domain[i], "margin": p_margin[i] if i < nf else np.nan, "label quality": p_quality[i]}
+        smallest = min((v, k) for k, v in checks.items() if np.isfinite(v))[1]
+        if smallest == "domain" or (i >= nf):
+            return {"reason": "off-domain-input", **stats, "evidence": (
+                f"similarity to the task's {checker.k} nearest trusted examples {domain[i]:.3f}: lower than in "
+                f"{p_domain[i]:.1%} of the trusted examples (domain check; {how})")}
+        if smallest == "margin":
+            if out_of_scope_label and label != out_of_scope_label and best[i] == out_of_scope_label:
+                return {"reason": "off-domain-input", **stats, "evidence": (
+                    f"the input is supported best by the trusted {out_of_scope_label!r} examples, and {label!r} falls "
+                    f"short of them by {-margin[i]:.3f}: fewer than {p_margin[i]:.1%} of the trusted examples are as "
+                    f"unlike their own label ({how})")}
+            return {"reason": "unsupported-correction", **stats, "evidence": (
+                f"the {checker.k} nearest trusted examples of {label!r} support the input {margin[i]:+.3f} against the best "
+                f"other label ({best[i]!r}): {p_margin[i]:.1%} of the trusted examples are as unlike their own label ({how})")}
+        return {"reason": "suspected-label-error", **stats, "evidence": (
+            f"confident learning (cleanlab self-confidence {quality[i]:.3f} on out-of-fold TF-IDF probabilities) "
+            f"doubts {label!r} more than for {p_quality[i]:.1%} of the trusted and verified examples ({how})")}
+
+    for i in tested:
+        if np.isfinite(adjusted_p[i]) and adjusted_p[i] <= fdr:
+            reasons[i] = describe(i)
+    if checker is not None:
+        reasons.update(_off_task_neighbourhood(reasons, vectors, checker, domain, nf, fdr, parent_only))
+    _second_look(out, reasons, traces, checked, nf, fdr, runner_up)
+    # off-task traces already answered with the out-of-scope label: kept as they are
+    answered = {i for i, r in reasons.items() if r["reason"] in OFF_TASK_REASONS and out_of_scope_label and checked[i] == out_of_scope_label}
     for i, t in enumerate(traces):
-        if i in answered:
-            continue
-        if i in reasons:
-            (out.external if i < len(failures) else out.screened).append({**t, "reason": reasons[i][0], "evidence": reasons[i][1]})
-        elif i < len(failures):
-            candidates.append(t)
+        if i in reasons and i not in answered:
+            (out.external if i < nf else out.screened).append({**t, **reasons[i]})
+        elif i < nf:
+            out.fixable.append(t)
         else:
             out.kept_passing.append(t)
-    if confident_learning and candidates:
-        anchors = [(t, y) for t, y in reference if y in labels]
-        texts = [t for t, _ in anchors] + [p["text"] for p in out.kept_passing] + [f["text"] for f in candidates]
-        given = [y for _, y in anchors] + [p["prediction"] for p in out.kept_passing] + [f["corrected"] for f in candidates]
-        issues = _oof_label_issues(texts, given, seed)[len(anchors) + len(out.kept_passing):]
-        for f, is_issue in zip(candidates, issues):
-            if is_issue:
-                out.external.append({**f, "reason": "suspected-label-error",
-                                     "evidence": "confident learning (cleanlab, out-of-fold TF-IDF model) ranks the correction as a likely label error"})
-            else:
-                out.fixable.append(f)
-    else:
-        out.fixable = candidates
-    for i in sorted(answered):
-        (out.fixable if i < len(failures) else out.kept_passing).append(traces[i])
     return out
 
 
-def _off_task_neighbourhood(reasons: dict[int, tuple[str, str]], vectors: np.ndarray, domain: np.ndarray) -> dict[int, tuple[str, str]]:
-    """Traces that look more like the off-task traffic already found than like the task: {index: (reason, evidence)}.
+def _second_look(out: Triage, reasons: dict[int, dict[str, Any]], traces: list[dict[str, Any]], checked: list[str], nf: int,
+                 fdr: float, runner_up: Callable[[list[str]], list[str | None]] | None) -> None:
+    """Take back borderline statistical flags on failures whose correction is the deployed model's second choice."""
+    bar = fdr * d.TRIAGE_BORDERLINE_FRACTION
+    borderline = sorted(i for i, r in reasons.items() if i < nf and r["reason"] in ("unsupported-correction", "suspected-label-error")
+                        and r.get("adjusted_p", 0.0) > bar)
+    out.calibration["borderline_above"] = bar
+    if not borderline or runner_up is None:
+        return
+    try:
+        seconds = runner_up([traces[i]["text"] for i in borderline])
+    except (OSError, ValueError) as exc:  # the deployed model cannot answer: the flags stand, and the record says why
+        out.calibration["second_look_skipped"] = f"the deployed model could not be asked: {str(exc)[:200]}"
+        return
+    for i, second in zip(borderline, seconds):
+        if second is not None and second == checked[i]:
+            r = reasons.pop(i)
+            out.taken_back.append({"id": traces[i]["id"], "text": traces[i]["text"][:200], "flagged_as": r["reason"],
+                                   "adjusted_p": r["adjusted_p"], "rule": "runner-up", "evidence": (
+                                       f"borderline flag (BH-adjusted p {r['adjusted_p']:.4f} > {bar:g}) taken back: the deployed "
+                                       f"model's second choice for this input is the correction {checked[i]!r}, a confusion it "
+                                       f"nearly resolved, not a wrong label")})
 
-    Off-task inputs come in families (templated false premises, the same injection reworded); once detectors
-    and the domain check have found some of a family, the rest sit next to them and far from every trusted
-    example. One pass, no propagation: only traces flagged by a detector or by the domain check vote.
-    Suspects are the traces still kept and those set aside as unsupported corrections (an off-task input
-    explains that as well). ``vectors`` and ``domain``: every trace's embedding and its similarity to the
-    trusted examples.
+
+def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndarray, checker: LabelSupport, domain: np.ndarray,
+                            nf: int, fdr: float, calibration: slice) -> dict[int, dict[str, Any]]:
+    """Failures that sit closer to the off-task traffic already found than trusted examples do: {index: reason}.
+
+    Off-task inputs come in families (templated false premises, the same injection reworded); once the
+    detectors and the domain check have found ``TRIAGE_NEIGHBOURHOOD_MIN`` of them (the seeds), the rest sit
+    next to them. The score is an input's similarity to the task minus its similarity to the seeds (k nearest
+    of each); the parent's examples (``calibration``) score the same way, so each failure not yet flagged gets a
+    conformal p-value, and BH at the same level decides (passing traces, verified answers, are left to the domain
+    check: as a family of thousands with few off-task members, BH finds next to nothing there). A failure already flagged
+    as an unsupported correction that this check flags too is re-labelled off-task (an off-task input explains
+    that as well). What a pass finds joins the seeds of the next (``TRIAGE_NEIGHBOURHOOD_PASSES``).
     """
-    from pioneer.data.embeddings import top_k_mean
-
-    seeds = [i for i, (reason, _) in reasons.items() if reason in OFF_TASK_REASONS[:2]]
-    if len(seeds) < NEIGHBOURHOOD_MIN:
-        return {}
-    suspects = [i for i in range(len(vectors)) if i not in reasons or reasons[i][0] == "unsupported-correction"]
-    if not suspects:
-        return {}
-    near_off_task = top_k_mean(vectors[suspects] @ vectors[seeds].T, NEIGHBOURHOOD_K)  # seeds are never suspects
-    found = {}
-    for i, off in zip(suspects, near_off_task):
-        if off > domain[i]:
-            evidence = (f"mean similarity to the {NEIGHBOURHOOD_K} nearest off-task traces {off:.3f} > to the task's "
-                        f"{SUPPORT_K} nearest trusted examples {domain[i]:.3f}")
-            found[i] = ("off-task-neighbourhood", evidence + (f"; and {reasons[i][1]}" if i in reasons else ""))
+    k = d.TRIAGE_NEIGHBOURHOOD_K
+    found: dict[int, dict[str, Any]] = {}
+    for _ in range(d.TRIAGE_NEIGHBOURHOOD_PASSES):
+        flagged = {**reasons, **found}
+        seeds = [i for i, r in flagged.items() if r["reason"] in OFF_TASK_REASONS]
+        if len(seeds) < d.TRIAGE_NEIGHBOURHOOD_MIN:
+            break
+        seed_vectors = vectors[seeds]
+        ref_score = checker.reference_domain[calibration] - _top_k_mean(checker.matrix[calibration] @ seed_vectors.T, k)
+        new: dict[int, dict[str, Any]] = {}
+        family = [i for i in range(nf) if i not in flagged or flagged[i]["reason"] == "unsupported-correction"]
+        if not family:
+            break
+        off = _top_k_mean(vectors[family] @ seed_vectors.T, k)
+        near = domain[family]
+        p = p_values(ref_score, near - off)
+        adj = adjusted(p)
+        for j, i in enumerate(family):
+            if np.isfinite(adj[j]) and adj[j] <= fdr:
+                evidence = (f"mean similarity to the {k} nearest of {len(seeds)} off-task traces {off[j]:.3f} against "
+                            f"{near[j]:.3f} to the task's nearest trusted examples; {p[j]:.2%} of the trusted examples sit as "
+                            f"close to that traffic (p={p[j]:.4f}, BH-adjusted {adj[j]:.4f} <= level {fdr:g})")
+                new[i] = {"reason": "off-task-neighbourhood", "p_value": round(float(p[j]), 6), "adjusted_p": round(float(adj[j]), 6),
+                          "level": fdr, "evidence": evidence + (f"; and {reasons[i]['evidence']}" if i in reasons else "")}
+        if not new:
+            break
+        found.update(new)
     return found
 
 

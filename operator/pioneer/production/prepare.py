@@ -72,15 +72,20 @@ def _embedder(base_model: str):
         return None
 
 
-def _deployed_predictor(model_uri: str):
-    """The deployed model as a function texts -> labels, for live confirmation probes (its own preprocessing)."""
-    def predict(texts: list[str]) -> list[str]:
+def _deployed_model(model_uri: str):
+    """The deployed model as a function texts -> answers (label, confidence, runner-up), loaded once on first use,
+    with its own preprocessing: the live confirmation probes and the triage's second look ask it."""
+    loaded = []
+
+    def answer(texts: list[str]):
         from pioneer import inference
 
-        store, key = split_uri(model_uri)
-        local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
-        return [a.output for a in inference.load(local).predict(texts)]
-    return predict
+        if not loaded:
+            store, key = split_uri(model_uri)
+            local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
+            loaded.append(inference.load(local))
+        return loaded[0].predict(texts)
+    return answer
 
 
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedModelStatus | None, where: str,
@@ -125,10 +130,12 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         for p in tri.kept_passing:  # the regression set keeps the share of sentences with and without entities
             p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
     else:
+        deployed_model = _deployed_model(current.model_uri)
         tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
-                     embed=_embedder(spec.hyperparameters.base_model) if parent_train else None,
-                     out_of_scope_label=spec.task.out_of_scope_label)
-        clusters = confirm(taxonomy(tri), tri.fixable, _deployed_predictor(current.model_uri))
+                     embed=_embedder(spec.hyperparameters.base_model) if parent_train or passing else None,
+                     out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr,
+                     runner_up=lambda texts: [a.runner_up for a in deployed_model(texts)])
+        clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a.output for a in deployed_model(texts)])
     passing = tri.kept_passing
     # what this triage sets aside is not replayed either, even where an earlier revision trained on it
     set_aside = {example_id(t["text"]) for t in tri.external + tri.screened}
@@ -164,9 +171,17 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),
         "taxonomy": clusters, "created_at": now(),
-        "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)",
+        "triage": {**tri.calibration, "taken_back": len(tri.taken_back)},
+        "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)" + (
+                       f": input detectors, then statistical checks at false-discovery rate {spec.production.triage.fdr:g} (conformal "
+                       "p-values, Benjamini-Hochberg)" if tri.calibration else ": input detectors, alignment, word-level confident learning"),
                    "before": len(failures), "after": len(tri.fixable),
-                   "details": {"external": dict(Counter(e["reason"] for e in tri.external))}},
+                   "details": {"external": dict(Counter(e["reason"] for e in tri.external)), "calibration": tri.calibration}},
+                  {"rule": "take-back-borderline", "description": ("borderline flags (BH-adjusted p above "
+                                                                   f"{tri.calibration.get('borderline_above', 0):g}) on failures whose correction is the "
+                                                                   "deployed model's second choice, kept fixable"),
+                   "before": len(tri.fixable) - len(tri.taken_back), "after": len(tri.fixable),
+                   "details": {"taken_back": tri.taken_back[:50]}},
                   {"rule": "screen-passing", "description": "passing traces set aside by the same input detectors (not trained on)",
                    "before": len(passing) + len(tri.screened), "after": len(passing),
                    "details": {"screened": dict(Counter(e["reason"] for e in tri.screened))}},

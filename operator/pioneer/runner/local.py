@@ -23,7 +23,16 @@ from typing import Any
 
 from pioneer import defaults as d
 from pioneer import report
-from pioneer.api.models import GateVerdict, ModelAdaptation, ModelAdaptationStatus, Phase, Revision, TrainingAttempt, TrainingAttemptStatus
+from pioneer.api.models import (
+    GateVerdict,
+    ModelAdaptation,
+    ModelAdaptationStatus,
+    Phase,
+    Production,
+    Revision,
+    TrainingAttempt,
+    TrainingAttemptStatus,
+)
 from pioneer.core import lifecycle
 from pioneer.core.controller import Completion, reconcile
 from pioneer.data.evalset import EvalSetTampered
@@ -56,17 +65,19 @@ class SpecChanged(RuntimeError):
 
 
 def spec_fingerprint(ma: ModelAdaptation) -> str:
-    """Hash of what the frozen artifacts depend on: task and data. Search budget, gate and trainer may change on resume."""
+    """Hash of what the frozen artifacts depend on: task, data and the production triage. Search budget, gate and trainer may change on resume."""
     relevant = ma.spec.model_dump(mode="json", include={"mode", "task", "data"})
+    if ma.spec.production != Production():  # only when set: fingerprints recorded before the field existed still match
+        relevant["production"] = ma.spec.production.model_dump(mode="json")
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def frozen_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The frozen fields (mode, task, data) that differ between two spec dumps, named as in the YAML."""
+    """The frozen fields (mode, task, data, production) that differ between two spec dumps, named as in the YAML."""
     from pioneer.core.planner import flat_fields
 
     changes = []
-    for section in ("mode", "task", "data"):
+    for section in ("mode", "task", "data", "production"):
         a, b = flat_fields(recorded.get(section), f"spec.{section}."), flat_fields(current.get(section), f"spec.{section}.")
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):

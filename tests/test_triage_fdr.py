@@ -1,0 +1,64 @@
+"""The triage flags traces at a controlled false-discovery rate (Benjamini-Hochberg over conformal p-values).
+
+Clean traffic drawn from the distribution of the parent's training data is the global null: BH at level q
+then bounds the chance of any discovery by q. With planted poison, the share of discoveries that are clean
+stays at or below q on average, and the poison is found.
+"""
+
+from __future__ import annotations
+
+import random
+
+import smart_home
+
+from pioneer.production.diagnosis import STATISTICAL_REASONS, triage
+
+LEVEL = 0.05
+SEEDS = range(20)
+
+
+def traffic(seed: int, failures: int = 60, passing: int = 150) -> tuple[list[dict], list[dict]]:
+    """Clean judged traffic: failing traces with their right correction, passing traces with their right answer."""
+    rng = random.Random(1000 + seed)
+    rows = smart_home.sample(80, seed=1000 + seed)
+    rng.shuffle(rows)
+    fail = [{"id": f"f{i}", "text": t, "prediction": rng.choice([x for x in smart_home.LABELS if x != y]), "corrected": y}
+            for i, (t, y) in enumerate(rows[:failures])]
+    ok = [{"id": f"p{i}", "text": t, "prediction": y} for i, (t, y) in enumerate(rows[failures:failures + passing])]
+    return fail, ok
+
+
+def run(seed: int, failures: list[dict], passing: list[dict]):
+    return triage(failures, passing, smart_home.LABELS, seed=seed, reference=smart_home.sample(200, seed=seed), fdr=LEVEL)
+
+
+def test_clean_traffic_yields_no_discovery_in_at_least_90_percent_of_seeds():
+    with_discoveries = []
+    for seed in SEEDS:
+        res = run(seed, *traffic(seed))
+        flagged = [t for t in res.external + res.screened if t["reason"] in STATISTICAL_REASONS]
+        if flagged:
+            with_discoveries.append((seed, [(t["id"], t["reason"], t["p_value"]) for t in flagged]))
+        assert res.calibration["level"] == LEVEL and res.calibration["reference"] >= 600
+    assert len(with_discoveries) <= 2, with_discoveries  # BH under the global null: P(any discovery) <= 0.05
+
+
+def test_with_planted_poison_the_share_of_clean_discoveries_stays_at_the_level_and_the_poison_is_found():
+    shares, found, planted = [], 0, 0
+    for seed in range(60):  # an average over seeds: 20 leave it within noise of the level (0.056 measured), 60 do not
+        failures, passing = traffic(seed)
+        rng = random.Random(seed)
+        poison = set()
+        for f in rng.sample(failures, 12):  # label flips: the logged correction is another label
+            f["corrected"] = rng.choice([x for x in smart_home.LABELS if x != f["corrected"]])
+            poison.add(f["id"])
+        for i, text in enumerate(smart_home.off_domain(8, seed)):  # off-domain requests, "corrected" to a task label
+            failures.append({"id": f"x{i}", "text": text, "prediction": "weather", "corrected": rng.choice(smart_home.LABELS)})
+            poison.add(f"x{i}")
+        res = run(seed, failures, passing)
+        flagged = {t["id"] for t in res.external + res.screened}
+        shares.append(len(flagged - poison) / max(len(flagged), 1))
+        found += len(flagged & poison)
+        planted += len(poison)
+    assert sum(shares) / len(shares) <= LEVEL, shares  # the false-discovery rate, averaged over seeds
+    assert found / planted >= 0.9, (found, planted)  # and the procedure has power: most poison is set aside
