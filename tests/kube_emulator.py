@@ -28,6 +28,7 @@ RESOURCES = {
     "pioneer.dev/v1alpha1/deployedmodels": {"namespaced": True, "kind": "DeployedModel", "subresources": {"status"}, "verbs": VERBS},
     "batch/v1/jobs": {"namespaced": True, "kind": "Job", "subresources": {"status"}, "verbs": VERBS},
     "v1/events": {"namespaced": True, "kind": "Event", "verbs": VERBS},
+    "v1/secrets": {"namespaced": True, "kind": "Secret", "verbs": VERBS},
     "serving.kserve.io/v1beta1/inferenceservices": {"namespaced": True, "kind": "InferenceService", "subresources": {"status"}, "verbs": VERBS},
     "v1/namespaces": {"namespaced": False, "kind": "Namespace", "verbs": VERBS},
 }

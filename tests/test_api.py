@@ -136,8 +136,7 @@ def test_every_crd_property_has_a_description_for_kubectl_explain():
     assert missing == []
 
 
-@pytest.mark.parametrize("override, field", [({"search": {"planner": "claude"}}, "search.planner"),
-                                             ({"hyperparameters": {"nerBackend": "gliner"}}, "nerBackend")])
+@pytest.mark.parametrize("override, field", [({"hyperparameters": {"nerBackend": "gliner"}}, "nerBackend")])
 def test_a_spec_value_this_build_cannot_honour_is_refused_not_ignored(override, field):
     with pytest.raises(SpecError, match=field):
         parse_resource(tiny_adaptation(**override))

@@ -247,6 +247,27 @@ def test_an_invalid_spec_is_refused_naming_the_field(cluster, bucket):
         assert not jobs(api)
 
 
+def test_a_claude_planner_without_its_secret_is_a_failed_condition_naming_the_secret(cluster, bucket, monkeypatch):
+    api = cluster
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    doc = adaptation(bucket)
+    doc["spec"]["search"].update({"planner": "claude", "llm": {"apiKeySecret": {"name": "anthropic"}}})
+    with operator():
+        apply(api, "modeladaptations", doc)
+        status = wait_for(lambda: (get(api, "modeladaptations", "intents").get("status") or {}).get("phase") == "Failed"
+                          and get(api, "modeladaptations", "intents")["status"], what="a Failed status")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "MissingLlmKey" and f"Secret {NS}/anthropic" in ready["message"] and "'api-key'" in ready["message"]
+        assert not jobs(api)  # stopped before any work
+    # the operator reads the key from the Secret the spec names (RBAC: get secrets when llm.readSecrets is on)
+    from pioneer.kube import client
+
+    api.core.create_namespaced_secret(NS, {"metadata": {"name": "anthropic"}, "data": {"api-key": "c2stdGVzdA=="}})  # base64 sk-test
+    assert client.secret_value(NS, "anthropic", "api-key") == "sk-test"
+    assert any("secrets" in r.get("resources", []) and "get" in r["verbs"] for r in chart_rules("--set", "llm.readSecrets=true"))
+    assert not any("secrets" in r.get("resources", []) for r in chart_rules())
+
+
 def test_a_running_attempt_shows_its_training_progress_and_only_changes_are_patched():
     from pioneer.api.models import TrainingAttempt
     from pioneer.kube.handlers import progress_update

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import smart_home
-
 from pioneer.production.diagnosis import STATISTICAL_REASONS, triage
 
 LEVEL = 0.05

@@ -84,6 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValidationError as exc:
             err.print(tagged("invalid", "red", f" --artifacts: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"))
             return EXIT_INVALID
+    from pioneer.engine import llm_key_problem
+
+    if problem := llm_key_problem(ma.spec):  # before any work: never a silent fall back to another planner
+        err.print(tagged("invalid", "red", f" {args.spec}: {problem}"))
+        return EXIT_INVALID
     base_dir = Path(args.spec).resolve().parent
     store = adaptation_store(ma, base_dir)
     if args.fresh:

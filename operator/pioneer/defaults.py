@@ -78,3 +78,11 @@ TRIAGE_NEIGHBOURHOOD_MIN = 5  # off-task traces needed before their neighbourhoo
 TRIAGE_BORDERLINE_FRACTION = 0.2  # a flag with BH-adjusted p above fdr x this is borderline and gets a second look
 TRIAGE_HARD_SHARE = 0.2  # a failure with a margin in the trusted examples' lowest 20% is compared with those 20% alone (failures are hard by selection)
 TRIAGE_NEIGHBOURHOOD_PASSES = 2  # what one pass of the neighbourhood check finds joins the off-task traffic of the next
+
+# The Claude planner (search.planner: claude).
+LLM_MODEL = "claude-sonnet-4-5"
+LLM_MAX_TOKENS = 2048  # output tokens per planning call
+LLM_TOKEN_BUDGET = 200_000  # input + output tokens per adaptation
+LLM_TIMEOUT_SECONDS = 60.0
+LLM_SECRET_KEY = "api-key"  # key of the Secret named by search.llm.apiKeySecret
+LLM_PROMPT_EXAMPLES = 3  # trace examples quoted per failure cluster in a planning prompt

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,3 +283,26 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
         return status.model_copy(update={"phase": Phase.failed, "finished_at": now(),
                                          "message": f"{failure.get('error')}: {failure.get('message')}"})
     return None
+
+
+def llm_key_problem(spec: ModelAdaptationSpec, environ: dict[str, str] | None = None) -> str | None:
+    """Why the spec's planner cannot run here (no API key), or None. Checked before any work: never a silent downgrade."""
+    if spec.search.planner != "claude":
+        return None
+    from pioneer.agent.claude_planner import KEY_ENV
+
+    if (environ if environ is not None else os.environ).get(KEY_ENV):
+        return None
+    return (f"spec.search.planner is 'claude', but {KEY_ENV} is not set: set it to an Anthropic API key (for a compatible "
+            "gateway also ANTHROPIC_BASE_URL or spec.search.llm.baseUrl), or use planner: deterministic")
+
+
+def planning_advisor(spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str | None, on_event=None):
+    """The advisor :func:`pioneer.core.controller.reconcile` takes for ``search.planner``: None for the deterministic policy."""
+    if spec.search.planner != "claude":
+        return None
+    from pioneer.agent.claude_planner import ClaudeAdvisor
+
+    if not api_key:
+        raise ValueError(llm_key_problem(spec, {}))
+    return ClaudeAdvisor(spec, store, api_key, on_event=on_event)

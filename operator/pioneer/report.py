@@ -266,9 +266,17 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
     md += [_table(["attempt", "iter", "parent", "modification", "phase", metric, "slices (accuracy)", "pipeline"], rows), ""]
 
     md += ["## Decision log", "", "Every attempt records why the planner chose it and the evidence it rested on.", ""]
+    if spec.get("search", {}).get("planner") == "claude":
+        from pioneer.core.controller import llm_usage
+
+        spent = llm_usage(attempts) or {"calls": 0, "inputTokens": 0, "outputTokens": 0, "fallbacks": 0}
+        model = spec.get("search", {}).get("llm", {}).get("model")
+        md += [f"Planner: Claude ({model}), {spent['calls']} call(s), {spent['inputTokens']} input + {spent['outputTokens']} output "
+               f"tokens; {spent['fallbacks']} iteration(s) fell back to the deterministic policy (reasons in the evidence).", ""]
     for a in graph.attempts:
-        md += [f"**{a.metadata.name}** (iteration {a.spec.iteration}, parent {a.spec.parent or '—'}): *{a.spec.modification}*. "
-               f"{a.spec.rationale}", ""]
+        decided = (a.spec.evidence or {}).get("decidedBy")
+        md += [f"**{a.metadata.name}** (iteration {a.spec.iteration}, parent {a.spec.parent or '—'}"
+               + (f", decided by {decided}" if decided else "") + f"): *{a.spec.modification}*. {a.spec.rationale}", ""]
         if a.spec.evidence:
             md += [f"<sub>evidence: `{_evidence(a.spec.evidence)}`</sub>", ""]
         if a.status and a.status.phase == "Failed":

@@ -27,6 +27,7 @@ def adaptation_status(
         if chosen is not None and chosen.status is not None:
             st.best_attempt, st.best_score = completion.best, chosen.status.score
     st.baseline_score, st.iteration = summary["baseline_score"], summary["iteration"]
+    st.llm_usage = summary["llm_usage"]
     st.attempts = st.attempts.model_validate(summary["attempts"])
     st.report_uri = report_uri or st.report_uri
     conds = st.conditions

@@ -276,6 +276,28 @@ class Production(ApiModel):
     triage: TriagePolicy = Field(default_factory=TriagePolicy, description="Poison detection of the triage.")
 
 
+class SecretKeyRef(ApiModel):
+    """A key of a Kubernetes Secret in the adaptation's namespace."""
+
+    name: str = Field(max_length=253, description="Secret name.")
+    key: str = Field(default=d.LLM_SECRET_KEY, max_length=253, description="Key within the Secret.")
+
+
+class Llm(ApiModel):
+    """The Claude planner's model and limits (search.planner: claude)."""
+
+    model: str = Field(default=d.LLM_MODEL, max_length=200, description="Anthropic model id.")
+    max_tokens: int = Field(default=d.LLM_MAX_TOKENS, ge=256, le=64000, description="Most output tokens per planning call.")
+    token_budget: int = Field(default=d.LLM_TOKEN_BUDGET, ge=0, description=(
+        "Most tokens (input + output) the planner may spend on this adaptation; past it, iterations fall back to the "
+        "deterministic policy (recorded as an event)."))
+    timeout_seconds: float = Field(default=d.LLM_TIMEOUT_SECONDS, gt=0, le=600, description="Per-call timeout; a timeout falls back to the deterministic policy.")
+    base_url: str | None = Field(default=None, max_length=2000, description="An Anthropic-compatible gateway (default: ANTHROPIC_BASE_URL, else Anthropic's API).")
+    api_key_secret: SecretKeyRef | None = Field(default=None, description=(
+        "In the cluster: the Secret holding the API key (the operator reads it; the key never enters a custom resource). "
+        "Locally the key comes from ANTHROPIC_API_KEY."))
+
+
 class Search(ApiModel):
     """Budget and policy of the search over training pipelines."""
 
@@ -284,7 +306,10 @@ class Search(ApiModel):
     configurations_per_iteration: int = Field(
         default=d.CONFIGURATIONS_PER_ITERATION, ge=1, le=16, description="Configurations tried in each iteration (the paper uses at least two)."
     )
-    planner: Planner = Field(default=Planner.deterministic, description="deterministic (default); claude is reserved and refused by this build.")
+    planner: Planner = Field(default=Planner.deterministic, description=(
+        "deterministic (default, offline) or claude: Claude proposes each iteration's attempts from the evidence (through the "
+        "anthropic SDK; every proposal is validated, and errors fall back to the deterministic policy)."))
+    llm: Llm = Field(default_factory=Llm, description="The Claude planner's model, token budget and endpoint.")
     larger_base_models: list[str] = Field(
         default_factory=list,
         description="Larger base models the planner may move to when tuning (paper §2.4: 'larger base model'), in order; e.g. [mpnet].",
@@ -373,9 +398,6 @@ class ModelAdaptationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
-        if self.search.planner == Planner.claude.value:  # refused, never silently replaced by the deterministic policy
-            raise ValueError("search.planner: 'claude' is not available in this build (the Claude planner is not implemented "
-                             "yet); use 'deterministic'")
         if self.hyperparameters.ner_backend == NerBackend.gliner.value:
             raise ValueError("hyperparameters.nerBackend: 'gliner' is not available in this build (the gliner package pins "
                              "transformers < 5.17); use 'tokenClassification'")
@@ -409,6 +431,9 @@ class ModelAdaptationStatus(ApiModel):
     best_attempt: str | None = Field(default=None, description="The attempt the search chose (in production: the best within epsilon).")
     attempts: AttemptCounts = Field(default_factory=AttemptCounts, description="Attempt counts by outcome.")
     iteration: int = Field(default=0, description="Latest search iteration (0: only the baseline).")
+    llm_usage: dict[str, int] | None = Field(default=None, description=(
+        "The Claude planner's spend (search.planner: claude): calls, inputTokens, outputTokens, and iterations that fell back "
+        "to the deterministic policy."))
     report_uri: str | None = Field(default=None, description="Where the report was written (the lifecycle's last step).")
     message: str | None = Field(default=None, description="Human-readable summary of the current phase.")
     verdict: GateVerdict | None = Field(default=None, description="The gate's verdict on the chosen attempt (recorded before it is applied).")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pioneer.api.models import ModelAdaptationSpec, Phase, Pipeline, TrainingAttempt
+from pioneer.core import advice, planner
 from pioneer.core import gate as gates
-from pioneer.core import planner
 from pioneer.core.graph import TERMINAL, Graph, phase, pipeline_key, score
 
 BASELINE_SUFFIX = "baseline"
@@ -84,10 +84,15 @@ def _new(adaptation: str, iteration: int, proposals: list[planner.Proposal], par
     return out
 
 
-def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int) -> Plan:
+def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int,
+              advisor: advice.Advisor | None = None) -> Plan:
     """Decide what to do next for one ModelAdaptation. Each new attempt's evidence records what its pipeline changes,
-    read from the pipelines themselves: ``changed`` (field -> [before, after]) against ``changedFrom``."""
-    plan = _plan(adaptation, spec, attempts, pool_size)
+    read from the pipelines themselves: ``changed`` (field -> [before, after]) against ``changedFrom``.
+
+    ``advisor`` (``search.planner: claude``) proposes each later iteration's attempts first; the deterministic policy
+    fills the rest and is what remains when the advisor cannot answer. An advisor records its answers, so asking
+    again for the same iteration gives the same plan."""
+    plan = _plan(adaptation, spec, attempts, pool_size, advisor)
     if not plan.create:
         return plan
     graph = Graph.of(attempts)
@@ -104,7 +109,8 @@ def reconcile(adaptation: str, spec: ModelAdaptationSpec, attempts: list[Trainin
     return replace(plan, create=tuple(annotated))
 
 
-def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int) -> Plan:
+def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAttempt], pool_size: int,
+          advisor: advice.Advisor | None = None) -> Plan:
     graph = Graph.of(attempts)
     search, gate = spec.search, spec.gate
 
@@ -178,6 +184,12 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
     stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
     if stagnated or rollback:
         props = _fusion_candidates(graph) + props
+    if advisor is not None:
+        answer = advisor(advice.Request(nxt, parent, k, spec, graph, props))
+        # when it fell back, what the call cost (if one was made) is recorded with the attempts planned instead
+        fallback = {k: answer.record[k] for k in ("fallback", "llm") if answer.record.get(k)} if answer.record.get("fallback") else {}
+        props = [replace(p, evidence={**p.evidence, **answer.record, "decidedBy": "claude"}) for p in answer.proposals] + \
+                [replace(p, evidence={**p.evidence, "decidedBy": "deterministic", **fallback}) for p in props]
     created = _new(adaptation, nxt, props, parent.metadata.name, seen, k, prefix)
     for i, c in enumerate(created):
         ev = dict(c.evidence)
@@ -254,9 +266,27 @@ def summarize(attempts: list[TrainingAttempt]) -> dict[str, Any]:
         else:
             counts["running"] += 1
     return {
+        "llm_usage": llm_usage(attempts),
         "best_attempt": best.metadata.name if best else None,
         "best_score": score(best) if best else None,
         "baseline_score": score(graph.baseline) if graph.baseline else None,
         "iteration": graph.latest_iteration,
         "attempts": counts,
     }
+
+
+def llm_usage(attempts: list[TrainingAttempt]) -> dict[str, int] | None:
+    """The Claude planner's spend, read from the attempts' own evidence (one planning call per iteration): calls, input
+    and output tokens, iterations that fell back to the deterministic policy. None when no attempt was planned by it."""
+    calls: dict[int, dict[str, Any]] = {}
+    fallbacks: set[int] = set()
+    for a in attempts:
+        ev = a.spec.evidence or {}
+        if ev.get("llm", {}).get("usage"):
+            calls.setdefault(a.spec.iteration, ev["llm"]["usage"])
+        if ev.get("fallback"):
+            fallbacks.add(a.spec.iteration)
+    if not calls and not fallbacks:
+        return None
+    return {"calls": len(calls), "inputTokens": sum(u.get("inputTokens", 0) for u in calls.values()),
+            "outputTokens": sum(u.get("outputTokens", 0) for u in calls.values()), "fallbacks": len(fallbacks)}

@@ -46,6 +46,23 @@ def batch():
     return kubernetes.client.BatchV1Api(_api_client())
 
 
+def secret_value(namespace: str, name: str, key: str) -> str | None:
+    """One key of a Secret, decoded; None when the Secret or the key is missing (the value never leaves the process)."""
+    import base64
+
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        secret = kubernetes.client.CoreV1Api(_api_client()).read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if _is(exc, 404):
+            return None
+        raise
+    raw = (secret.data or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None
+
+
 def _is(exc: Exception, status: int) -> bool:
     return getattr(exc, "status", None) == status
 

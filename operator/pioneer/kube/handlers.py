@@ -154,6 +154,10 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     if problem:
         _fail(body, namespace, name, previous, generation, "InvalidSpec", problem)
         raise kopf.PermanentError(problem)
+    api_key, problem = _llm_key(ma, namespace)
+    if problem:
+        _fail(body, namespace, name, previous, generation, "MissingLlmKey", problem)
+        raise kopf.PermanentError(problem)
     store = adaptation_store(ma, None)
     registry = DeployedModelRegistry(namespace, open_store(ma.spec.artifacts.uri))
     if previous.phase is None:
@@ -179,7 +183,9 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         update = progress_update(a, engine.read_progress(store, a.metadata.name))
         if update:
             client.patch_status("TrainingAttempt", namespace, a.metadata.name, update)
-    plan = reconcile(name, ma.spec, attempts, prepared.pool_size)
+    advisor = engine.planning_advisor(ma.spec, store, api_key,
+                                      on_event=lambda kind, message: kopf.info(body, reason="PlannerDecision", message=message[:1000]))
+    plan = reconcile(name, ma.spec, attempts, prepared.pool_size, advisor)
     for new in plan.create:
         attempt = engine.materialize(name, ma.spec, prepared, new, store, namespace)
         child = attempt.dump()
@@ -253,6 +259,24 @@ def _prepare(ma: ModelAdaptation, store) -> engine.Prepared:
         return reopen(store, "failure set")
     data_root = os.environ.get("PIONEER_DATA_ROOT")
     return engine.prepare(ma.spec, store, base_dir=Path(data_root) if data_root else None)
+
+
+def _llm_key(ma: ModelAdaptation, namespace: str) -> tuple[str | None, str | None]:
+    """(the Claude planner's API key, or why there is none). The key comes from the Secret the spec names, else from the
+    operator's own environment; it is never written into a custom resource."""
+    if ma.spec.search.planner != "claude":
+        return None, None
+    ref = ma.spec.search.llm.api_key_secret
+    if ref is not None:
+        value = client.secret_value(namespace, ref.name, ref.key)
+        if value:
+            return value, None
+        return None, (f"spec.search.planner is 'claude', but Secret {namespace}/{ref.name} (spec.search.llm.apiKeySecret) "
+                      f"has no key {ref.key!r}: create it with the Anthropic API key, or use planner: deterministic")
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        return os.environ["ANTHROPIC_API_KEY"], None
+    return None, ("spec.search.planner is 'claude', but no API key is configured: set spec.search.llm.apiKeySecret to a Secret "
+                  "holding the Anthropic API key (or give the operator ANTHROPIC_API_KEY), or use planner: deterministic")
 
 
 def _fail(body: kopf.Body, namespace: str, name: str, previous: ModelAdaptationStatus, generation, reason: str, message: str) -> None:

@@ -45,6 +45,7 @@ from pioneer.engine import (
     collect,
     materialize,
     now,
+    planning_advisor,
     prepare,
     read_progress,
     verify_attempt,
@@ -56,7 +57,7 @@ from pioneer.store import ArtifactStore, LocalStore, located, open_store, portab
 
 STATE_KEY = "state.json"
 MARKER_KEY = ".pioneer-adaptation"  # written into every adaptation folder this project creates
-OWNED = (STATE_KEY, "eval", "data", "attempts", "report", MARKER_KEY)  # what --fresh may delete, and nothing else
+OWNED = (STATE_KEY, "eval", "data", "attempts", "planner", "report", MARKER_KEY)  # what --fresh may delete, and nothing else
 LOG_TAIL = 1500
 
 
@@ -161,6 +162,7 @@ class LocalRunner:
         self._pending_event: tuple[str, str] | None = None
         # attempts run as separate processes: split the cores between them
         self.threads = max(1, (os.cpu_count() or 1) // self.spec.search.parallelism)
+        self.advisor = planning_advisor(self.spec, self.store, os.environ.get("ANTHROPIC_API_KEY"), on_event=self._event)
 
     @property
     def verdict(self) -> GateVerdict | None:
@@ -413,7 +415,7 @@ class LocalRunner:
         try:
             while True:
                 self._poll()
-                plan = reconcile(self.name, self.spec, list(self.attempts.values()), self.prepared.pool_size)
+                plan = reconcile(self.name, self.spec, list(self.attempts.values()), self.prepared.pool_size, self.advisor)
                 for new in plan.create:
                     if new.name in self.attempts:
                         continue
