@@ -86,3 +86,9 @@ LLM_TOKEN_BUDGET = 200_000  # input + output tokens per adaptation
 LLM_TIMEOUT_SECONDS = 60.0
 LLM_SECRET_KEY = "api-key"  # key of the Secret named by search.llm.apiKeySecret
 LLM_PROMPT_EXAMPLES = 3  # trace examples quoted per failure cluster in a planning prompt
+
+# Synthesis (data.synthesis): a teacher writes labelled examples for a cold start from a description.
+SYNTHESIS_MIN_PER_LABEL = 30
+SYNTHESIS_EVAL_PER_LABEL = 10
+SYNTHESIS_MAX_TOKENS = 4096
+SYNTHESIS_MAX_CHARS = 500  # a longer synthesized text is dropped

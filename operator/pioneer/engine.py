@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,26 @@ from pioneer.trainer.run import FAILURE, OUTPUT, SUCCESS
 IDENTITY = "training-identity"  # per attempt: hash of what decides its result (see training_identity)
 
 
-def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | None = None) -> Prepared:
-    """Build and freeze the evaluation set and the cleaned pool, once. Later calls reuse and verify them."""
+def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | None = None, api_key: str | None = None) -> Prepared:
+    """Build and freeze the evaluation set and the cleaned pool, once. Later calls reuse and verify them.
+
+    With ``data.synthesis`` a teacher first writes what the sources lack (``api_key``, default ANTHROPIC_API_KEY); without
+    any real data the evaluation set is its own synthesized batch, frozen like any other before training."""
     if (frozen := reopen(store, "evaluation set")) is not None:
         return frozen
 
     task, cur = spec.task, spec.data.curation
     examples = load_sources(spec.data.sources, base_dir, task.labels, task.type)
+    synthesized_eval: list = []
+    synthesis_record = None
+    if spec.data.synthesis is not None:
+        from pioneer.agent import synthesis
+
+        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise DataError(llm_key_problem(spec, {}) or "data.synthesis needs ANTHROPIC_API_KEY")
+        added, synthesized_eval, synthesis_record = synthesis.fill(spec, store, key, examples)
+        examples = examples + added
     labels = task.labels or sorted(set().union(*(label_names(ex, task.type) for ex in examples)))
     for field, value in (("positiveLabel", task.positive_label), ("negativeLabel", task.negative_label),
                          ("outOfScopeLabel", task.out_of_scope_label)):
@@ -77,6 +91,11 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
         eval_set, eval_record = build_ner_eval_set(examples, evaluation.size, evaluation.boundary_share, spec.search.seed)
     elif task.type == "generation":
         eval_set, eval_record = build_random_eval_set(examples, evaluation.size, spec.search.seed)
+    elif synthesized_eval:  # its own batch: every synthesized evaluation example (none of them is in the pool)
+        eval_set = [ex.with_role("negative" if ex.label == task.negative_label else "positive") for ex in synthesized_eval]
+        eval_record = {"size": len(eval_set), "slices": dict(Counter(ex.role for ex in eval_set)),
+                       "labels": dict(sorted(Counter(ex.label for ex in eval_set).items())), "boundary_pairs": 0,
+                       "notes": ["the evaluation set is a separate synthesis batch (no real data to hold out)"]}
     else:
         eval_set, eval_record = build_eval_set(examples, evaluation.size, evaluation.boundary_share, task.negative_label,
                                                spec.search.seed, TextIndex([ex.text for ex in examples]))
@@ -89,7 +108,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     eval_bytes = serialize(eval_set)
     digest = sha256(eval_bytes)
     record = {"loaded": loaded, "labels": labels, "rules": [r.to_dict() for r in rules], "evaluation": eval_record,
-              "pool_size": len(pool), "created_at": now()}
+              "pool_size": len(pool), "created_at": now(), **({"synthesis": synthesis_record} if synthesis_record else {})}
     write_jsonl(store, POOL_KEY, [ex.to_row() for ex in pool])
     write_json(store, PREPARATION_KEY, record)
     store.write_bytes(EVAL_KEY, eval_bytes)
@@ -287,14 +306,16 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
 
 def llm_key_problem(spec: ModelAdaptationSpec, environ: dict[str, str] | None = None) -> str | None:
     """Why the spec's planner cannot run here (no API key), or None. Checked before any work: never a silent downgrade."""
-    if spec.search.planner != "claude":
+    field = ("spec.search.planner is 'claude'" if spec.search.planner == "claude"
+             else "spec.data.synthesis is set" if spec.data.synthesis is not None else None)
+    if field is None:
         return None
     from pioneer.agent.claude_planner import KEY_ENV
 
     if (environ if environ is not None else os.environ).get(KEY_ENV):
         return None
-    return (f"spec.search.planner is 'claude', but {KEY_ENV} is not set: set it to an Anthropic API key (for a compatible "
-            "gateway also ANTHROPIC_BASE_URL or spec.search.llm.baseUrl), or use planner: deterministic")
+    return (f"{field}, but {KEY_ENV} is not set: set it to an Anthropic API key (for a compatible gateway also "
+            "ANTHROPIC_BASE_URL or the spec's baseUrl), or use planner: deterministic and data sources of your own")
 
 
 def planning_advisor(spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str | None, on_event=None):

@@ -312,6 +312,10 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
     if best is not None and store.exists(attempt_key(best.metadata.name, "curation.json")):
         best_curation = read_json(store, attempt_key(best.metadata.name, "curation.json"))
     md += ["## Data curation", "", f"Loaded {prep.get('loaded', prep.get('traces', '?'))} examples; labels {prep.get('labels', [])}.", ""]
+    if syn := prep.get("synthesis"):
+        md += [f"Synthesis (teacher {syn['model']}): real examples per label {_counts(syn['real'])}; written {_counts(syn['written'])} "
+               f"({syn['rejected']} texts rejected); evaluation set: {syn['evaluation']}; {syn['usage']['calls']} calls, "
+               f"{syn['usage']['inputTokens']} input + {syn['usage']['outputTokens']} output tokens.", ""]
     if rules:
         files["curation.png"] = plot_curation(rules + [r for r in (best_curation or {}).get("rules", []) if r["rule"] == "label-balance"])
         md += ["![curation](curation.png)", ""]

@@ -244,10 +244,32 @@ class Curation(ApiModel):
     entity_max_repeats: int = Field(default=d.ENTITY_MAX_REPEATS, ge=0, description="ner: an entity value may occur at most this often; further occurrences get a same-type substitute (0 = off).")
 
 
+class Synthesis(ApiModel):
+    """A teacher (Claude) writes labelled examples where the data has too few (classification)."""
+
+    model: str = Field(default=d.LLM_MODEL, max_length=200, description="Anthropic model id of the teacher.")
+    min_per_label: int = Field(default=d.SYNTHESIS_MIN_PER_LABEL, ge=1, le=500, description=(
+        "Training examples per label the pool should have; the teacher writes the shortfall of each label."))
+    eval_per_label: int = Field(default=d.SYNTHESIS_EVAL_PER_LABEL, ge=1, le=200, description=(
+        "Without any real data: evaluation examples per label, from a separate synthesis batch (never trained on)."))
+    max_tokens: int = Field(default=d.SYNTHESIS_MAX_TOKENS, ge=256, le=64000, description="Most output tokens per synthesis call.")
+    timeout_seconds: float = Field(default=d.LLM_TIMEOUT_SECONDS, gt=0, le=600, description="Per-call timeout.")
+    base_url: str | None = Field(default=None, max_length=2000, description="An Anthropic-compatible gateway (default: ANTHROPIC_BASE_URL).")
+
+
 class Data(ApiModel):
-    sources: list[DataSource] = Field(min_length=1, description="Where labelled examples come from; all are pooled.")
+    sources: list[DataSource] = Field(default_factory=list, description=(
+        "Where labelled examples come from; all are pooled. May be empty when data.synthesis writes the data."))
     evaluation: Evaluation = Field(default_factory=Evaluation)
     curation: Curation = Field(default_factory=Curation)
+    synthesis: Synthesis | None = Field(default=None, description=(
+        "Cold start from a description: a teacher writes examples of each label the sources lack (classification)."))
+
+    @model_validator(mode="after")
+    def _some_data(self) -> Data:
+        if not self.sources and self.synthesis is None:
+            raise ValueError("data.sources is empty: give at least one source, or data.synthesis to have a teacher write the data")
+        return self
 
 
 class Gate(ApiModel):
@@ -403,6 +425,13 @@ class ModelAdaptationSpec(ApiModel):
                              "transformers < 5.17); use 'tokenClassification'")
         if self.deployed_model is not None and not DNS1123.match(self.deployed_model):
             raise ValueError(f"deployedModel {self.deployed_model!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
+        if self.data.synthesis is not None:
+            if self.task.type != TaskType.classification.value:
+                raise ValueError(f"data.synthesis supports task.type classification in this build (got {self.task.type!r})")
+            if not self.task.labels:
+                raise ValueError("data.synthesis needs task.labels: the teacher writes examples of each label")
+            if self.mode == Mode.production.value:
+                raise ValueError("data.synthesis is for cold start; production mode learns from judged traces")
         if self.mode == Mode.production.value and self.task.type == TaskType.generation.value:
             raise ValueError("production mode supports task.type classification and ner (got 'generation')")
         if self.mode == Mode.production.value:

@@ -166,7 +166,7 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
         _await_preparation(body, ma, namespace, store, registry, previous, generation, patch)
         return
     try:
-        prepared = _prepare(ma, store)
+        prepared = _prepare(ma, store, api_key)
     except (DataError, EvalSetTampered, ModelNotFound) as exc:  # bad data is a Failed condition, never an endless retry
         _fail(body, namespace, name, previous, generation, "InvalidData", str(exc))
         raise kopf.PermanentError(str(exc)) from None
@@ -254,28 +254,29 @@ def cluster_data_problem(ma: ModelAdaptation, data_root: str | None) -> str | No
     return None
 
 
-def _prepare(ma: ModelAdaptation, store) -> engine.Prepared:
+def _prepare(ma: ModelAdaptation, store, api_key: str | None = None) -> engine.Prepared:
     if ma.spec.mode == "production":  # its preparation Job froze the sets: only read them back
         return reopen(store, "failure set")
     data_root = os.environ.get("PIONEER_DATA_ROOT")
-    return engine.prepare(ma.spec, store, base_dir=Path(data_root) if data_root else None)
+    return engine.prepare(ma.spec, store, base_dir=Path(data_root) if data_root else None, api_key=api_key)
 
 
 def _llm_key(ma: ModelAdaptation, namespace: str) -> tuple[str | None, str | None]:
-    """(the Claude planner's API key, or why there is none). The key comes from the Secret the spec names, else from the
-    operator's own environment; it is never written into a custom resource."""
-    if ma.spec.search.planner != "claude":
+    """(the Anthropic API key the Claude planner or data.synthesis needs, or why there is none). The key comes from the
+    Secret the spec names, else from the operator's own environment; it is never written into a custom resource."""
+    if ma.spec.search.planner != "claude" and ma.spec.data.synthesis is None:
         return None, None
+    field = "spec.search.planner is 'claude'" if ma.spec.search.planner == "claude" else "spec.data.synthesis is set"
     ref = ma.spec.search.llm.api_key_secret
     if ref is not None:
         value = client.secret_value(namespace, ref.name, ref.key)
         if value:
             return value, None
-        return None, (f"spec.search.planner is 'claude', but Secret {namespace}/{ref.name} (spec.search.llm.apiKeySecret) "
+        return None, (f"{field}, but Secret {namespace}/{ref.name} (spec.search.llm.apiKeySecret) "
                       f"has no key {ref.key!r}: create it with the Anthropic API key, or use planner: deterministic")
     if os.environ.get("ANTHROPIC_API_KEY"):
         return os.environ["ANTHROPIC_API_KEY"], None
-    return None, ("spec.search.planner is 'claude', but no API key is configured: set spec.search.llm.apiKeySecret to a Secret "
+    return None, (f"{field}, but no API key is configured: set spec.search.llm.apiKeySecret to a Secret "
                   "holding the Anthropic API key (or give the operator ANTHROPIC_API_KEY), or use planner: deterministic")
 
 
