@@ -1,6 +1,6 @@
 """A loopback HTTP server that speaks Anthropic's Messages API with scripted answers, for the real `anthropic` SDK.
 
-Each POST /v1/messages takes the next scripted answer (then ``responder(body)``, a tool input, if set): a tool call (``("tool", input)``), an HTTP error
+Each POST /v1/messages takes the next scripted answer (then ``responder(body)``: a tool input, or a string for a text answer): a tool call (``("tool", input)``), an HTTP error
 (``("status", 429)``), a delay longer than the client's timeout (``("sleep", seconds)``) or a text-only
 answer (``("text", "...")``). Every request body is kept (``server.requests``) so tests can assert on what
 was sent. Token counts are the request's length / 4: an estimate, labelled as such where reported.
@@ -33,8 +33,13 @@ class MessagesApi:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 api.requests.append(body)
                 api.headers.append({k.lower(): v for k, v in self.headers.items()})
-                kind, value = (api.script.pop(0) if api.script else ("tool", api.responder(body)) if api.responder
-                               else ("text", "no scripted answer left"))
+                if api.script:
+                    kind, value = api.script.pop(0)
+                elif api.responder:
+                    value = api.responder(body)
+                    kind = "text" if isinstance(value, str) else "tool"
+                else:
+                    kind, value = "text", "no scripted answer left"
                 if kind == "sleep":
                     time.sleep(value)
                     kind, value = "text", "too late"

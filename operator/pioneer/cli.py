@@ -224,6 +224,39 @@ def cmd_operator(args: argparse.Namespace) -> int:
     os.execvp(sys.executable, [sys.executable, "-m", "kopf", "run", "-m", "pioneer.kube.handlers", *(args.kopf_args or ["--standalone", "--all-namespaces"])])
 
 
+def _llm_judge_traces(engine, args: argparse.Namespace) -> int:
+    """Estimate first (traces, calls, tokens), judge only with --yes; the key comes from ANTHROPIC_API_KEY."""
+    from pioneer.traces import store
+    from pioneer.traces.judges import LLM_JUDGE_MODEL, LLM_SYSTEM, llm_judge
+
+    if not args.task:
+        err.print(tagged("invalid", "red", " --judge llm needs --task: the task description the judge reads"))
+        return EXIT_INVALID
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    rows = store.unjudged(engine, args.limit)
+    chars = sum(len(LLM_SYSTEM) + len(args.task) + len(",".join(labels or [])) + len(text or "") + len(pred or "") + 120
+                for _, text, pred in rows)
+    model = args.model or os.environ.get("PIONEER_JUDGE_MODEL", LLM_JUDGE_MODEL)
+    out.print(f"{len(rows)} unjudged trace(s): {len(rows)} call(s) to {model}, about {chars // 4} input tokens and at most "
+              f"{400 * len(rows)} output tokens (estimate: characters / 4)")
+    if not rows or not args.yes:
+        if rows:
+            out.print("nothing judged: run again with --yes to judge them")
+        return EXIT_OK
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        err.print(tagged("invalid", "red", " --judge llm needs ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a gateway)"))
+        return EXIT_INVALID
+    import anthropic
+
+    client = anthropic.Anthropic()
+    counts = store.judge_with_llm(engine, rows, args.task, labels,
+                                  lambda text, pred: llm_judge(text, pred, args.task, labels, client=client, model=model),
+                                  on_batch=lambda done, total: err.print(f"judged {done}/{total}"))
+    out.print(f"judged {counts['judged']} trace(s): {counts['pass']} pass, {counts['fail']} fail; "
+              f"{counts['errors']} answer(s) not in the expected form left unjudged")
+    return EXIT_OK if not counts["errors"] else EXIT_FAILED
+
+
 def cmd_traces(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
@@ -254,6 +287,8 @@ def cmd_traces(args: argparse.Namespace) -> int:
         return _export_traces(engine, args)
     if args.action == "correct":
         return _correct_traces(engine, args)
+    if args.action == "judge" and args.judge == "llm":
+        return _llm_judge_traces(engine, args)
     if args.action == "judge":
         counts = store.judge_missing(engine, args.judge)
         out.print(f"judged {counts['judged']} trace(s): {counts['pass']} pass, {counts['fail']} fail; "
@@ -456,8 +491,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--by", default=os.environ.get("USER") or "unknown", help="who corrects (default: $USER)")
     t.add_argument("--db", default="pioneer-traces.db")
     t.set_defaults(func=cmd_traces)
-    t = tsub.add_parser("judge", help="fill missing verdicts with a deterministic judge against the reference (corrected)")
-    t.add_argument("--judge", default="exact-match", choices=["exact-match", "token-f1", "numeric-answer", "rouge-l"])
+    t = tsub.add_parser("judge", help="fill missing verdicts: a deterministic judge against the reference (corrected), "
+                                      "or --judge llm (Claude reads the task, the input and the output; no reference needed)")
+    t.add_argument("--judge", default="exact-match", choices=["exact-match", "token-f1", "numeric-answer", "rouge-l", "llm"])
+    t.add_argument("--task", help="--judge llm: the task description the judge reads")
+    t.add_argument("--labels", help="--judge llm: comma-separated allowed outputs (a correction outside them is not kept)")
+    t.add_argument("--model", default=None, help="--judge llm: Anthropic model (default: PIONEER_JUDGE_MODEL or the library's)")
+    t.add_argument("--limit", type=int, default=None, help="--judge llm: judge at most N unjudged traces")
+    t.add_argument("--yes", action="store_true", help="--judge llm: run after the cost estimate (without it: estimate only)")
     t.add_argument("--db", default="pioneer-traces.db")
     t.set_defaults(func=cmd_traces)
     t = tsub.add_parser("schema", help="print the JSON Schema of a trace record (what import takes)")

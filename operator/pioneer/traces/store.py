@@ -594,3 +594,37 @@ def judge_missing(engine: sa.Engine, judge_name: str, batch: int = 500, **judge_
                 counts["judged"] += 1
                 counts[j.verdict] += 1
     return counts
+
+
+def unjudged(engine: sa.Engine, limit: int | None = None) -> list[tuple[str, str, str | None]]:
+    """(id, input, prediction) of traces neither a judge nor a person has judged, oldest first."""
+    t = traces.c
+    query = sa.select(t.id, t.input, t.prediction).where(t.verdict.is_(None), t.human_verdict.is_(None)).order_by(t.id)
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(query.limit(limit) if limit else query).fetchall()]
+
+
+def judge_with_llm(engine: sa.Engine, rows: list[tuple[str, str, str | None]], task: str, labels: list[str] | None,
+                   judge, batch: int = 50, on_batch=None) -> dict[str, int]:
+    """Judge ``rows`` with ``judge(text, prediction) -> Judgement`` (the LLM judge), committing every ``batch`` traces so an
+    interruption loses at most one batch. The judge's correction fills ``corrected`` only where the log has none."""
+    from pioneer.traces.judges import JudgeError
+
+    counts = {"judged": 0, "pass": 0, "fail": 0, "errors": 0}
+    for start in range(0, len(rows), batch):
+        with engine.begin() as conn:
+            for tid, text, prediction in rows[start:start + batch]:
+                try:
+                    j = judge(text, prediction)
+                except JudgeError:
+                    counts["errors"] += 1
+                    continue
+                values = {"verdict": j.verdict, "judge_reasoning": j.reasoning, "judge_meta": {**j.meta, "score": j.score}}
+                conn.execute(traces.update().where(traces.c.id == tid).values(**values))
+                if j.meta.get("corrected"):
+                    conn.execute(traces.update().where(traces.c.id == tid, traces.c.corrected.is_(None)).values(corrected=j.meta["corrected"]))
+                counts["judged"] += 1
+                counts[j.verdict] += 1
+        if on_batch:
+            on_batch(min(start + batch, len(rows)), len(rows))
+    return counts
