@@ -295,23 +295,30 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     if tested_pass:
         adjusted_p[tested_pass] = adjusted(p_domain[tested_pass])
     final_p = np.where(np.arange(len(traces)) < nf, p_fail, p_domain)
+    # each failure's domain similarity against every trusted example (not only the as-hard ones): what names a flag off-domain
+    p_domain_all = np.full(len(traces), np.nan)
+    if checker is not None and tested_fail:
+        p_domain_all[tested_fail] = p_values(checker.reference_domain[fc], domain[tested_fail])
+    p_domain_all[tested_pass] = p_domain[tested_pass]
 
     def describe(i: int) -> dict[str, Any]:
         label = checked[i]
         stats = {"p_value": round(float(final_p[i]), 6), "adjusted_p": round(float(adjusted_p[i]), 6), "level": fdr}
         how = f"p={final_p[i]:.4f}, BH-adjusted {adjusted_p[i]:.4f} <= level {fdr:g}"
-        checks = {"domain": p_domain[i], "margin": p_margin[i] if i < nf else np.nan, "label quality": p_quality[i]}
-        smallest = min((v, k) for k, v in checks.items() if np.isfinite(v))[1]
-        if smallest == "domain" or (i >= nf):
+        # what the flag says about the trace: the input is not a request for the task (off-domain: routed to the
+        # out-of-scope label where there is one) when it is unusual next to every trusted example, or when the trusted
+        # out-of-scope examples support it best; otherwise its correction is what is wrong
+        if i >= nf or (np.isfinite(p_domain_all[i]) and p_domain_all[i] <= fdr):
             return {"reason": "off-domain-input", **stats, "evidence": (
                 f"similarity to the task's {checker.k} nearest trusted examples {domain[i]:.3f}: lower than in "
-                f"{p_domain[i]:.1%} of the trusted examples (domain check; {how})")}
+                f"{p_domain_all[i]:.1%} of the trusted examples (domain check; {how})")}
+        if out_of_scope_label and label != out_of_scope_label and best[i] == out_of_scope_label:
+            return {"reason": "off-domain-input", **stats, "evidence": (
+                f"the input is supported best by the trusted {out_of_scope_label!r} examples, and {label!r} falls "
+                f"short of them by {-margin[i]:.3f} ({how})")}
+        checks = {"margin": p_margin[i], "label quality": p_quality[i]}
+        smallest = min(((v, k) for k, v in checks.items() if np.isfinite(v)), default=(1.0, "label quality"))[1]
         if smallest == "margin":
-            if out_of_scope_label and label != out_of_scope_label and best[i] == out_of_scope_label:
-                return {"reason": "off-domain-input", **stats, "evidence": (
-                    f"the input is supported best by the trusted {out_of_scope_label!r} examples, and {label!r} falls "
-                    f"short of them by {-margin[i]:.3f}: fewer than {p_margin[i]:.1%} of the trusted examples are as "
-                    f"unlike their own label ({how})")}
             return {"reason": "unsupported-correction", **stats, "evidence": (
                 f"the {checker.k} nearest trusted examples of {label!r} support the input {margin[i]:+.3f} against the best "
                 f"other label ({best[i]!r}): {p_margin[i]:.1%} of the trusted examples are as unlike their own label ({how})")}
@@ -323,7 +330,10 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
         if np.isfinite(adjusted_p[i]) and adjusted_p[i] <= fdr:
             reasons[i] = describe(i)
     if checker is not None:
-        reasons.update(_off_task_neighbourhood(reasons, vectors, checker, domain, nf, fdr, parent_only))
+        # the neighbourhood is calibrated on the parent's in-scope examples: its out-of-scope ones are off-task traffic
+        in_scope = parent_only & fc & np.array([y != out_of_scope_label for _, y in reference], dtype=bool)
+        reasons.update(_off_task_neighbourhood(reasons, vectors, checker, domain, nf, fdr,
+                                               in_scope if in_scope.sum() >= MIN_REFERENCE else parent_only))
     _second_look(out, reasons, traces, checked, nf, fdr, runner_up)
     # off-task traces already answered with the out-of-scope label: kept as they are
     answered = {i for i, r in reasons.items() if r["reason"] in OFF_TASK_REASONS and out_of_scope_label and checked[i] == out_of_scope_label}
@@ -341,8 +351,7 @@ def _second_look(out: Triage, reasons: dict[int, dict[str, Any]], traces: list[d
                  fdr: float, runner_up: Callable[[list[str]], list[str | None]] | None) -> None:
     """Take back borderline statistical flags on failures whose correction is the deployed model's second choice."""
     bar = fdr * d.TRIAGE_BORDERLINE_FRACTION
-    borderline = sorted(i for i, r in reasons.items() if i < nf and r["reason"] in ("unsupported-correction", "suspected-label-error")
-                        and r.get("adjusted_p", 0.0) > bar)
+    borderline = sorted(i for i, r in reasons.items() if i < nf and r["reason"] in STATISTICAL_REASONS and r.get("adjusted_p", 0.0) > bar)
     out.calibration["borderline_above"] = bar
     if not borderline or runner_up is None:
         return
@@ -362,7 +371,7 @@ def _second_look(out: Triage, reasons: dict[int, dict[str, Any]], traces: list[d
 
 
 def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndarray, checker: LabelSupport, domain: np.ndarray,
-                            nf: int, fdr: float, calibration: slice) -> dict[int, dict[str, Any]]:
+                            nf: int, fdr: float, calibration: np.ndarray) -> dict[int, dict[str, Any]]:
     """Failures that sit closer to the off-task traffic already found than trusted examples do: {index: reason}.
 
     Off-task inputs come in families (templated false premises, the same injection reworded); once the
@@ -375,6 +384,7 @@ def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndar
     that as well). What a pass finds joins the seeds of the next (``TRIAGE_NEIGHBOURHOOD_PASSES``).
     """
     k = d.TRIAGE_NEIGHBOURHOOD_K
+    level = fdr * d.TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION
     found: dict[int, dict[str, Any]] = {}
     for _ in range(d.TRIAGE_NEIGHBOURHOOD_PASSES):
         flagged = {**reasons, **found}
@@ -392,12 +402,12 @@ def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndar
         p = p_values(ref_score, near - off)
         adj = adjusted(p)
         for j, i in enumerate(family):
-            if np.isfinite(adj[j]) and adj[j] <= fdr:
+            if np.isfinite(adj[j]) and adj[j] <= level:
                 evidence = (f"mean similarity to the {k} nearest of {len(seeds)} off-task traces {off[j]:.3f} against "
                             f"{near[j]:.3f} to the task's nearest trusted examples; {p[j]:.2%} of the trusted examples sit as "
-                            f"close to that traffic (p={p[j]:.4f}, BH-adjusted {adj[j]:.4f} <= level {fdr:g})")
+                            f"close to that traffic (p={p[j]:.4f}, BH-adjusted {adj[j]:.4f} <= level {level:g})")
                 new[i] = {"reason": "off-task-neighbourhood", "p_value": round(float(p[j]), 6), "adjusted_p": round(float(adj[j]), 6),
-                          "level": fdr, "evidence": evidence + (f"; and {reasons[i]['evidence']}" if i in reasons else "")}
+                          "level": level, "evidence": evidence + (f"; and {reasons[i]['evidence']}" if i in reasons else "")}
         if not new:
             break
         found.update(new)
