@@ -93,3 +93,4 @@ SYNTHESIS_EVAL_PER_LABEL = 10
 SYNTHESIS_MAX_TOKENS = 4096
 SYNTHESIS_MAX_CHARS = 500  # a longer synthesized text is dropped
 TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION = 0.5  # the neighbourhood pass, a second look at what is left, runs at half the level
+TRIAGE_LLM = False  # production.triage.llm: Claude reviews failing traces beside the statistics

@@ -307,7 +307,8 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
 def llm_key_problem(spec: ModelAdaptationSpec, environ: dict[str, str] | None = None) -> str | None:
     """Why the spec's planner cannot run here (no API key), or None. Checked before any work: never a silent downgrade."""
     field = ("spec.search.planner is 'claude'" if spec.search.planner == "claude"
-             else "spec.data.synthesis is set" if spec.data.synthesis is not None else None)
+             else "spec.data.synthesis is set" if spec.data.synthesis is not None
+             else "spec.production.triage.llm is true" if spec.mode == "production" and spec.production.triage.llm else None)
     if field is None:
         return None
     from pioneer.agent.claude_planner import KEY_ENV

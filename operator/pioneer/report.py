@@ -179,6 +179,16 @@ def _triage_section(store: ArtifactStore, prep: dict[str, Any]) -> list[str]:
         md += [_table(["id", "verdict", "reason", "p-value", "BH-adjusted", "action", "text", "evidence"],
                       [[e["id"], e["verdict"], e["reason"], _fmt(e.get("p_value")), _fmt(e.get("adjusted_p")), e["action"],
                         e["text"][:80], e["evidence"][:240]] for e in excluded[:25]]), ""]
+    if tri.get("llm_review"):
+        rv = tri["llm_review"]
+        dis = tri.get("llm_disagreements") or []
+        md += [f"LLM review ({rv['model']}): {rv['reviewed']} failing traces, {rv['usage']['calls']} calls, {rv['usage']['inputTokens']} input + "
+               f"{rv['usage']['outputTokens']} output tokens; {len(dis)} disagreement(s) with the statistics"
+               + (f"; errors: {'; '.join(rv['errors'])}" if rv["errors"] else "") + ".", ""]
+        if dis:
+            md += [_table(["id", "statistics", "LLM", "p-value", "outcome", "text", "LLM's reason"],
+                          [[x["id"], x["statistics"], x["llm"], _fmt(x.get("p_value")), x["outcome"], x["text"][:80], x["llm_reason"][:160]]
+                           for x in dis[:25]]), ""]
     back = next((r["details"].get("taken_back", []) for r in prep.get("rules", []) if r["rule"] == "take-back-borderline"), [])
     if back:
         md += ["Taken back (kept fixable):", "", _table(["id", "flagged as", "text", "evidence"],

@@ -290,6 +290,10 @@ class TriagePolicy(ApiModel):
         "False-discovery rate of the statistical checks (domain, label support, confident learning, off-task "
         "neighbourhood): traces are flagged by Benjamini-Hochberg over conformal p-values at this level, so about this "
         "share of the traces they set aside is clean, and clean traffic yields almost no flags."))
+    llm: bool = Field(default=d.TRIAGE_LLM, description=(
+        "Also ask Claude (search.llm's model and key) whether each failing trace is fixable or external. The statistical "
+        "triage always runs and its flags stand; a failure it kept is set aside only when Claude calls it external and its "
+        "own p-value is at or below fdr. Disagreements are listed in the report (classification)."))
 
 
 class Production(ApiModel):

@@ -43,7 +43,14 @@ def preparation_manifest(adaptation: str, spec: ModelAdaptationSpec, request_uri
     labels = {LABEL_ADAPTATION: adaptation, LABEL_PREPARATION: adaptation, "app.kubernetes.io/part-of": "pioneer",
               "app.kubernetes.io/component": "preparation"}
     secrets = [src.credentials_secret for src in spec.data.sources if src.credentials_secret]
-    return _job(preparation_name(adaptation), labels, spec, request_uri, secrets)
+    job = _job(preparation_name(adaptation), labels, spec, request_uri, secrets)
+    ref = spec.search.llm.api_key_secret
+    if spec.production.triage.llm and ref is not None:  # the LLM review runs in the Job: the key as env, from the Secret
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        container["env"].append({"name": "ANTHROPIC_API_KEY", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        if spec.search.llm.base_url:
+            container["env"].append({"name": "ANTHROPIC_BASE_URL", "value": spec.search.llm.base_url})
+    return job
 
 
 def _job(name: str, labels: dict[str, str], spec: ModelAdaptationSpec, uri: str, extra_secrets: list[str] | None = None) -> dict[str, Any]:

@@ -340,8 +340,8 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     for i, t in enumerate(traces):
         if i in reasons and i not in answered:
             (out.external if i < nf else out.screened).append({**t, **reasons[i]})
-        elif i < nf:
-            out.fixable.append(t)
+        elif i < nf:  # with its p-value where a check ran: how unusual a kept failure is (the LLM review reads it)
+            out.fixable.append({**t, "p_value": round(float(final_p[i]), 6)} if np.isfinite(final_p[i]) else t)
         else:
             out.kept_passing.append(t)
     return out

@@ -88,6 +88,23 @@ def _deployed_model(model_uri: str):
     return answer
 
 
+def _llm_review(spec: ModelAdaptationSpec, store: ArtifactStore, tri, labels: list[str]) -> list[dict]:
+    """production.triage.llm: Claude's review of every failing trace, combined one way with the statistics (agent.llm_triage)."""
+    import os
+
+    from pioneer.agent import llm_triage
+
+    key = os.environ.get("ANTHROPIC_API_KEY")
+    if not key:
+        raise DataError("spec.production.triage.llm is true, but ANTHROPIC_API_KEY is not set (the preparation needs it)")
+    reviewed = llm_triage.review(store, tri.fixable + tri.external, spec.task.description, labels, spec.search.llm.model, key,
+                                 spec.search.llm.base_url, spec.search.llm.timeout_seconds)
+    tri.fixable, tri.external, disagreements = llm_triage.combine(tri.fixable, tri.external, reviewed, spec.production.triage.fdr)
+    tri.calibration["llm_review"] = {"model": reviewed["model"], "reviewed": len(reviewed["verdicts"]), "errors": reviewed["errors"],
+                                     "usage": reviewed["usage"]}
+    return disagreements
+
+
 def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedModelStatus | None, where: str,
             base_dir: Path | None = None) -> Prepared:
     """``deployed`` is the target DeployedModel's status as the registry port read it (``where`` names it in errors)."""
@@ -97,6 +114,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     if current is None:
         raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision ({where})")
     ner = spec.task.type == "ner"
+    disagreements: list[dict] | None = None
     labels = parent_labels(current.model_uri, spec.task.labels)
     if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
         labels = list(dict.fromkeys(t[2:] for t in labels if t[:2] in ("B-", "I-")))
@@ -135,6 +153,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
                      embed=_embedder(spec.hyperparameters.base_model) if parent_train or passing else None,
                      out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr,
                      runner_up=lambda texts: [a.runner_up for a in deployed_model(texts)])
+        if spec.production.triage.llm:
+            disagreements = _llm_review(spec, store, tri, labels)
         clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a.output for a in deployed_model(texts)])
     passing = tri.kept_passing
     # what this triage sets aside is not replayed either, even where an earlier revision trained on it
@@ -171,7 +191,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),
         "taxonomy": clusters, "created_at": now(),
-        "triage": {**tri.calibration, "taken_back": len(tri.taken_back)},
+        "triage": {**tri.calibration, "taken_back": len(tri.taken_back),
+                   **({"llm_disagreements": disagreements} if disagreements is not None else {})},
         "rules": [{"rule": "triage", "description": "failing traces kept as fixable vs. set aside as external (with evidence)" + (
                        f": input detectors, then statistical checks at false-discovery rate {spec.production.triage.fdr:g} (conformal "
                        "p-values, Benjamini-Hochberg)" if tri.calibration else ": input detectors, alignment, word-level confident learning"),
