@@ -210,3 +210,13 @@ def start_server(python: str, folder: Path, artifacts: Path, name: str) -> tuple
             proc.kill()
             raise AssertionError(f"server did not become ready: {proc.stdout.read()}")
         time.sleep(0.3)
+
+
+@pytest.fixture
+def messages_api():
+    """A loopback server speaking Anthropic's Messages API with scripted answers (tests/messages_api.py)."""
+    from messages_api import MessagesApi
+
+    server = MessagesApi()
+    yield server
+    server.close()

@@ -12,7 +12,6 @@ import json
 import pytest
 
 from conftest import tiny_adaptation
-from messages_api import MessagesApi
 from pioneer.agent.claude_planner import ClaudeAdvisor, usage
 from pioneer.api.validation import parse_resource
 from pioneer.cli import main
@@ -25,10 +24,8 @@ SPEC = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "parallelism": 
 
 
 @pytest.fixture
-def api():
-    server = MessagesApi()
-    yield server
-    server.close()
+def api(messages_api):
+    return messages_api
 
 
 def first_iteration(spec=SPEC, scores=(0.1, 0.62, 0.58)):

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from messages_api import MessagesApi
 from pioneer.cli import main
 from pioneer.traces.store import add, connect, unjudged
 
@@ -20,11 +19,9 @@ def judge_reply(body: dict) -> str:
 
 
 @pytest.fixture
-def api():
-    server = MessagesApi()
-    server.responder = judge_reply
-    yield server
-    server.close()
+def api(messages_api):
+    messages_api.responder = judge_reply
+    return messages_api
 
 
 def test_the_llm_judge_estimates_first_then_judges_with_the_trace_quoted_as_data(api, tmp_path, monkeypatch, capsys):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from messages_api import MessagesApi
 from pioneer.cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "from-description.yaml"
@@ -35,11 +34,9 @@ def teacher(body: dict) -> dict:
 
 
 @pytest.fixture
-def api():
-    server = MessagesApi()
-    server.responder = teacher
-    yield server
-    server.close()
+def api(messages_api):
+    messages_api.responder = teacher
+    return messages_api
 
 
 def test_a_description_and_labels_are_enough_for_a_cold_start(api, tmp_path, monkeypatch):
