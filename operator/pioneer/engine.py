@@ -311,7 +311,7 @@ def llm_key_problem(spec: ModelAdaptationSpec, environ: dict[str, str] | None = 
              else "spec.production.triage.llm is true" if spec.mode == "production" and spec.production.triage.llm else None)
     if field is None:
         return None
-    from pioneer.agent.claude_planner import KEY_ENV
+    from pioneer.agent.anthropic_api import KEY_ENV
 
     if (environ if environ is not None else os.environ).get(KEY_ENV):
         return None

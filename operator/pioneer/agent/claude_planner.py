@@ -10,11 +10,12 @@ deterministic policy for that iteration, with the reason recorded and reported a
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 from pioneer import defaults as d
+from pioneer.agent import anthropic_api
+from pioneer.agent.anthropic_api import quoted
 from pioneer.api.models import ModelAdaptationSpec, Pipeline
 from pioneer.core import advice
 from pioneer.core.planner import Proposal
@@ -22,8 +23,6 @@ from pioneer.layout import PREPARATION_KEY
 from pioneer.store import ArtifactStore, read_json, write_json
 
 PREFIX = "planner/"
-KEY_ENV = "ANTHROPIC_API_KEY"
-URL_ENV = "ANTHROPIC_BASE_URL"
 SYSTEM = (
     "You are the planner of Pioneer, a system that fine-tunes small language models and only deploys a model that passes "
     "a regression gate. Each iteration you choose the next training attempts: changes of a parent pipeline (data recipe, "
@@ -35,11 +34,6 @@ SYSTEM = (
 
 def record_key(iteration: int) -> str:
     return f"{PREFIX}iteration-{iteration}.json"
-
-
-def quoted(data: Any) -> str:
-    """JSON inside delimiters that no quoted text can close ('<' is escaped)."""
-    return "<untrusted-data>\n" + json.dumps(data, indent=1, default=str).replace("<", "\\u003c") + "\n</untrusted-data>"
 
 
 def usage(store: ArtifactStore) -> dict[str, Any]:
@@ -61,7 +55,7 @@ class ClaudeAdvisor:
     def __init__(self, spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str, base_url: str | None = None,
                  on_event: Callable[[str, str], None] | None = None):
         self.spec, self.store, self.api_key = spec, store, api_key
-        self.base_url = spec.search.llm.base_url or base_url or os.environ.get(URL_ENV) or None
+        self.base_url = spec.search.llm.base_url or base_url
         self.on_event = on_event or (lambda kind, message: None)
 
     def __call__(self, request: advice.Request) -> advice.Advice:
@@ -96,7 +90,7 @@ class ClaudeAdvisor:
             import anthropic
         except ImportError as exc:  # pragma: no cover - a dependency
             return {**rec, "fallback": f"the anthropic package is not installed: {exc}"}
-        client = anthropic.Anthropic(api_key=self.api_key, base_url=self.base_url, timeout=llm.timeout_seconds, max_retries=0)
+        client = anthropic_api.client(self.api_key, self.base_url, llm.timeout_seconds, max_retries=0)
         try:
             response = client.messages.create(
                 model=llm.model, max_tokens=llm.max_tokens, system=SYSTEM, tools=[advice.tool(request.k)],

@@ -10,10 +10,10 @@ answers are recorded in ``data/llm_triage.json`` before use, so a rerun asks not
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
+from pioneer.agent import anthropic_api
+from pioneer.agent.anthropic_api import quoted
 from pioneer.store import ArtifactStore, read_json, write_json
 
 KEY = "data/llm_triage.json"
@@ -39,15 +39,13 @@ def review(store: ArtifactStore, failures: list[dict[str, Any]], task: str, labe
         return read_json(store, KEY)
     import anthropic
 
-    client = anthropic.Anthropic(api_key=api_key, base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
-                                 timeout=timeout, max_retries=2)
+    client = anthropic_api.client(api_key, base_url, timeout, max_retries=2)
     out: dict[str, Any] = {"model": model, "verdicts": {}, "errors": [], "usage": {"calls": 0, "inputTokens": 0, "outputTokens": 0}}
     for start in range(0, len(failures), BATCH):
         chunk = failures[start:start + BATCH]
         data = {"task": task, "labels": labels, "traces": [{"id": f["id"], "input": f["text"], "answer": f.get("prediction"),
                                                              "correction": f.get("corrected")} for f in chunk]}
-        prompt = ("Classify each failing trace.\n<untrusted-data>\n" + json.dumps(data, indent=1).replace("<", "\\u003c")
-                  + "\n</untrusted-data>")
+        prompt = "Classify each failing trace.\n" + quoted(data)
         try:
             response = client.messages.create(model=model, max_tokens=4096, system=SYSTEM, tools=[tool(len(chunk))],
                                               tool_choice={"type": "tool", "name": TOOL}, messages=[{"role": "user", "content": prompt}])

@@ -10,12 +10,12 @@ empty, at most ``SYNTHESIS_MAX_CHARS``, not a copy) and the rejected ones counte
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from typing import Any
 
 from pioneer import defaults as d
+from pioneer.agent import anthropic_api
+from pioneer.agent.anthropic_api import quoted
 from pioneer.api.models import ModelAdaptationSpec
 from pioneer.data.examples import DataError, Example
 from pioneer.store import ArtifactStore, read_json, write_json
@@ -43,8 +43,7 @@ def prompt(spec: ModelAdaptationSpec, label: str, n: int, batch: str, real: list
     return (f"Write {n} inputs whose correct label is {label!r} ({batch} batch: make them different from any other batch). "
             "Use 3-5 distinct surface patterns (questions, commands, fragments, polite and terse forms, typos where natural); "
             f"{shape} Include a few boundary cases: inputs that look close to one of the other labels but still clearly "
-            f"belong to {label!r}. The task and examples:\n<untrusted-data>\n"
-            + json.dumps(data, indent=1).replace("<", "\\u003c") + "\n</untrusted-data>")
+            f"belong to {label!r}. The task and examples:\n" + quoted(data))
 
 
 def synthesize(spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str, label: str, n: int, batch: str,
@@ -66,8 +65,7 @@ def _call(spec: ModelAdaptationSpec, api_key: str, label: str, n: int, batch: st
 
     syn = spec.data.synthesis
     rec: dict[str, Any] = {"label": label, "batch": batch, "asked": n, "model": syn.model}
-    client = anthropic.Anthropic(api_key=api_key, base_url=syn.base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
-                                 timeout=syn.timeout_seconds, max_retries=2)
+    client = anthropic_api.client(api_key, syn.base_url, syn.timeout_seconds, max_retries=2)
     try:
         response = client.messages.create(model=syn.model, max_tokens=syn.max_tokens, system=SYSTEM, tools=[tool(n)],
                                           tool_choice={"type": "tool", "name": TOOL},

@@ -43,15 +43,6 @@ def min_p(columns: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def combined(reference_columns: list[np.ndarray], trace_columns: list[np.ndarray]) -> np.ndarray:
-    """One p-value per trace for several checks that share a reference: the smallest of its checks' p-values,
-    itself calibrated on the trusted examples' own smallest p-values (valid without a Bonferroni penalty,
-    and as powerful as the best check where the checks agree)."""
-    if len(trace_columns) == 1:
-        return trace_columns[0]
-    return p_values(min_p(reference_columns), min_p(trace_columns))
-
-
 def adjusted(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (scipy): a trace is a discovery at level q when its value is <= q.
     Traces without a p-value (NaN) take no part and get NaN."""
