@@ -147,17 +147,56 @@ def test_the_tuning_band_may_move_to_a_larger_base_model():
     assert nxt.create[1].pipeline.hyperparameters.base_model == "mpnet"
 
 
-def test_regressions_from_an_unconverged_repair_train_longer_before_replaying_more():
+def test_regressions_from_an_unconverged_repair_train_longer_first():
     from pioneer.core import planner
 
     parent = as_attempt(start().create[1], 0.79, loss=1.41)
     parent.status.regressions, parent.status.cross_checkpoint_regressions = 0, 6
-    first, second = planner.more_replay(parent, epsilon=2)
+    first, *rest = planner.after_regressions(parent, epsilon=2)
     assert first.modification.startswith("epochs") and "not converged" in first.rationale and first.evidence["train_loss"] == 1.41
-    assert second.modification.startswith("replay")
-    converged = as_attempt(start().create[1], 0.79, loss=0.01)
-    converged.status.regressions = 5
-    assert [p.modification.split()[0] for p in planner.more_replay(converged, epsilon=2)] == ["replay"]
+    assert [p.modification for p in rest][:3] == ["preserve: distillation", "preserve: interpolation", "preserve: confidenceReplay"]
+
+
+PROFILE = {"count": 10, "pairs": [{"label": "a", "prediction": "b", "count": 7}, {"label": "c", "prediction": "a", "count": 3}],
+           "parent_margin_median": 0.6, "regression_set_margin_median": 0.8, "near_fixed_failures": 2, "near_similarity": 0.5}
+
+
+def converged_with(profile: dict) -> object:
+    parent = as_attempt(start().create[1], 0.99, loss=0.01)
+    parent.status.regressions, parent.status.cross_checkpoint_regressions = 10, 0
+    parent.status.regression_profile = profile
+    return parent
+
+
+def test_regressions_are_answered_with_a_preservation_objective_chosen_from_their_profile():
+    from pioneer.core import planner
+
+    proposals = planner.after_regressions(converged_with(PROFILE), epsilon=2)
+    first = proposals[0]
+    assert first.modification == "preserve: distillation" and first.pipeline.strategy.distillation > 0
+    # the rationale cites the figures it rests on
+    assert "a->b x7" in first.rationale and "0.60" in first.rationale and "0.80" in first.rationale and "2 of 10" in first.rationale
+    assert first.evidence["regression_profile"]["pairs"][0] == {"label": "a", "prediction": "b", "count": 7}
+    # after the objectives: the gentler moves
+    assert [p.modification.split()[0] for p in proposals[3:]] == ["replay", "learning", "epochs"]
+
+    # flips where the parent itself was unsure: fragile boundaries get the replay weight first
+    fragile = planner.after_regressions(converged_with({**PROFILE, "parent_margin_median": 0.2}), epsilon=2)
+    assert fragile[0].modification == "preserve: confidenceReplay" and fragile[0].pipeline.strategy.confidence_replay > 0
+    # flips next to fixes corrected to the label they moved to: mix back toward the parent first
+    pulled = planner.after_regressions(converged_with({**PROFILE, "near_fixed_failures": 6}), epsilon=2)
+    assert pulled[0].modification == "preserve: interpolation" and pulled[0].pipeline.strategy.interpolation
+
+
+def test_preservation_objectives_accumulate_and_other_tasks_get_the_gentler_moves():
+    from pioneer.core import planner
+
+    parent = converged_with(PROFILE)
+    parent.spec.pipeline = parent.spec.pipeline.model_copy(update={"strategy": parent.spec.pipeline.strategy.model_copy(update={"distillation": 1.0})})
+    proposals = planner.after_regressions(parent, epsilon=2)
+    assert proposals[0].modification == "preserve: interpolation (with distillation)"
+    assert proposals[0].pipeline.strategy.preserving() == ["distillation", "interpolation"]
+    assert "preserve" not in " ".join(p.modification for p in planner.after_regressions(parent, epsilon=2, classification=False))
 
 
 def test_ner_first_iteration_contrasts_entity_diversification():

@@ -94,3 +94,17 @@ SYNTHESIS_MAX_TOKENS = 4096
 SYNTHESIS_MAX_CHARS = 500  # a longer synthesized text is dropped
 TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION = 0.5  # the neighbourhood pass, a second look at what is left, runs at half the level
 TRIAGE_LLM = False  # production.triage.llm: Claude reviews failing traces beside the statistics
+
+# Regression-aware retraining (production repairs of classifiers): strategy fields of an attempt, all off by default;
+# the planner turns them on when a candidate fixes the failures but churns previously passing traffic.
+DISTILLATION_WEIGHT = 0.0  # strategy.distillation: weight of the learning-without-forgetting term (0 = off)
+DISTILLATION_ON = 1.0  # the weight the planner proposes
+DISTILLATION_TEMPERATURE = None  # temperature of the parent's distribution in that term; None: calibrated on the replayed examples
+CONFIDENCE_REPLAY = 0.0  # strategy.confidenceReplay: replay weight 1 + c x (1 - parent margin) (0 = off)
+CONFIDENCE_REPLAY_ON = 2.0  # the strength the planner proposes
+INTERPOLATION = False  # strategy.interpolation: WiSE-FT mix of the parent's and the candidate's weights
+INTERPOLATION_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # candidate weights alpha tried (1.0 = the candidate as trained)
+INTERPOLATION_VALIDATION_SHARE = 0.2  # of the replayed passing traces, held out of training to score churn when mixing
+INTERPOLATION_VALIDATION_MAX = 400
+TEMPERATURE_BOUNDS = (0.02, 20.0)  # range searched when calibrating the parent's temperature
+REGRESSION_NEAR_SIMILARITY = 0.5  # a flipped trace whose nearest failure is at least this similar sits near the fixes

@@ -164,7 +164,10 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
                              if production and prepared.record.get("regression_set") else None,
                              cross_checkpoint_uri=store.uri("eval/cross.jsonl")
                              if production and prepared.record.get("cross_checkpoint_set") else None,
-                             base_model_sha256=parent_sha),
+                             base_model_sha256=parent_sha,
+                             parent_model_uri=prepared.record.get("parent_model") if production and new.iteration >= 1 else None,
+                             parent_model_sha256=prepared.record.get("parent_model_sha256") if production and new.iteration >= 1 else None),
+        gate=spec.gate if production else None,
         output_uri=store.uri(attempt_key(new.name)),
     )
     if not store.exists(spec_key):
@@ -185,7 +188,7 @@ def training_identity(spec: TrainingAttemptSpec, train_bytes: bytes) -> str:
     when every replayable example is already in) are the same training; the seeded trainer would repeat it."""
     p = spec.pipeline
     facts = {"train": sha256(train_bytes), "hyperparameters": p.hyperparameters.model_dump(), "seed": p.data.seed,
-             "strategy": p.strategy.model_dump(),
+             "strategy": p.strategy.model_dump(), "gate": spec.gate.model_dump() if spec.gate else None,
              "task": spec.task.model_dump(), "labels": spec.labels, "inputs": spec.inputs.model_dump(exclude={"train_uri"})}
     return sha256(json.dumps(facts, sort_keys=True, default=str).encode())
 
@@ -291,6 +294,7 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
             "cross_checkpoint_regressions": metrics.cross_checkpoint_regressions,
             "train_loss": (metrics.training or {}).get("final_loss"),
             "failure_patterns": (metrics.failure_patterns or [])[:5],
+            "regression_profile": metrics.regression_profile,
             "metrics_uri": store.uri(attempt_key(name, f"{OUTPUT}/metrics.json")),
             "model_uri": store.uri(attempt_key(name, f"{OUTPUT}/model")), "message": None,
         })

@@ -196,6 +196,40 @@ def _triage_section(store: ArtifactStore, prep: dict[str, Any]) -> list[str]:
     return md
 
 
+def _regression_section(store: ArtifactStore, graph: Graph) -> list[str]:
+    """Per candidate: how many previously passing traces it broke, what they are (flipped pairs, the parent's margin on
+    them, how near the fixes), and which preservation objectives it trained with (the interpolation's chosen mix)."""
+    rows = []
+    for a in graph.trained:
+        st = a.status
+        if st is None or st.phase != "Succeeded":
+            continue
+        prof = st.regression_profile or {}
+        facts = {}
+        key = attempt_key(a.metadata.name, f"{OUTPUT}/metrics.json")
+        if store.exists(key):
+            facts = read_json(store, key).get("training") or {}
+        mix = facts.get("interpolation") or {}
+        objectives = ", ".join(a.spec.pipeline.strategy.preserving()) or "none"
+        if mix.get("alpha") is not None:
+            objectives += f" (alpha {mix['alpha']:g}: {mix.get('rule', '')})"
+        elif mix.get("skipped"):
+            objectives += f" (interpolation skipped: {mix['skipped']})"
+        pairs = ", ".join(f"{p['label']} -> {p['prediction']} x{p['count']}" for p in prof.get("pairs", [])[:4]) or "–"
+        margin = (f"{prof['parent_margin_median']:.2f} vs {prof['regression_set_margin_median']:.2f}"
+                  if prof.get("parent_margin_median") is not None and prof.get("regression_set_margin_median") is not None else "–")
+        near = f"{prof['near_fixed_failures']} of {prof['count']}" if prof.get("near_fixed_failures") is not None else "–"
+        rows.append([a.metadata.name, st.regressions if st.regressions is not None else "–",
+                     st.cross_checkpoint_regressions if st.cross_checkpoint_regressions is not None else "–", objectives, pairs, margin, near])
+    if not rows:
+        return []
+    return ["### Regressions and preservation", "",
+            "What each candidate broke among the previously passing traces, and what it trained with to keep them. Margin: the "
+            "parent's median margin on the flipped traces vs over the whole regression set (low: fragile boundaries). Near: flips "
+            "next to a fixed failure corrected to the label they flipped to (the repair pulled that boundary).", "",
+            _table(["attempt", "regressions", "cross-checkpoint", "preservation", "flipped pairs", "parent margin", "near fixes"], rows), ""]
+
+
 def _evidence(ev: dict[str, Any]) -> str:
     return json.dumps(ev, sort_keys=True, default=str)[:600]
 
@@ -275,6 +309,8 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
                      + (f" +aug({a.spec.pipeline.data.augment_from})" if a.spec.pipeline.data.augment_from else "")])
     md += [_table(["attempt", "iter", "parent", "modification", "phase", metric, "slices (accuracy)", "pipeline"], rows), ""]
 
+    if spec.get("mode") == "production":
+        md += _regression_section(store, graph)
     md += ["## Decision log", "", "Every attempt records why the planner chose it and the evidence it rested on.", ""]
     if spec.get("search", {}).get("planner") == "claude":
         from pioneer.core.controller import llm_usage

@@ -507,6 +507,30 @@ class Strategy(ApiModel):
 
     supervision: Literal["direct", "chainOfThought"] = Field(default="direct", description="direct answers, or chainOfThought rationales (generation, with a teacher).")
     evaluation: str = Field(default="heldOutSet", description="How the attempt is scored.")
+    distillation: float = Field(
+        default=d.DISTILLATION_WEIGHT, ge=0, le=10,
+        description="Production repair of a classifier: weight of a learning-without-forgetting term, the KL divergence from the "
+                    "deployed parent's output distribution on replayed and hard-negative examples (never on the corrections or the "
+                    "gate's sets), added to the cross-entropy. 0 = off.")
+    distillation_temperature: float | None = Field(
+        default=d.DISTILLATION_TEMPERATURE, gt=0, le=20,
+        description="Temperature of the parent's distribution in the distillation term; unset, it is calibrated (temperature "
+                    "scaling: least negative log-likelihood of the verified labels of the replayed examples), so an under-confident "
+                    "parent still passes on its ranking.")
+    confidence_replay: float = Field(
+        default=d.CONFIDENCE_REPLAY, ge=0, le=10,
+        description="Production repair of a classifier: each replayed example's loss is weighted 1 + c x (1 - the parent's margin "
+                    "on its label), so the parent's fragile boundaries get the most replay. 0 = off.")
+    interpolation: bool = Field(
+        default=d.INTERPOLATION,
+        description="Production repair of a classifier (WiSE-FT): the trained weights are mixed with the parent's, (1 - alpha) x "
+                    "parent + alpha x candidate; alpha is the one with the least churn on a validation slice of passing traces held "
+                    "out of training (never the regression set) whose failure-set score still reaches the gate's tau.")
+
+    def preserving(self) -> list[str]:
+        """The preservation objectives this strategy turns on (API names)."""
+        return [name for name, on in (("distillation", self.distillation > 0), ("confidenceReplay", self.confidence_replay > 0),
+                                      ("interpolation", self.interpolation)) if on]
 
 
 class Pipeline(ApiModel):
@@ -524,6 +548,8 @@ class AttemptInputs(ApiModel):
     regression_uri: str | None = Field(default=None, description="JSONL of previously passing examples (production mode).")
     cross_checkpoint_uri: str | None = Field(default=None, description="JSONL of the previous checkpoint's evaluation examples it got right.")
     base_model_sha256: str | None = Field(default=None, description="Content hash the base model folder must have (a deployed parent's revision); the trainer refuses another.")
+    parent_model_uri: str | None = Field(default=None, description="The deployed parent's model (production repairs): the preservation objectives and the regression profile read it.")
+    parent_model_sha256: str | None = Field(default=None, description="Content hash the parent model folder must have; the trainer refuses another.")
 
 
 class TrainingAttemptSpec(ApiModel):
@@ -537,6 +563,7 @@ class TrainingAttemptSpec(ApiModel):
     labels: list[str] = Field(default_factory=list, description="Label set in the order of the classifier head (ner: entity types; generation: empty).")
     pipeline: Pipeline = Field(description="The node pi = (D, H, S): data recipe, hyperparameters and strategy.")
     inputs: AttemptInputs
+    gate: Gate | None = Field(default=None, description="The gate the candidate will face (production): interpolation picks its mix against its tau.")
     output_uri: str = Field(description="Where the trainer writes model/, metrics.json, predictions.jsonl and _SUCCESS.")
 
 
@@ -551,6 +578,8 @@ class TrainingAttemptStatus(ApiModel):
     slice_scores: dict[str, float] | None = Field(default=None, description="Score per evaluation slice (positives, negatives, boundary pairs, ...).")
     train_loss: float | None = Field(default=None, description="Final training loss (underfit vs. overfit evidence).")
     failure_patterns: list[dict[str, Any]] | None = Field(default=None, description="Most frequent (label -> prediction) confusions on the evaluation set.")
+    regression_profile: dict[str, Any] | None = Field(
+        default=None, description="Production: what the regressions are: flipped label pairs, the parent's margin on them, how near the fixed failures they sit.")
     metrics_uri: str | None = Field(default=None, description="The trainer's metrics.json.")
     model_uri: str | None = Field(default=None, description="The trained model folder (promotion copies it to a content-addressed revision).")
     retries: int = Field(default=0, description="Crashed runs retried so far.")
@@ -583,6 +612,7 @@ class AttemptMetrics(BaseModel):
     slice_scores: dict[str, float] | None = None
     training: dict[str, Any] | None = None
     failure_patterns: list[dict[str, Any]] | None = None
+    regression_profile: dict[str, Any] | None = None
     reused_from: str | None = None
 
     def example_ids(self, which: str = "regressed_examples") -> list[str]:

@@ -51,6 +51,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="share of the traffic poisoned (the poisonous types of Table 12 at their relative rates: label flips, "
                         "off-domain inputs, injections...); the ground truth is kept apart from what the agent sees and "
                         "scores the poison filter's precision and recall (default 0: clean traffic)")
+    p.add_argument("--intents", choices=["standard", "confusable"], default="standard",
+                   help="standard: 30 intents of banking/cards/restaurants/travel/time families; confusable: the 15 closest CLINC150 "
+                        "intent pairs by the base model's embeddings (listed in the README), the churn regime")
+    p.add_argument("--train-per-intent", type=int, default=repair_clinc.DEPLOYED_PER_INTENT,
+                   help="training examples per intent of the deployed model (default 30; 10 makes a weaker parent)")
     p = sub.add_parser("repair-conll", help="production repair of an over-predicting CoNLL-2003 tagger from ~3,000 judged traces; "
                                              "entity F1 on the test file before/after")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")

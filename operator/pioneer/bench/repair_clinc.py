@@ -27,6 +27,17 @@ INTENTS = [
     "accept_reservations", "book_flight", "book_hotel", "car_rental", "flight_status", "travel_alert", "travel_suggestion",
     "timezone", "time", "date",
 ]
+# ``--intents confusable``: the 15 closest pairs of CLINC150 intents, taken greedily without reuse by the cosine similarity
+# of their mean MiniLM (the offline base model) embedding over the train split: see :func:`confusable_intents`, which
+# computed this list (user_name/what_is_your_name 0.928 ... shopping_list/shopping_list_update 0.807).
+CONFUSABLE_INTENTS = [
+    "user_name", "what_is_your_name", "todo_list", "todo_list_update", "pto_balance", "pto_used", "change_ai_name",
+    "change_user_name", "meeting_schedule", "schedule_meeting", "play_music", "update_playlist", "calendar", "calendar_update",
+    "time", "timezone", "damaged_card", "report_lost_card", "no", "yes", "confirm_reservation", "restaurant_reservation",
+    "reminder", "reminder_update", "redeem_rewards", "rewards_balance", "credit_limit", "credit_limit_change", "shopping_list",
+    "shopping_list_update",
+]
+INTENT_SETS = {"standard": INTENTS, "confusable": CONFUSABLE_INTENTS}
 DEPLOYED_PER_INTENT = 30
 INFERENCES = 3000
 
@@ -54,12 +65,46 @@ REPAIR_SPEC = {
 }
 
 
+def confusable_intents(utterances: list[tuple[str, str]], embed, n: int = 30) -> list[tuple[float, str, str]]:
+    """The closest intent pairs, greedily and without reuse, until ``n`` intents: cosine similarity of each intent's
+    mean embedding (``embed``: texts -> L2-normalised rows). Returns (similarity, intent, intent) per pair."""
+    import numpy as np
+
+    labels = sorted({y for _, y in utterances})
+    vectors = embed([t for t, _ in utterances])
+    index = {lab: i for i, lab in enumerate(labels)}
+    sums = np.zeros((len(labels), vectors.shape[1]))
+    np.add.at(sums, [index[y] for _, y in utterances], vectors)
+    centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    sim = centroids @ centroids.T
+    ranked = sorted(((float(sim[i, j]), labels[i], labels[j]) for i in range(len(labels)) for j in range(i + 1, len(labels))),
+                    key=lambda p: (-p[0], p[1], p[2]))
+    taken: set[str] = set()
+    pairs = []
+    for s, a, b in ranked:
+        if len(taken) >= n:
+            break
+        if a not in taken and b not in taken:
+            taken |= {a, b}
+            pairs.append((round(s, 3), a, b))
+    return pairs
+
+
+def specs(intents: list[str]) -> tuple[dict, dict]:
+    """The deployed model's cold-start spec and the repair's spec, over ``intents``."""
+    deploy, repair = json.loads(json.dumps(DEPLOY_SPEC)), json.loads(json.dumps(REPAIR_SPEC))
+    deploy["spec"]["task"]["labels"] = repair["spec"]["task"]["labels"] = list(intents)
+    if intents != INTENTS:
+        deploy["spec"]["task"]["description"] = repair["spec"]["task"]["description"] = "Route a personal-assistant request to its intent."
+    return deploy, repair
+
+
 def _accuracy(model_uri: str, rows: list[tuple[str, str]]) -> tuple[float, list[str]]:
     preds = predict_outputs(model_uri, [t for t, _ in rows])
     return sum(p == y for p, (_, y) in zip(preds, rows)) / len(rows), preds
 
 
-def _poison(inferences: list[tuple[str, str]], rate: float, seed: int) -> list[tuple[str, str, str | None, list[str]]]:
+def _poison(inferences: list[tuple[str, str]], rate: float, seed: int, intents: list[str]) -> list[tuple[str, str, str | None, list[str]]]:
     """Each inference as (text, the answer its log carries, the right answer or None when none exists, poisonous types
     applied): with ``rate`` > 0 the poisonous perturbations of Table 12 at their relative rates, scaled to that share,
     and no fixable noise (the clean scenario stays as it is otherwise)."""
@@ -71,7 +116,7 @@ def _poison(inferences: list[tuple[str, str]], rate: float, seed: int) -> list[t
     rng = random.Random(f"poison-{seed}")
     out = []
     for text, truth in inferences:
-        s = perturb(text, truth, INTENTS, rng, rates)[0]
+        s = perturb(text, truth, intents, rng, rates)[0]
         out.append((s.text, s.reference, None if s.answer == NO_ANSWER else s.answer, s.applied))
     return out
 
@@ -122,25 +167,28 @@ def run(args: argparse.Namespace) -> int:
     started, cpu0 = time.monotonic(), cpu_seconds()
     rng = random.Random(args.seed)
     data = json.loads(data_file.read_text())
-    keep = set(INTENTS)
+    intents = INTENT_SETS[args.intents]
+    per_intent = args.train_per_intent
+    deploy_spec, repair_spec = specs(intents)
+    keep = set(intents)
     pool = [(t, y) for t, y in data["train"] + data["val"] if y in keep]
     fresh = [(t, y) for t, y in data["test"] if y in keep]
     rng.shuffle(pool)
     deployed_train, seen = [], {}
     rest = []
     for t, y in pool:
-        if seen.get(y, 0) < DEPLOYED_PER_INTENT:
+        if seen.get(y, 0) < per_intent:
             deployed_train.append((t, y))
             seen[y] = seen.get(y, 0) + 1
         else:
             rest.append((t, y))
     inferences = rest[:INFERENCES]
-    poisoned = _poison(inferences, args.poison, args.seed)  # (text, logged answer, right answer or None, applied types)
+    poisoned = _poison(inferences, args.poison, args.seed, intents)  # (text, logged answer, right answer or None, applied types)
     (work / "deployed-train.jsonl").write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in deployed_train))
 
     display = Display()
     # 1. the deployed model: a deliberately small cold start, promoted as revision 1
-    registry, parent = deploy_first_revision(DEPLOY_SPEC, work, display)
+    registry, parent = deploy_first_revision(deploy_spec, work, display)
     if parent is None:
         print("repair-clinc150: the deployed model was not promoted", file=sys.stderr)
         return 1
@@ -158,13 +206,14 @@ def run(args: argparse.Namespace) -> int:
     heldout_before, _ = _accuracy(parent.model_uri, fresh)
 
     # 3. production mode: diagnose, curriculum, retrain from the base model, gate
-    repair = LocalRunner(parse_resource(REPAIR_SPEC), base_dir=work, on_event=display.event)
+    repair = LocalRunner(parse_resource(repair_spec), base_dir=work, on_event=display.event)
     status = repair.run(on_tick=display.tick)
     display.close()
     summary, after = repair_summary(repair, status, registry, "clinc30", failures_before, len(rows))
     heldout_after, _ = _accuracy(after.model_uri, fresh)
     result = {
-        "benchmark": "repair-clinc150", "intents": len(INTENTS), "deployed_train_per_intent": DEPLOYED_PER_INTENT, **summary,
+        "benchmark": "repair-clinc150", "intent_set": args.intents, "intents": len(intents),
+        "deployed_train_per_intent": per_intent, **summary,
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
         **filter_scores(repair, rows, poisoned, summary["best_model"]),
     }

@@ -29,7 +29,7 @@ CHANGEABLE = {
              "augmentPerPattern", "replayShare", "entityMaxRepeats"),
     "hyperparameters": ("baseModel", "method", "learningRate", "epochs", "batchSize", "maxLength", "loraRank",
                         "weightDecay", "warmupRatio", "decisionThreshold"),
-    "strategy": ("supervision",),
+    "strategy": ("supervision", "distillation", "distillationTemperature", "confidenceReplay", "interpolation"),
 }
 SECTIONS = {"data": DataRecipe, "hyperparameters": Hyperparameters, "strategy": Strategy}
 MAX_TEXT = {"modification": 200, "rationale": 1200}
@@ -109,7 +109,7 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
         modification = str(item.get("modification") or "").strip()[:MAX_TEXT["modification"]] or "change proposed by the planner"
         rationale = str(item.get("rationale") or "").strip()[:MAX_TEXT["rationale"]]
         changes = item.get("changes")
-        why = _refusal(changes, allowed_models)
+        why = _refusal(changes, allowed_models) or _preservation_refusal(changes, request.spec)
         pipeline = None
         if why is None:
             merged = parent.model_dump(by_alias=True, mode="json")
@@ -131,6 +131,17 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
         seen.add(pipeline_key(pipeline))
         accepted.append(Proposal(pipeline, modification, rationale, {"proposed": changes}))
     return accepted, refused
+
+
+PRESERVATION_FIELDS = ("distillation", "distillationTemperature", "confidenceReplay", "interpolation")
+
+
+def _preservation_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec) -> str | None:
+    """The preservation objectives need a deployed parent and a classifier head: production repairs of classifiers only."""
+    asked = sorted(set(changes.get("strategy") or {}) & set(PRESERVATION_FIELDS))
+    if asked and (spec.mode != "production" or spec.task.type != "classification"):
+        return f"strategy {asked}: preservation objectives apply to production repairs of classifiers only"
+    return None
 
 
 def _refusal(changes: Any, allowed_models: set[str]) -> str | None:

@@ -180,7 +180,7 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
 
     props = planner.proposals(parent, pool_size, spec.search.larger_base_models)
     if production and not _within_epsilon(parent, gate.epsilon):
-        props = planner.more_replay(parent, gate.epsilon) + props
+        props = planner.after_regressions(parent, gate.epsilon, spec.task.type == "classification") + props
     stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
     if stagnated or rollback:
         props = _fusion_candidates(graph) + props

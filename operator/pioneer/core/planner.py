@@ -242,25 +242,90 @@ def _exploration(p: Pipeline, score: float, pool_size: int, ev: dict[str, Any], 
     return [Proposal(pipe, mod, why, ev) for pipe, mod in moves]
 
 
-def more_replay(parent: TrainingAttempt, epsilon: int) -> list[Proposal]:
-    """The parent broke previously passing behaviour: replay more of what the deployed model knew."""
+def _profile_words(profile: dict[str, Any]) -> str:
+    """The regression profile in a sentence the rationale cites."""
+    if not profile:
+        return ""
+    pairs = ", ".join(f"{p['label']}->{p['prediction']} x{p['count']}" for p in profile.get("pairs", [])[:3])
+    words = f"; flipped {pairs}" if pairs else ""
+    if profile.get("parent_margin_median") is not None:
+        words += (f"; the parent's margin on them is {profile['parent_margin_median']:.2f} (median; "
+                  f"{profile.get('regression_set_margin_median', 0):.2f} over the regression set)")
+    if profile.get("near_fixed_failures") is not None:
+        words += (f"; {profile['near_fixed_failures']} of {profile['count']} sit next to a fixed failure corrected to the label they "
+                  "flipped to")
+    return words
+
+
+def preservation_order(profile: dict[str, Any]) -> list[str]:
+    """Which preservation objective to try first, from the regressions' profile:
+
+    * flips where the parent itself was unsure (its margin on them below half its margin over the regression set): the
+      parent's fragile boundaries need more weight -> confidence-aware replay first;
+    * flips next to fixed failures corrected to the label they moved to (half or more): the fixes pulled a boundary across
+      them -> interpolation toward the parent first (it moves back what moved least for the fixes);
+    * otherwise learning without forgetting (distillation) first: it holds the parent's whole distribution."""
+    order = ["distillation", "interpolation", "confidenceReplay"]
+    count = profile.get("count") or 0
+    fragile = (profile.get("parent_margin_median") is not None and profile.get("regression_set_margin_median")
+               and profile["parent_margin_median"] < 0.5 * profile["regression_set_margin_median"])
+    pulled = count and (profile.get("near_fixed_failures") or 0) * 2 >= count
+    if pulled:
+        order = ["interpolation", "distillation", "confidenceReplay"]
+    if fragile:
+        order = ["confidenceReplay"] + [o for o in order if o != "confidenceReplay"]
+    return order
+
+
+OBJECTIVE_SETTING = {"distillation": {"distillation": d.DISTILLATION_ON}, "interpolation": {"interpolation": True},
+                     "confidenceReplay": {"confidence_replay": d.CONFIDENCE_REPLAY_ON}}
+OBJECTIVE_WORDS = {
+    "distillation": "learning without forgetting: distil the parent's answers on replayed examples alongside the corrections",
+    "interpolation": "WiSE-FT: mix the parent's and the candidate's weights, the mix with the least churn that still reaches tau",
+    "confidenceReplay": "confidence-aware replay: weight replayed examples by the parent's uncertainty, fragile boundaries most",
+}
+
+
+def after_regressions(parent: TrainingAttempt, epsilon: int, classification: bool = True) -> list[Proposal]:
+    """The parent fixed failures but broke previously passing behaviour: preserve what the deployed model knew. With a
+    classifier, add the preservation objective the regressions' profile points to (:func:`preservation_order`), one at a
+    time on top of those already on; with all on, or another task, a lower learning rate, fewer epochs and more replay."""
     p = parent.spec.pipeline
+    st = parent.status
+    profile = st.regression_profile or {}
+    ev = {"parent": parent.metadata.name, "regressions": st.regressions, "cross_checkpoint_regressions": st.cross_checkpoint_regressions,
+          "epsilon": epsilon, "regression_profile": {k: profile[k] for k in ("pairs", "parent_margin_median", "regression_set_margin_median",
+                                                                              "near_fixed_failures", "nearest_failure_similarity_median") if k in profile}}
+    regressed = (f"{parent.metadata.name} regressed on {st.regressions or 0} previously passing trace(s) and "
+                 f"{st.cross_checkpoint_regressions or 0} of the previous checkpoint's examples (epsilon {epsilon})"
+                 + _profile_words(profile))
+    out: list[Proposal] = []
+    if classification:
+        on = set(p.strategy.preserving())
+        for objective in preservation_order(profile):
+            if objective in on:
+                continue
+            strategy = p.strategy.model_copy(update=OBJECTIVE_SETTING[objective])
+            out.append(Proposal(Pipeline(data=p.data, hyperparameters=p.hyperparameters, strategy=strategy),
+                                f"preserve: {objective}" + (f" (with {', '.join(sorted(on))})" if on else ""),
+                                f"{regressed}; {OBJECTIVE_WORDS[objective]}.", {**ev, "objective": objective}))
+    h = p.hyperparameters
     share = min(d.MAX_REPLAY_SHARE, p.data.replay_share + 0.15)
-    ev = {"parent": parent.metadata.name, "regressions": parent.status.regressions,
-          "cross_checkpoint_regressions": parent.status.cross_checkpoint_regressions, "epsilon": epsilon}
-    regressed = (f"{parent.metadata.name} regressed on {parent.status.regressions or 0} previously passing trace(s) and "
-                 f"{parent.status.cross_checkpoint_regressions or 0} of the previous checkpoint's examples (epsilon {epsilon})")
     replay = Proposal(_with(p, data={"replay_share": share}), f"replay {p.data.replay_share:.2f} -> {share:.2f}",
                       f"{regressed}; replay more of what the deployed model knew.", ev)
-    loss = parent.status.train_loss
+    gentler = Proposal(_with(p, hp={"learning_rate": h.learning_rate / 2}), f"learning rate {h.learning_rate:g} -> {h.learning_rate / 2:g}",
+                       f"{regressed}; smaller steps move the boundaries less.", ev)
+    fewer = Proposal(_with(p, hp={"epochs": max(1, h.epochs - max(1, round(h.epochs / 4)))}),
+                     f"epochs {h.epochs:g} -> {max(1, h.epochs - max(1, round(h.epochs / 4))):g}",
+                     f"{regressed}; fewer passes over the corrections drift less from the parent.", ev)
+    loss = st.train_loss
     if loss is not None and loss > d.UNDERFIT_LOSS:  # an unconverged model forgets what it has not yet relearned
-        h = p.hyperparameters
         epochs = h.epochs + max(1, round(h.epochs * 0.66))
         longer = Proposal(_with(p, hp={"epochs": epochs}), f"epochs {h.epochs:g} -> {epochs:g}",
                           f"{regressed} with a training loss of {loss} still high: the retrained model has not converged on "
                           "the replayed data it already contains; train longer.", {**ev, "train_loss": loss})
-        return [longer, replay]
-    return [replay]
+        return [longer] + out + [replay, gentler]
+    return out + [replay, gentler, fewer]
 
 
 def fusion(a: TrainingAttempt, b: TrainingAttempt) -> Proposal:

@@ -75,7 +75,7 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
     # replayed; passing traces fill the set up to ``replay_share``, smallest labels first, so that replay evens
     # out the label counts instead of adding to the largest ones.
     core = len(gold) + len(hard)
-    must = [ex.with_role("replay") for ex in parent_train if ex.id not in taken]
+    must = [ex.with_role("replay", source="parent") for ex in parent_train if ex.id not in taken]
     known = taken | {ex.id for ex in must}  # a passing trace the parent already trained on is replayed once
     extra_source = [ex for ex in passing if ex.id not in known]
     n_extra = min(len(extra_source), max(0, round(core * replay_share / max(1e-9, 1 - replay_share)) - len(must)))
@@ -88,7 +88,7 @@ def build(failures: list[Example], passing: list[Example], parent_train: list[Ex
     replay: list[Example] = list(must)
     while len(replay) - len(must) < n_extra and any(queues.values()):
         lab = min((lab for lab in queues if queues[lab]), key=lambda lab: (counts[lab], lab))
-        replay.append(queues[lab].pop().with_role("replay"))
+        replay.append(queues[lab].pop().with_role("replay", source="passing"))
         counts[lab] += 1
     source = must + extra_source
     records.append({"rule": "replay", "description": f"all of the parent's training data, then passing traces (smallest labels first) until replay is {replay_share:.0%} of the set",

@@ -34,10 +34,49 @@ class ListDataset(torch.utils.data.Dataset):
         return self.items[i]
 
 
+EXTRA_FEATURES = ("teacher", "distill", "weight")  # per-example preservation inputs (trainer.preservation), not model inputs
+
+
+def with_extras(collator):
+    """A collator that pads the model inputs with ``collator`` and stacks the preservation features beside them."""
+    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+        features = [dict(f) for f in features]  # the dataset's own items are reused every epoch
+        extras = {k: torch.tensor([f.pop(k) for f in features], dtype=torch.float32) for k in EXTRA_FEATURES if k in features[0]}
+        return {**collator(features), **extras}
+    return collate
+
+
+def preserving_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None, teacher: torch.Tensor | None,
+                    distill: torch.Tensor | None, distillation: float) -> torch.Tensor:
+    """Weighted cross-entropy, plus ``distillation`` x KL(teacher || student) on the rows ``distill`` marks (``teacher``:
+    the parent's distribution, already at its temperature)."""
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+    loss = (ce * weight).sum() / weight.sum() if weight is not None else ce.mean()
+    if teacher is not None and distillation > 0 and distill is not None and distill.sum() > 0:
+        log_student = torch.log_softmax(logits.float(), dim=-1)
+        kl = torch.nn.functional.kl_div(log_student, teacher, reduction="none").sum(-1)
+        loss = loss + distillation * (kl * distill).sum() / distill.sum()
+    return loss
+
+
 def fit(model, dataset, collator, hp: Hyperparameters, seed: int, workdir: Path,
-        on_progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Train ``model`` on ``dataset``; return (trained model, facts: steps, seconds, mean and final loss)."""
+        on_progress: Callable[[dict[str, Any]], None] | None = None, distillation: float = 0.0) -> tuple[Any, dict[str, Any]]:
+    """Train ``model`` on ``dataset``; return (trained model, facts: steps, seconds, mean and final loss).
+
+    Items carrying the preservation features (``teacher``, ``distill``, ``weight``) train on :func:`preserving_loss`."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    class PreservingTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            extras = {k: inputs.pop(k, None) for k in EXTRA_FEATURES}
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = preserving_loss(outputs.logits, labels, extras["weight"], extras["teacher"], extras["distill"], distillation)
+            return (loss, outputs) if return_outputs else loss
+
+    preserving = len(dataset) > 0 and any(k in dataset[0] for k in EXTRA_FEATURES)
+    if preserving:
+        collator = with_extras(collator)
 
     device = pick_device()
     total_steps = math.ceil(len(dataset) / hp.batch_size) * math.ceil(hp.epochs)
@@ -72,7 +111,7 @@ def fit(model, dataset, collator, hp: Hyperparameters, seed: int, workdir: Path,
         remove_unused_columns=False,
     )
     started = time.monotonic()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Progress()])
+    trainer = (PreservingTrainer if preserving else Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Progress()])
     result = trainer.train()
     facts = {"device": device, "steps": result.global_step, "train_seconds": round(time.monotonic() - started, 2),
              "mean_loss": round(float(result.training_loss), 4),

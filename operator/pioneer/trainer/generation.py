@@ -156,7 +156,7 @@ def validate_row(row: dict[str, Any], labels: list[str]) -> str | None:
     return None if row["label"].strip() else "empty reference answer"
 
 
-def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
+def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None, eval_rows=None):
     hp = spec.pipeline.hyperparameters
     tokenizer, model, facts = train(rows, hp, spec.pipeline.strategy.supervision, spec.task.answer_format,
                                     spec.pipeline.data.seed, workdir, on_progress)

@@ -194,7 +194,7 @@ class TrainedTagger:
     fixed: bool = False  # the threshold was given (decisionThreshold, or the deployed model's own): report the curve, keep it
 
 
-def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None):
+def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None, eval_rows=None):
     hp = spec.pipeline.hyperparameters
     if hp.ner_backend == "gliner":
         # gliner 0.2.x pins transformers < 5.17 and no registry ships pretrained GLiNER weights (MODELS.md):

@@ -105,7 +105,10 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
     regression_rows = rows_of(spec.inputs.regression_uri)
     cross_rows = rows_of(spec.inputs.cross_checkpoint_uri)
 
-    trained, facts = backend.train_attempt(train_rows, spec, workdir, on_progress=progress)
+    if spec.pipeline.strategy.preserving() and not hasattr(backend, "profile_regressions"):
+        raise AttemptFailed(f"strategy {spec.pipeline.strategy.preserving()} is implemented for classification repairs only, "
+                            f"not {spec.task.type}")
+    trained, facts = backend.train_attempt(train_rows, spec, workdir, on_progress=progress, eval_rows=eval_rows)
     progress({"phase": "evaluating"})
     # verify again right before scoring: the set must be the frozen one at evaluation time
     verify(_read(spec.inputs.eval_uri), spec.inputs.eval_sha256, f"evaluation set {spec.inputs.eval_uri}")
@@ -120,6 +123,8 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
         regressed = [{"id": r.get("id"), "text": r["text"], "label": r["label"], "prediction": p}
                      for r, p in zip(rows, got) if not backend.agrees(p, r["label"], spec)]
         metrics[count_key], metrics[list_key] = len(regressed), regressed
+        if count_key == "regressions" and regressed and spec.inputs.parent_model_uri and hasattr(backend, "profile_regressions"):
+            metrics["regression_profile"] = backend.profile_regressions(trained, spec, regressed, rows, eval_rows)
 
     out = workdir / OUTPUT
     out.mkdir()
