@@ -33,6 +33,13 @@ def test_an_under_confident_parent_is_sharpened_by_temperature_scaling():
     assert pv.tempered(probs, t).max(axis=1).mean() > probs.max(axis=1).mean() + 0.1
 
 
+def test_a_fixed_distillation_temperature_overrides_the_calibration():
+    probs = np.array([[0.4, 0.35, 0.25], [0.3, 0.45, 0.25]])
+    assert pv.parent_temperature(3.0, probs, [0, 1]) == (3.0, "fixed")
+    t, rule = pv.parent_temperature(None, probs, [0, 1])
+    assert t != 3.0 and t < 1.0 and rule.startswith("calibrated")
+
+
 def test_replay_weights_favour_the_parents_fragile_boundaries_and_leave_corrections_alone():
     roles = ["gold", "replay", "replay", "hard_negative", "replay"]
     margins = np.array([0.0, 0.9, 0.1, 0.0, -0.4])
@@ -201,3 +208,38 @@ def test_an_objective_without_a_parent_fails_the_attempt_clearly(tmp_path, pytho
     proc = subprocess.run([python, "-m", "pioneer.trainer", str(folder / "attempt.json"), "--threads", "1"], capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 1 and "needs the deployed parent" in (folder / "failure.json").read_text()
+
+
+@pytest.mark.slow
+def test_a_parent_whose_files_do_not_match_its_recorded_hash_is_refused(tmp_path, python):
+    import json
+    import subprocess
+
+    rows = [{"text": f"turn {w} the lamp", "label": w} for w in LABELS]
+    _train(python, parent := _attempt(tmp_path, "parent", rows, {}))
+    folder = _attempt(tmp_path, "repair", [{**r, "role": "replay"} for r in rows], {"distillation": 1.0},
+                      parent=str(parent / "output" / "model"))
+    spec = json.loads((folder / "attempt.json").read_text())
+    spec["inputs"]["parentModelSha256"] = "0" * 64  # the promoted parent's files changed after promotion
+    (folder / "attempt.json").write_text(json.dumps(spec))
+    proc = subprocess.run([python, "-m", "pioneer.trainer", str(folder / "attempt.json"), "--threads", "1"], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 1 and "parent model" in (folder / "failure.json").read_text()
+
+
+def test_the_confusable_preset_is_the_closest_intent_pairs_taken_without_reuse():
+    from pioneer.bench.repair_clinc import CONFUSABLE_INTENTS, INTENTS, confusable_intents, specs
+
+    vectors = {"a": [1.0, 0.0, 0.0], "b": [0.99, 0.14, 0.0], "c": [0.97, 0.0, 0.24], "d": [0.0, 1.0, 0.0], "e": [0.0, 0.96, 0.28],
+               "f": [0.0, 0.0, 1.0]}
+    utterances = [(f"{lab}{i}", lab) for lab in vectors for i in range(2)]
+
+    def embed(texts):
+        rows = np.array([vectors[t[0]] for t in texts])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    pairs = confusable_intents(utterances, embed, n=4)
+    assert [(a, b) for _, a, b in pairs] == [("a", "b"), ("d", "e")]  # a-c is close too, but a is taken
+    assert len(CONFUSABLE_INTENTS) == len(set(CONFUSABLE_INTENTS)) == 30
+    deploy, repair = specs(CONFUSABLE_INTENTS)
+    assert deploy["spec"]["task"]["labels"] == repair["spec"]["task"]["labels"] == CONFUSABLE_INTENTS
+    assert specs(INTENTS)[1]["spec"]["task"]["labels"] == INTENTS

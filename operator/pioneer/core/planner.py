@@ -315,8 +315,8 @@ def after_regressions(parent: TrainingAttempt, epsilon: int, classification: boo
                       f"{regressed}; replay more of what the deployed model knew.", ev)
     gentler = Proposal(_with(p, hp={"learning_rate": h.learning_rate / 2}), f"learning rate {h.learning_rate:g} -> {h.learning_rate / 2:g}",
                        f"{regressed}; smaller steps move the boundaries less.", ev)
-    fewer = Proposal(_with(p, hp={"epochs": max(1, h.epochs - max(1, round(h.epochs / 4)))}),
-                     f"epochs {h.epochs:g} -> {max(1, h.epochs - max(1, round(h.epochs / 4))):g}",
+    shorter = max(1, h.epochs - max(1, round(h.epochs / 4)))
+    fewer = Proposal(_with(p, hp={"epochs": shorter}), f"epochs {h.epochs:g} -> {shorter:g}",
                      f"{regressed}; fewer passes over the corrections drift less from the parent.", ev)
     loss = st.train_loss
     if loss is not None and loss > d.UNDERFIT_LOSS:  # an unconverged model forgets what it has not yet relearned

@@ -131,14 +131,14 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
         ids = [label_id[r["label"]] for r in rows]
         distill = np.array([role in pv.DISTILLED_ROLES for role in roles], dtype=np.float32)
         known = [i for i, role in enumerate(roles) if role in pv.DISTILLED_ROLES]  # verified labels: the parent should get them
-        temperature = strategy.distillation_temperature or pv.calibrated_temperature(raw[known], [ids[i] for i in known])
+        temperature, rule = pv.parent_temperature(strategy.distillation_temperature, raw[known], [ids[i] for i in known])
         probs = pv.tempered(raw, temperature)
         margins = pv.label_margin(probs, ids)
         weight = pv.replay_weights(roles, margins, strategy.confidence_replay) if strategy.confidence_replay > 0 else None
         preserve = Preserve(teacher=probs if strategy.distillation > 0 else None,
                             distill=distill if strategy.distillation > 0 else None, weight=weight, distillation=strategy.distillation)
         facts_extra["preservation"] = {"parent_temperature": round(temperature, 4),
-                                       "temperature_rule": "fixed" if strategy.distillation_temperature else "calibrated on the replayed examples",
+                                       "temperature_rule": rule,
                                        "parent_margin_median": round(float(np.median(margins[known])), 4) if known else None,
                                        "distilled_rows": int(distill.sum()) if strategy.distillation > 0 else 0,
                                        "replay_weight_mean": round(float(weight[[r in pv.REPLAY_ROLES for r in roles]].mean()), 4)
@@ -153,12 +153,11 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
 
 def parent_probs(parent, texts: list[str], labels: list[str], max_length: int) -> np.ndarray:
     """The parent's class probabilities on ``texts``, in the order of ``labels``."""
-    from pioneer.trainer.preservation import aligned_probs
+    from pioneer.trainer.preservation import aligned_probs, label_order
 
     tokenizer, model = parent
     _, probs = predict(model, tokenizer, texts, max_length)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return aligned_probs(probs, names, labels)
+    return aligned_probs(probs, label_order(model), labels)
 
 
 def _interpolate(model, tokenizer, parent, failures: list[dict[str, Any]], validation: list[dict[str, Any]], spec) -> dict[str, Any]:
@@ -168,7 +167,7 @@ def _interpolate(model, tokenizer, parent, failures: list[dict[str, Any]], valid
     from pioneer.trainer import preservation as pv
 
     _, parent_model = parent
-    names = [parent_model.config.id2label[i] for i in range(parent_model.config.num_labels)]
+    names = pv.label_order(parent_model)
     if names != list(spec.labels):
         return {"skipped": f"the parent's label order {names[:5]}... differs from the candidate's: its head cannot be mixed"}
     candidate_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

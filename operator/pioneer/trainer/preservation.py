@@ -17,6 +17,7 @@ The functions here are pure (arrays in, arrays or dicts out) except the model lo
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from typing import Any
@@ -31,15 +32,26 @@ REPLAY_ROLES = frozenset({"replay"})
 
 
 def load_parent(inputs):
-    """The deployed parent named by the attempt's inputs, verified against its content hash: (tokenizer, model)."""
+    """The deployed parent named by the attempt's inputs, verified against its content hash: (tokenizer, model).
+    Loaded once per trainer run (training and the regression profile both read it)."""
+    return _load_parent(inputs.parent_model_uri, inputs.parent_model_sha256)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_parent(uri: str, sha256: str | None):
     from pioneer.revisions import verify_model_dir
     from pioneer.trainer.base_models import resolve
     from pioneer.trainer.classification import load_trained
 
-    path = resolve(inputs.parent_model_uri)
-    if inputs.parent_model_sha256:
-        verify_model_dir(path, inputs.parent_model_sha256, "parent model")
+    path = resolve(uri)
+    if sha256:
+        verify_model_dir(path, sha256, "parent model")
     return load_trained(path)
+
+
+def label_order(model) -> list[str]:
+    """A classifier's labels in the order of its head."""
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
 def aligned_probs(probs: np.ndarray, parent_labels: list[str], labels: list[str]) -> np.ndarray:
@@ -86,6 +98,14 @@ def calibrated_temperature(probs: np.ndarray, label_ids: list[int], bounds: tupl
         return float(-(z[rows, label_ids] - np.log(np.exp(z).sum(axis=1))).mean())
     found = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
     return float(np.exp(found.x))
+
+
+def parent_temperature(fixed: float | None, probs: np.ndarray, label_ids: list[int]) -> tuple[float, str]:
+    """(temperature of the parent's distribution, how it was chosen): the strategy's fixed value, or temperature scaling
+    on the verified rows ``probs``/``label_ids``."""
+    if fixed:
+        return fixed, "fixed"
+    return calibrated_temperature(probs, label_ids), "calibrated on the replayed examples"
 
 
 def replay_weights(roles: list[str], margins: np.ndarray, strength: float) -> np.ndarray:
