@@ -190,13 +190,13 @@ def cluster(tmp_path, s3_server, monkeypatch):
         client.reset()
 
 
-def start_server(python: str, folder: Path, artifacts: Path, name: str) -> tuple[subprocess.Popen, str]:
+def start_server(python: str, folder: Path, artifacts: Path, name: str, *extra: str) -> tuple[subprocess.Popen, str]:
     """A real `pioneer serve` process for DeployedModel ``name`` (traces in folder/traces.db), once it is ready."""
     import httpx
 
     port = free_port()
     proc = subprocess.Popen([python, "-m", "pioneer.cli", "serve", name, "--artifacts", str(artifacts),
-                             "--db", str(folder / "traces.db"), "--port", str(port)],
+                             "--db", str(folder / "traces.db"), "--port", str(port), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

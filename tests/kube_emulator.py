@@ -31,12 +31,12 @@ RESOURCES = {
     "v1/secrets": {"namespaced": True, "kind": "Secret", "verbs": VERBS},
     "serving.kserve.io/v1beta1/inferenceservices": {"namespaced": True, "kind": "InferenceService", "subresources": {"status"}, "verbs": VERBS},
     "v1/namespaces": {"namespaced": False, "kind": "Namespace", "verbs": VERBS},
+    "apps/v1/deployments": {"namespaced": True, "kind": "Deployment", "subresources": {"status"}, "verbs": VERBS},
+    "v1/services": {"namespaced": True, "kind": "Service", "verbs": VERBS},
 }
 # what the Helm chart installs, for `helm template | kubectl apply --dry-run=server` (tests/test_chart.py)
 CHART_RESOURCES = {
     "v1/serviceaccounts": {"namespaced": True, "kind": "ServiceAccount", "verbs": VERBS},
-    "v1/services": {"namespaced": True, "kind": "Service", "verbs": VERBS},
-    "apps/v1/deployments": {"namespaced": True, "kind": "Deployment", "subresources": {"status"}, "verbs": VERBS},
     "rbac.authorization.k8s.io/v1/clusterroles": {"namespaced": False, "kind": "ClusterRole", "verbs": VERBS},
     "rbac.authorization.k8s.io/v1/clusterrolebindings": {"namespaced": False, "kind": "ClusterRoleBinding", "verbs": VERBS},
     "rbac.authorization.k8s.io/v1/roles": {"namespaced": True, "kind": "Role", "verbs": VERBS},

@@ -29,6 +29,14 @@ def test_chart_metadata_and_values_parse():
     assert '.Files.Get "files/alerts.yaml"' in template  # the chart embeds exactly the file promtool tests
 
 
+def test_the_pending_approval_alert_waits_as_long_as_the_documented_default():
+    from pioneer import defaults as d
+
+    rules = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"][0]["rules"]
+    pending = next(r for r in rules if r["alert"] == "PioneerApprovalPending")
+    assert f"> {d.PENDING_APPROVAL_ALERT_SECONDS}" in pending["expr"]
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus; `make test` installs it)")
 def test_alert_rules_pass_promtool():
     check = subprocess.run(["promtool", "check", "rules", str(CHART / "files" / "alerts.yaml")], check=False, capture_output=True, text=True)

@@ -390,7 +390,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pioneer.serve import serve
     from pioneer.store import open_store
 
-    if args.namespace:  # in a cluster: follow the DeployedModel resource, the same port the operator promotes through
+    revision = args.revision or os.environ.get("PIONEER_SERVE_REVISION")
+    if revision:  # pinned to one revision (the operator's Deployment): a new revision is a rolling update
+        from pioneer.serve import PinnedRegistry
+
+        uri = args.model_uri or os.environ.get("PIONEER_SERVE_MODEL_URI")
+        if not uri:
+            err.print(tagged("error", "red", " a pinned revision needs --model-uri (or PIONEER_SERVE_MODEL_URI)"))
+            return EXIT_INVALID
+        registry = PinnedRegistry(args.name, int(revision), uri, args.model_sha256 or os.environ.get("PIONEER_SERVE_MODEL_SHA256"))
+    elif args.namespace:  # in a cluster: follow the DeployedModel resource, the same port the operator promotes through
         from pioneer.kube.registry import DeployedModelRegistry
 
         registry = DeployedModelRegistry(args.namespace, open_store(args.artifacts))
@@ -398,10 +407,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from pioneer.deploy import FileRegistry
 
         registry = FileRegistry(open_store(args.artifacts))
+    from pioneer.api.models import Capture
     from pioneer.serve import Limits
 
     serve(args.name, registry, args.db, args.host, args.port,
-          Limits(max_body_bytes=args.max_body_bytes, max_input_chars=args.max_input_chars, max_batch=args.max_batch))
+          Limits(max_body_bytes=args.max_body_bytes, max_input_chars=args.max_input_chars, max_batch=args.max_batch),
+          Capture(inputs=args.capture_inputs, outputs=args.capture_outputs), collect_only=args.collect_only)
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve the candidate waiting under manual promotion: locally in deployed/<name>.json, in a cluster through the
+    DeployedModel's pioneer.dev/approve annotation (the operator promotes it and updates the serving target)."""
+    from pioneer import deploy
+    from pioneer.engine import now
+    from pioneer.store import open_store
+
+    by = args.by or os.environ.get("USER") or "cli"
+    if args.namespace:
+        from pioneer.api.models import DeployedModelStatus
+        from pioneer.kube import client
+
+        obj = client.get("DeployedModel", args.namespace, args.name)
+        if obj is None:
+            err.print(tagged("error", "red", f" no DeployedModel {args.namespace}/{args.name}"))
+            return EXIT_INVALID
+        pending = DeployedModelStatus.model_validate(obj.get("status") or {}).pending_revision
+        attempt = args.attempt or (pending.candidate.attempt if pending else None)
+        if not attempt:
+            err.print(tagged("error", "red", f" no candidate of {args.namespace}/{args.name} waits for an approval"))
+            return EXIT_INVALID
+        client.annotate("DeployedModel", args.namespace, args.name, {d.APPROVE_ANNOTATION: attempt, d.APPROVED_BY_ANNOTATION: by})
+        out.print(f"{args.name}: {attempt} approved by {by}; the operator promotes it")
+        return EXIT_OK
+    try:
+        status = deploy.approve(open_store(args.artifacts), args.name, args.attempt, now(), by)
+    except ValueError as exc:
+        err.print(tagged("error", "red", f" {exc}"))
+        return EXIT_INVALID
+    out.print(f"{args.name}: serving revision {status.current_revision} ({status.model_uri})")
     return EXIT_OK
 
 
@@ -521,6 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-input-chars", type=int, default=d.SERVE_MAX_INPUT_CHARS, help="longer inputs get 413")
     p.add_argument("--max-body-bytes", type=int, default=d.SERVE_MAX_BODY_BYTES, help="larger request bodies get 413")
     p.add_argument("--max-batch", type=int, default=d.SERVE_MAX_BATCH, help="inputs answered in one forward pass")
+    p.add_argument("--capture-inputs", action=argparse.BooleanOptionalAction, default=d.CAPTURE_INPUTS,
+                   help="store request texts in traces (--no-capture-inputs: only their SHA-256)")
+    p.add_argument("--capture-outputs", action=argparse.BooleanOptionalAction, default=d.CAPTURE_OUTPUTS,
+                   help="store the model's answers in traces")
+    p.add_argument("--revision", type=int, default=None, help="serve exactly this revision (with --model-uri; default: follow the DeployedModel)")
+    p.add_argument("--model-uri", default=None, help="the pinned revision's model (verified against --model-sha256)")
+    p.add_argument("--model-sha256", default=None)
+    p.add_argument("--collect-only", action="store_true",
+                   help="serve no model: only collect KServe inference-logger CloudEvents on POST /cloudevents")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rollback", help="serve an earlier revision of a DeployedModel again (history is kept)")
@@ -528,6 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, required=True, help="revision number")
     p.add_argument("--artifacts", default=d.ARTIFACTS_URI)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("approve", help="serve the candidate that passed the gate and waits for an approval (gate.promotion: manual)")
+    p.add_argument("name")
+    p.add_argument("--attempt", default=None, help="the candidate attempt (default: the one waiting)")
+    p.add_argument("--by", default=None, help="who approves (default: $USER)")
+    p.add_argument("--artifacts", default=d.ARTIFACTS_URI)
+    p.add_argument("--namespace", default=None, help="approve the DeployedModel resource in this Kubernetes namespace")
+    p.set_defaults(func=cmd_approve)
 
     from pioneer.bench import add_parsers
 

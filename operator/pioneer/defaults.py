@@ -108,3 +108,20 @@ INTERPOLATION_VALIDATION_SHARE = 0.2  # of the replayed passing traces, held out
 INTERPOLATION_VALIDATION_MAX = 400
 TEMPERATURE_BOUNDS = (0.02, 20.0)  # range searched when calibrating the parent's temperature
 REGRESSION_NEAR_SIMILARITY = 0.5  # a flipped trace whose nearest failure is at least this similar sits near the fixes
+
+# continual improvement (DeployedModel.spec.improvement, spec.capture, spec.serving.deployment)
+PROMOTION = "automatic"  # automatic: a passing verdict becomes the served revision; manual: it waits for an approval
+IMPROVEMENT_NEW_FAILURES = 50  # judged failures of the current revision that trigger the next repair
+IMPROVEMENT_COOLDOWN_SECONDS = 3600  # no new repair sooner than this after the previous one started
+IMPROVEMENT_CHECK_SECONDS = 60  # how often the operator looks at a DeployedModel's trigger
+PENDING_APPROVAL_ALERT_SECONDS = 86400  # the alert on a passing verdict that has waited this long for an approval
+CAPTURE_INPUTS = True  # traces store the request text (off: a SHA-256 of it only; such traces cannot be trained on)
+CAPTURE_OUTPUTS = True  # traces store the model's answer (off: none is stored, so the trace cannot be judged)
+SERVE_REPLICAS = 2  # replicas of the owned `pioneer serve` Deployment (rolling update: a new one is ready first)
+SERVE_PORT = 8000
+SERVE_IMAGE = TRAINER_IMAGE  # has pioneer + torch; the chart's serve.image overrides it
+COLLECT_PENDING_SECONDS = 3600  # an unpaired KServe logger event older than this is reported as unpaired
+# on a DeployedModel: the candidate attempt a person approves, and who. Not under "pioneer.dev/": Kopf keeps its own state
+# there and leaves those annotations out of the changes it reacts to.
+APPROVE_ANNOTATION = f"approval.{API_GROUP}/attempt"
+APPROVED_BY_ANNOTATION = f"approval.{API_GROUP}/by"

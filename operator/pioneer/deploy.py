@@ -78,3 +78,10 @@ def rollback(store: ArtifactStore, name: str, to: int, at: str, reason: str | No
     if not store.exists(key(name)):
         raise ValueError(f"no DeployedModel {name!r} in {store.uri(PREFIX)}")
     return FileRegistry(store).update(name, lambda st: gate.rollback(st, to, at, reason))
+
+
+def approve(store: ArtifactStore, name: str, attempt: str | None, at: str, by: str) -> DeployedModelStatus:
+    """Serve the candidate that passed the gate under manual promotion (see :func:`pioneer.core.gate.approve`)."""
+    if not store.exists(key(name)):
+        raise ValueError(f"no DeployedModel {name!r} in {store.uri(PREFIX)}")
+    return FileRegistry(store).update(name, lambda st: gate.approve(st, attempt, at, by))

@@ -23,6 +23,7 @@ the reason; bodies and inputs over their limits a 413.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pioneer import defaults as d
+from pioneer.api.models import Capture
 from pioneer.core import gate
 from pioneer.deploy import FileRegistry
 from pioneer.revisions import ModelTampered, verify_model_dir
@@ -61,15 +63,15 @@ class TooLarge(BadRequest):
 class ModelServer:
     """The served revision (reloaded when the DeployedModel's current revision changes) and the trace log."""
 
-    def __init__(self, name: str, registry, traces_db: str):
+    def __init__(self, name: str, registry, traces_db: str, capture: Capture | None = None):
         """``registry`` is the lifecycle's registry port (a FileRegistry locally, the DeployedModel resource in a
-        cluster); an artifact store is read as a FileRegistry."""
+        cluster); an artifact store is read as a FileRegistry. ``capture`` says what a trace keeps (PII)."""
         from pioneer.traces import store as trace_store
 
         if not hasattr(registry, "update"):
             registry = FileRegistry(registry)
-        self.name, self.registry = name, registry
-        self.traces = trace_store.connect(traces_db)
+        self.name, self.registry, self.capture = name, registry, capture or Capture()
+        self.traces = trace_store.connect(trace_store.resolve_reference(str(traces_db)))
         self._lock = threading.Lock()
         self.revision: int | None = None
         self.model_uri: str | None = None
@@ -139,9 +141,12 @@ class ModelServer:
             trace_id = str(uuid.uuid4())
             accuracy, n = history.get(answer.output, (None, 0))
             calibrated = calibrate(answer.confidence, accuracy, n)
-            rows.append({"id": trace_id, "input": text, "prediction": answer.output, "model_id": f"{self.name}@{revision}",
-                         "created_at": at, "meta": {"confidence": round(answer.confidence, 5),
-                                                    "calibrated_confidence": round(calibrated, 5), "model_uri": uri}})
+            meta = {"confidence": round(answer.confidence, 5), "calibrated_confidence": round(calibrated, 5), "model_uri": uri}
+            if not self.capture.inputs:
+                meta["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            rows.append({"id": trace_id, "input": text if self.capture.inputs else "",
+                         "prediction": answer.output if self.capture.outputs else None, "model_id": f"{self.name}@{revision}",
+                         "created_at": at, "meta": meta})
             results.append({"prediction": answer.output, "confidence": calibrated, "raw_confidence": answer.confidence,
                             "revision": revision, "model": uri, "trace_id": trace_id})
         add(self.traces, rows)
@@ -170,6 +175,25 @@ class ModelServer:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         return rec.to_dict()
+
+
+class PinnedRegistry:
+    """One revision given on the command line or in the environment (the operator's `pioneer serve` Deployment sets
+    PIONEER_SERVE_REVISION, _MODEL_URI and _MODEL_SHA256): the pod serves exactly it, and a new revision is a new
+    pod (a rolling update), so the servers need no access to the Kubernetes API."""
+
+    def __init__(self, name: str, revision: int, model_uri: str, model_sha256: str | None):
+        from pioneer.api.models import DeployedModelStatus, Revision
+
+        rev = Revision(revision=revision, model_uri=model_uri, model_sha256=model_sha256 or None)
+        self.status = DeployedModelStatus(revisions=[rev], current_revision=revision, model_uri=model_uri)
+        self.name = name
+
+    def load(self, name: str):
+        return self.status if name == self.name else None
+
+    def update(self, name, change):
+        raise RuntimeError("a pinned server changes no DeployedModel")
 
 
 def _cache_dir(uri: str):
@@ -369,6 +393,15 @@ def make_app(server: ModelServer, limits: Limits = Limits()):
                             {"name": "trace_id", "datatype": "BYTES", "shape": [n], "data": [r["trace_id"] for r in results]}]})
         return await guarded(call)
 
+    collector = None
+
+    async def cloudevents(request):
+        """KServe's inference logger (``logger: {mode: all, url: .../cloudevents}``): pairs request and response."""
+        nonlocal collector
+        if collector is None:
+            collector = make_collector(server)
+        return await receive_event(request, collector, limits)
+
     async def not_found(request, exc):
         return error(exc.status_code, "not found" if exc.status_code == 404 else str(exc.detail))
 
@@ -376,17 +409,74 @@ def make_app(server: ModelServer, limits: Limits = Limits()):
         Route("/", index), Route("/healthz", healthz), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/predict", predict, methods=["POST"]), Route("/feedback", feedback, methods=["POST"]),
         Route("/v2/models/{model}", v2_metadata), Route("/v2/models/{model}/ready", v2_ready),
-        Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{model}/infer", v2_infer, methods=["POST"]), Route("/cloudevents", cloudevents, methods=["POST"]),
     ]
     from starlette.exceptions import HTTPException
 
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
 
 
-def serve(name: str, registry, traces_db: str, host: str, port: int, limits: Limits = Limits()) -> None:
+def make_collector(server: ModelServer):
+    from pioneer.traces.collector import Collector
+
+    def revision_now() -> int | None:
+        status = server.registry.load(server.name)
+        return status.current_revision if status is not None else None
+
+    return Collector(server.traces, server.name, revision_now, server.capture)
+
+
+async def receive_event(request, collector, limits: Limits):
+    """One logger CloudEvent: 202 with what was done, 400 with the reason for anything else."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    from pioneer.traces.collector import BadEvent, parse
+
+    try:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
+            raise TooLarge(f"body over {limits.max_body_bytes} bytes") if declared.isdigit() else BadRequest("Content-Length is not a number")
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            raise TooLarge(f"body over {limits.max_body_bytes} bytes")
+        event = parse(dict(request.headers), body)
+        result = await run_in_threadpool(collector.receive, event)
+    except BadRequest as exc:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    except BadEvent as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse(result, status_code=202)
+
+
+def make_collector_app(server: ModelServer, limits: Limits = Limits()):
+    """Only the trace collector (for models KServe serves): POST /cloudevents, GET /v2/health/live|ready."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    collector = make_collector(server)
+
+    async def cloudevents(request):
+        return await receive_event(request, collector, limits)
+
+    async def health(request):
+        return JSONResponse({"live": True, "collector": server.name})
+
+    return Starlette(routes=[Route("/cloudevents", cloudevents, methods=["POST"]), Route("/v2/health/live", health),
+                             Route("/v2/health/ready", health)])
+
+
+def serve(name: str, registry, traces_db: str, host: str, port: int, limits: Limits = Limits(),
+          capture: Capture | None = None, collect_only: bool = False) -> None:
     import uvicorn
 
-    server = ModelServer(name, registry, traces_db)
+    server = ModelServer(name, registry, traces_db, capture)
+    if collect_only:
+        print(f"collecting KServe logger events for DeployedModel {name} on http://{host}:{port}/cloudevents (traces -> {traces_db})", flush=True)
+        uvicorn.run(make_collector_app(server, limits), host=host, port=port, log_level="warning", access_log=False,
+                    timeout_keep_alive=limits.idle_timeout_seconds, backlog=d.SERVE_BACKLOG)
+        return
     try:  # load before the first request, so readiness reflects the served revision
         server.refresh()
     except (LookupError, ModelTampered) as exc:

@@ -199,6 +199,9 @@ class DataSource(ApiModel):
     s3: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+", description="S3 URI of a data file, s3://bucket/key.")
     hub: str | None = Field(default=None, description="Hugging Face dataset id, 'owner/name[:file]' (needs network).")
     traces: str | None = Field(default=None, description="Trace store (SQLite file or SQLAlchemy URL) holding judged inference traces (production mode).")
+    model_id: str | None = Field(default=None, max_length=256, description=(
+        "traces: only traces answered by this model, 'name@3' (one revision) or 'name@' (every revision). Generated "
+        "repairs set it to the revision they repair."))
     builtin: Literal["home-assistant-intents"] | None = Field(
         default=None, description="Data a registry package ships: home-assistant-intents (utterances generated with hassil)."
     )
@@ -216,6 +219,8 @@ class DataSource(ApiModel):
         given = [k for k in ("path", "s3", "hub", "traces", "builtin") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"exactly one of path, s3, hub, traces, builtin must be set (got {given or 'none'})")
+        if self.model_id is not None and not self.traces:
+            raise ValueError("modelId filters a traces source; this source has no traces")
         return self
 
 
@@ -278,6 +283,10 @@ class Gate(ApiModel):
     tau: float = Field(default=d.TAU, gt=0, le=1, description="Target score on the evaluation set.")
     epsilon: int = Field(default=d.EPSILON, ge=0, description="Most previously-correct examples a candidate may get wrong (absolute count).")
     cross_checkpoint: bool = Field(default=True, description="Also require the gate on the previous checkpoint's evaluation set.")
+    promotion: Literal["automatic", "manual"] = Field(default=d.PROMOTION, description=(
+        "automatic: a passing verdict becomes the DeployedModel's next revision at once; manual: it waits in the "
+        "DeployedModel's status.pendingRevision until someone approves it (`pioneer approve NAME`, or the annotation "
+        "approval.pioneer.dev/attempt set to the candidate attempt's name)."))
     regression_set_fraction: float = Field(
         default=0.5, ge=0.3, le=1.0, description="Production mode: regression set size as a fraction of the failure set (30-100%)."
     )
@@ -665,6 +674,19 @@ class GateVerdict(ApiModel):
     decided_at: str | None = Field(default=None, description="RFC 3339 time of the decision.")
 
 
+class ServedDeployment(ApiModel):
+    """A Deployment + Service running `pioneer serve`, owned by the DeployedModel (for clusters without KServe). Each
+    revision change rolls it: the new pods load the new revision and are ready before an old pod goes."""
+
+    replicas: int = Field(default=d.SERVE_REPLICAS, ge=1, le=100, description="Server replicas.")
+    image: str | None = Field(default=None, max_length=500, description="Image with pioneer and torch (default: the operator's PIONEER_SERVE_IMAGE, from the chart's serve.image).")
+    port: int = Field(default=d.SERVE_PORT, ge=1, le=65535, description="Container and Service port.")
+    traces: str | None = Field(default=None, max_length=2000, description=(
+        "Trace store the servers log to (a SQLAlchemy URL; ${NAME} is read from the environment). Default: the "
+        "improvement template's trace source, else the operator's PIONEER_TRACES_URL."))
+    credentials_secret: str | None = Field(default=None, max_length=253, description="A Secret whose keys become the servers' environment (e.g. PGPASSWORD for ${PGPASSWORD} in traces).")
+
+
 class ServingTarget(ApiModel):
     """What serves the DeployedModel's current revision; the operator points it at every new revision (promotion or
     rollback) and at nothing else."""
@@ -673,14 +695,116 @@ class ServingTarget(ApiModel):
         default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="A KServe InferenceService in the same namespace: its spec.predictor.model.storageUri is set to the "
                     "current revision's model URI (the Hugging Face runtime serves sequence and token classification).")
+    deployment: ServedDeployment | None = Field(default=None, description=(
+        "Or: a `pioneer serve` Deployment and Service named after the DeployedModel, created and owned by it."))
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServingTarget:
+        if self.inference_service and self.deployment:
+            raise ValueError("serving: set inferenceService or deployment, not both")
+        return self
+
+
+class Capture(ApiModel):
+    """What a trace keeps of an inference (the OpenTelemetry GenAI conventions make content capture switchable). A
+    repair learns from inputs and judges answers: traces without them are counted, never trained on."""
+
+    inputs: bool = Field(default=d.CAPTURE_INPUTS, description="Store the request text (off: only its SHA-256, in meta.input_sha256).")
+    outputs: bool = Field(default=d.CAPTURE_OUTPUTS, description="Store the model's answer (off: none is stored).")
+
+
+class Trigger(ApiModel):
+    """When the next repair starts: enough new judged failures of the current revision, a schedule, or both (either
+    fires), never sooner than the cool-down after the previous one."""
+
+    new_failures: int | None = Field(default=d.IMPROVEMENT_NEW_FAILURES, ge=1, description=(
+        "Judged failures of the current revision (traces with its model id and a fail verdict) that start a repair."))
+    schedule: str | None = Field(default=None, max_length=100, description="A cron schedule (5 fields, UTC) on which a repair starts when there is any new failure.")
+    cooldown_seconds: int = Field(default=d.IMPROVEMENT_COOLDOWN_SECONDS, ge=0, description="Least time between two repairs' starts.")
+
+    @model_validator(mode="after")
+    def _some_trigger(self) -> Trigger:
+        if self.new_failures is None and not self.schedule:
+            raise ValueError("trigger: set newFailures, schedule or both")
+        if self.schedule:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.schedule) or len(self.schedule.split()) != 5:
+                raise ValueError(f"trigger.schedule {self.schedule!r} is not a 5-field cron expression")
+        return self
+
+
+class Improvement(ApiModel):
+    """Repairs the operator starts by itself: a production ModelAdaptation from the template whenever the trigger
+    fires, owned by the DeployedModel and named from (model, revision, sequence)."""
+
+    template: dict[str, Any] = Field(description=(
+        "The spec of the ModelAdaptation to create (production mode; deployedModel is this DeployedModel; the trace "
+        "source is read for the current revision's traces only). Validated like a ModelAdaptation's spec."))
+    trigger: Trigger = Field(default_factory=Trigger, description="When a repair starts.")
+    max_concurrent: int = Field(default=1, ge=1, le=1, description="Repairs in flight at once (one: each is gated against the revision it repairs).")
+    paused: bool = Field(default=False, description="Start no repair (one in flight runs to its end).")
+    promotion: Literal["automatic", "manual"] = Field(default=d.PROMOTION, description=(
+        "Copied into each generated adaptation's gate.promotion: manual makes a passing verdict wait for an approval."))
+
+    def adaptation_spec(self, deployed_model: str, revision: int | None) -> dict[str, Any]:
+        """The generated adaptation's spec: the template, in production mode, for this model's current revision."""
+        import copy
+
+        spec = copy.deepcopy(self.template)
+        spec["mode"], spec["deployedModel"] = "production", deployed_model
+        spec.setdefault("gate", {})["promotion"] = self.promotion
+        if revision is not None:
+            for src in spec.get("data", {}).get("sources", []):
+                if isinstance(src, dict) and src.get("traces"):
+                    src.setdefault("modelId", f"{deployed_model}@{revision}")
+        return spec
 
 
 class DeployedModelSpec(ApiModel):
     task: Task
     serving: ServingTarget | None = Field(default=None, description="Where the current revision is served; updated on every revision change.")
+    capture: Capture = Field(default_factory=Capture, description="What traces of this model keep (pioneer serve, the KServe logger collector).")
+    improvement: Improvement | None = Field(default=None, description="Continual improvement: repairs started by a trigger, gated like any other.")
     base_model: str = Field(default=d.BASE_MODEL, description="Base model every retraining restarts from.")
     initial_model_uri: str | None = Field(default=None, description="Model served as revision 1 when no revision exists yet.")
     rollback_to: int | None = Field(default=None, ge=1, description="Set to restore an earlier revision (explicit user rollback).")
+
+    @model_validator(mode="after")
+    def _valid_template(self) -> DeployedModelSpec:
+        if self.improvement is not None:
+            from pydantic import ValidationError
+
+            try:
+                ModelAdaptationSpec.model_validate(self.improvement.adaptation_spec("template-check", None))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'template'}: {e['msg'].removeprefix('Value error, ')}"
+                                     for e in exc.errors())
+                raise ValueError(f"improvement.template is not a valid ModelAdaptation spec: {problems}") from None
+        return self
+
+
+class PendingRevision(ApiModel):
+    """A candidate that passed the gate under manual promotion and waits for an approval."""
+
+    candidate: Revision = Field(description="The published model it would become (numbered on approval).")
+    verdict: GateVerdict = Field(description="The passing verdict.")
+    based_on_revision: int | None = Field(default=None, description="The revision it was gated against: approval is refused once another is served.")
+    since: str = Field(description="RFC 3339 time it started waiting.")
+
+
+class ImprovementStatus(ApiModel):
+    """Where the continual-improvement trigger stands."""
+
+    revision: int | None = Field(default=None, description="The revision whose failures are counted.")
+    failures_since_revision: int | None = Field(default=None, description="Judged failures of that revision so far.")
+    last_check_at: str | None = Field(default=None, description="RFC 3339 time of the latest check.")
+    next_check_at: str | None = Field(default=None, description="When the trigger is looked at next.")
+    last_trigger_at: str | None = Field(default=None, description="When the latest repair was started.")
+    last_trigger_reason: str | None = Field(default=None, description="Why it was started.")
+    last_adaptation: str | None = Field(default=None, description="The latest generated ModelAdaptation.")
+    in_flight: str | None = Field(default=None, description="The generated adaptation still running, if any.")
+    waiting: str | None = Field(default=None, description="Why no repair starts now.")
 
 
 class DeployedModelStatus(ApiModel):
@@ -688,6 +812,8 @@ class DeployedModelStatus(ApiModel):
     model_uri: str | None = Field(default=None, description="The served revision's model (content-addressed).")
     revisions: list[Revision] = Field(default_factory=list, description="Every revision ever promoted, oldest first; never rewritten.")
     last_verdict: GateVerdict | None = Field(default=None, description="The gate's latest verdict (or the latest explicit rollback).")
+    pending_revision: PendingRevision | None = Field(default=None, description="Manual promotion: a passing candidate waiting for an approval.")
+    improvement: ImprovementStatus | None = Field(default=None, description="Continual improvement: the trigger's state.")
     conditions: list[Condition] = Field(default_factory=list, description="Kubernetes-style conditions.")
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status was computed for.")
 

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 
 from pioneer import defaults as d
-from pioneer.api.models import Condition, DeployedModelStatus, GateCheck, GateVerdict, Revision
+from pioneer.api.models import Condition, DeployedModelStatus, GateCheck, GateVerdict, PendingRevision, Revision
 from pioneer.conditions import set_condition
 
 
@@ -108,12 +108,23 @@ def assess(candidate: Candidate, limits: Limits, refs: References = References()
                        regressed_examples_total=len(examples) if limits.production else None, decided_at=decided_at)
 
 
-def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate: Revision | None) -> DeployedModelStatus:
+def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate: Revision | None,
+            manual: bool = False) -> DeployedModelStatus:
     """The DeployedModel status after a verdict: a new revision only when the gate passed.
 
-    Idempotent, keyed by the attempt: applying the same passing verdict again (a crash between the
-    decision and the write, a re-run) adds no second revision."""
+    With ``manual`` promotion a passing candidate is not served: it waits in ``pendingRevision`` for
+    :func:`approve`. Idempotent, keyed by the attempt: applying the same verdict again (a crash between
+    the decision and the write, a re-run) adds no second revision and no second pending candidate."""
     st = (status or DeployedModelStatus()).model_copy(deep=True)
+    if verdict.passed and candidate is not None and manual:
+        if _revision_of(st, candidate) is None:
+            st.last_verdict = verdict
+            st.pending_revision = PendingRevision(candidate=candidate, verdict=verdict, based_on_revision=st.current_revision,
+                                                  since=verdict.decided_at or candidate.promoted_at or "")
+            st.conditions = set_condition(st.conditions, Condition(
+                type="PendingApproval", status="True", reason="AwaitingApproval",
+                message=f"{candidate.attempt} passed the gate and waits for an approval: {verdict.reason}"[:1000]))
+        return st
     st.last_verdict = verdict
     promoted = verdict.passed and candidate is not None
     st.conditions = set_condition(st.conditions, Condition(
@@ -121,14 +132,39 @@ def promote(status: DeployedModelStatus | None, verdict: GateVerdict, candidate:
         message=(verdict.reason if promoted else f"revision {st.current_revision} kept: {verdict.reason}")[:1000]))
     if not promoted:
         return st
-    already = next((r for r in st.revisions if candidate.attempt and r.attempt == candidate.attempt
-                    and r.adaptation == candidate.adaptation and r.model_sha256 == candidate.model_sha256), None)
-    if already is not None:
+    if _revision_of(st, candidate) is not None:
         return st
     number = max((r.revision for r in st.revisions), default=0) + 1
     rev = candidate.model_copy(update={"revision": number})
     st.revisions = [*st.revisions, rev]
     st.current_revision, st.model_uri = number, rev.model_uri
+    return st
+
+
+def _revision_of(status: DeployedModelStatus, candidate: Revision) -> Revision | None:
+    return next((r for r in status.revisions if candidate.attempt and r.attempt == candidate.attempt
+                 and r.adaptation == candidate.adaptation and r.model_sha256 == candidate.model_sha256), None)
+
+
+def approve(status: DeployedModelStatus, attempt: str | None, at: str, by: str) -> DeployedModelStatus:
+    """Serve the candidate waiting for an approval. Refused (ValueError) when none waits, when ``attempt`` names
+    another one, or when the served revision changed since its verdict (it was gated against another model).
+    Approving a candidate already promoted changes nothing."""
+    pending = status.pending_revision
+    if pending is None:
+        if attempt and any(r.attempt == attempt for r in status.revisions):
+            return status
+        raise ValueError("no candidate waits for an approval")
+    if attempt and pending.candidate.attempt != attempt:
+        raise ValueError(f"the candidate waiting is {pending.candidate.attempt}, not {attempt}")
+    if pending.based_on_revision != status.current_revision:
+        raise ValueError(f"{pending.candidate.attempt} was gated against revision {pending.based_on_revision}, but revision "
+                         f"{status.current_revision} is served now: run the repair again")
+    verdict = pending.verdict.model_copy(update={"reason": f"{pending.verdict.reason} (approved by {by} at {at})"})
+    st = promote(status, verdict, pending.candidate.model_copy(update={"promoted_at": at, "reason": verdict.reason}))
+    st.pending_revision = None
+    st.conditions = set_condition(st.conditions, Condition(type="PendingApproval", status="False", reason="Approved",
+                                                           message=f"{pending.candidate.attempt} approved by {by}"[:1000]))
     return st
 
 

@@ -165,8 +165,12 @@ def _gate(spec: ModelAdaptationSpec, adaptation: str, attempts: list[TrainingAtt
 def _promote(spec: ModelAdaptationSpec, progress: Progress, ports: Ports) -> Progress:
     verdict = progress.verdict
     assert verdict is not None
-    status = ports.registry.update(spec.deployed_model, lambda st: gate.promote(st, verdict, progress.candidate))
-    if verdict.passed and progress.candidate is not None:
+    manual = spec.gate.promotion == "manual"
+    status = ports.registry.update(spec.deployed_model, lambda st: gate.promote(st, verdict, progress.candidate, manual))
+    if verdict.passed and progress.candidate is not None and manual:
+        ports.emit("PendingApproval", f"{spec.deployed_model}: {progress.candidate.attempt} passed the gate and waits for an "
+                   f"approval (pioneer approve {spec.deployed_model}); revision {status.current_revision} is served", False)
+    elif verdict.passed and progress.candidate is not None:
         ports.emit("Promoted", f"{spec.deployed_model} revision {status.current_revision}: {verdict.reason}", False)
     else:
         ports.emit("GateFailed", f"{spec.deployed_model} unchanged (revision {status.current_revision}): {verdict.reason}", True)

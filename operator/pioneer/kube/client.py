@@ -46,6 +46,23 @@ def batch():
     return kubernetes.client.BatchV1Api(_api_client())
 
 
+def apps():
+    import kubernetes
+
+    return kubernetes.client.AppsV1Api(_api_client())
+
+
+def core():
+    import kubernetes
+
+    return kubernetes.client.CoreV1Api(_api_client())
+
+
+def serialized(obj: Any) -> dict[str, Any]:
+    """A kubernetes client model as the plain JSON dict the API server sent."""
+    return _api_client().sanitize_for_serialization(obj)
+
+
 def secret_value(namespace: str, name: str, key: str) -> str | None:
     """One key of a Secret, decoded; None when the Secret or the key is missing (the value never leaves the process)."""
     import base64
@@ -110,6 +127,11 @@ def patch_status(kind: str, namespace: str, name: str, status: dict[str, Any], r
         if resource_version and _is(exc, 409):
             return False
         raise
+
+
+def annotate(kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    """Merge-patch annotations of a Pioneer resource (how a person approves a pending revision)."""
+    custom().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, {"metadata": {"annotations": annotations}})
 
 
 def create_job(namespace: str, body: dict[str, Any]) -> bool:

@@ -43,7 +43,7 @@ from pioneer.core.controller import reconcile
 from pioneer.data.evalset import EvalSetTampered
 from pioneer.data.examples import DataError
 from pioneer.kube import client, jobs, metrics
-from pioneer.kube.registry import DeployedModelRegistry
+from pioneer.kube.registry import DeployedModelRegistry, merge_patch
 from pioneer.layout import reopen
 from pioneer.revisions import CorruptOutput
 from pioneer.runner.local import adaptation_store
@@ -301,7 +301,7 @@ def _finish(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list
 
     def emit(reason: str, message: str, warning: bool) -> None:
         post = kopf.warn if warning else kopf.info
-        for obj in (body, target_ref) if reason in ("Promoted", "GateFailed") else (body,):
+        for obj in (body, target_ref) if reason in ("Promoted", "GateFailed", "PendingApproval") else (body,):
             post(obj, reason=reason, message=message[:1000])
 
     def write_report(p: lifecycle.Progress) -> str:
@@ -319,6 +319,7 @@ def _finish(body: kopf.Body, ma: ModelAdaptation, namespace: str, attempts: list
     if target and done.applied and done.verdict is not None and done.verdict.passed:
         dm = client.get("DeployedModel", namespace, target) or {}
         current = dm.get("status") or {}
+        sync_pending_metric(namespace, target, DeployedModelStatus.model_validate(current))
         sync_serving_target(target_ref, namespace, target, dm.get("spec"), current.get("modelUri"), current.get("currentRevision"))
     return done
 
@@ -437,7 +438,11 @@ def sync_serving_target(body, namespace: str, name: str, spec, uri: str | None, 
     the two writes is mended."""
     from pioneer.kube import serving
 
-    target = ((spec or {}).get("serving") or {}).get("inferenceService")
+    serving_spec = (spec or {}).get("serving") or {}
+    if serving_spec.get("deployment") and uri:
+        _sync_deployment(body, namespace, name, spec, revision)
+        return
+    target = serving_spec.get("inferenceService")
     if not target or not uri:
         return
     try:
@@ -447,6 +452,173 @@ def sync_serving_target(body, namespace: str, name: str, spec, uri: str | None, 
         return
     if before is not None:
         kopf.info(body, reason="ServingUpdated", message=f"InferenceService {target} now serves revision {revision} ({uri})")
+
+
+def sync_pending_metric(namespace: str, name: str, status: DeployedModelStatus) -> None:
+    """The pending-approval gauge (the alert on approvals waiting too long reads it), rebuilt from status."""
+    pending = status.pending_revision
+    if pending is not None and pending.since:
+        metrics.PENDING_APPROVAL_SINCE.labels(namespace, name).set(calendar.timegm(time.strptime(pending.since, "%Y-%m-%dT%H:%M:%SZ")))
+    else:
+        try:
+            metrics.PENDING_APPROVAL_SINCE.remove(namespace, name)
+        except KeyError:
+            pass
+
+
+@kopf.on.field(GROUP, VERSION, "deployedmodels", field=["metadata", "annotations", d.APPROVE_ANNOTATION])
+def approve_revision(body: kopf.Body, namespace: str, name: str, new, **_) -> None:
+    """A person approves the candidate waiting under manual promotion (``pioneer approve NAME --namespace NS``)."""
+    if not new:
+        return
+    by = (body.get("metadata", {}).get("annotations") or {}).get(d.APPROVED_BY_ANNOTATION) or "annotation"
+    registry = DeployedModelRegistry(namespace, None)
+    try:
+        status = registry.update(name, lambda st: gate.approve(st, str(new), engine.now(), by))
+    except ValueError as exc:
+        kopf.warn(body, reason="ApprovalRefused", message=str(exc)[:1000])
+        return
+    sync_pending_metric(namespace, name, status)
+    kopf.info(body, reason="Promoted", message=f"revision {status.current_revision}: {new} approved by {by}")
+    sync_serving_target(body, namespace, name, body.get("spec"), status.model_uri, status.current_revision)
+
+
+# --------------------------------------------------------------------------- continual improvement
+
+
+FAILURES_AT_START = f"{GROUP}/failures-at-start"  # on a generated repair: the revision's judged failures when it started
+
+
+def _has_improvement(spec, **_) -> bool:
+    return bool((spec or {}).get("improvement"))
+
+
+def _repairs(namespace: str, name: str) -> list:
+    from pioneer.core.improvement import Repair
+
+    found = []
+    for item in client.list_by_label("ModelAdaptation", namespace, f"{jobs.LABEL_DEPLOYED_MODEL}={name}"):
+        meta, phase = item.get("metadata") or {}, (item.get("status") or {}).get("phase")
+        revision = (meta.get("labels") or {}).get(jobs.LABEL_REVISION)
+        seen = (meta.get("annotations") or {}).get(FAILURES_AT_START, "0")
+        created = _parse_time(meta.get("creationTimestamp")) or _parse_time(engine.now())
+        found.append(Repair(meta["name"], int(revision) if revision and revision.isdigit() else None, created, phase in TERMINAL,
+                            int(seen) if seen.isdigit() else 0))
+    return sorted(found, key=lambda r: r.created_at)
+
+
+def _parse_time(value: str | None):
+    from datetime import UTC, datetime
+
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if value else None
+
+
+def count_revision_failures(spec, model_id: str) -> int:
+    """The current revision's judged failures, counted in the template's trace store (a light COUNT; the heavy
+    triage runs in the repair's preparation Job). ``${NAME}`` in the URL comes from the operator's environment."""
+    from pioneer.traces import store as trace_store
+
+    ref = next((s.get("traces") for s in spec.improvement.template.get("data", {}).get("sources", []) if isinstance(s, dict) and s.get("traces")), None)
+    if not ref:
+        raise ValueError("improvement.template has no traces source to count failures in")
+    ref = trace_store.resolve_reference(ref)
+    if ref.startswith("s3://"):
+        raise ValueError("the trigger counts failures in a database (a SQLAlchemy URL), not in an export on S3")
+    if "://" not in ref:  # a file only under the operator's data root, as for any spec
+        root = os.environ.get("PIONEER_DATA_ROOT")
+        if not root:
+            raise ValueError(f"the trace source {ref!r} is a local file, which the operator does not read; use a database URL")
+        ref = str(Path(root) / ref)
+    engine_ = trace_store.connect(ref)
+    try:
+        return trace_store.count_failures(engine_, model_id)
+    finally:
+        engine_.dispose()
+
+
+@kopf.timer(GROUP, VERSION, "deployedmodels", interval=d.IMPROVEMENT_CHECK_SECONDS if not os.environ.get("PIONEER_IMPROVEMENT_SECONDS")
+            else float(os.environ["PIONEER_IMPROVEMENT_SECONDS"]), initial_delay=1, when=_has_improvement)
+def improve(body: kopf.Body, namespace: str, name: str, spec, status, patch: kopf.Patch, **_) -> None:
+    """Start the next repair when the trigger fires: a production ModelAdaptation from the template, owned by this
+    DeployedModel, named from (model, revision, sequence); at most one in flight."""
+    from datetime import UTC, datetime
+
+    from pioneer.api.models import DeployedModelSpec, ImprovementStatus
+    from pioneer.core.improvement import decide
+
+    current = DeployedModelStatus.model_validate(status or {})
+    sync_pending_metric(namespace, name, current)
+    previous = current.improvement or ImprovementStatus()
+    at = engine.now()
+    try:
+        dm_spec = DeployedModelSpec.model_validate(dict(spec))
+    except ValueError as exc:
+        _warn_once(body, namespace, name, exc)
+        patch.status["improvement"] = previous.model_copy(update={"waiting": f"invalid spec: {exc}"[:1000], "last_check_at": at}).dump()
+        return
+    revision = current.current_revision
+    try:
+        failures = count_revision_failures(dm_spec, f"{name}@{revision}") if revision is not None else 0
+    except Exception as exc:  # an unreachable trace store: wait and say why, once
+        _warn_once(body, namespace, name, exc)
+        patch.status["improvement"] = previous.model_copy(update={"waiting": f"{type(exc).__name__}: {exc}"[:1000], "last_check_at": at}).dump()
+        return
+    now = datetime.now(UTC).replace(microsecond=0)
+    repairs = _repairs(namespace, name)
+    interval = float(os.environ.get("PIONEER_IMPROVEMENT_SECONDS", d.IMPROVEMENT_CHECK_SECONDS))
+    decision = decide(dm_spec.improvement, name, revision, failures, repairs, now, _parse_time(previous.last_check_at), interval)
+    st = previous.model_copy(update={
+        "revision": revision, "failures_since_revision": failures, "last_check_at": at,
+        "next_check_at": decision.next_check.strftime("%Y-%m-%dT%H:%M:%SZ") if decision.next_check else None,
+        "in_flight": next((r.name for r in repairs if not r.finished), None), "waiting": None if decision.fires else decision.message})
+    if decision.fires:
+        manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelAdaptation",
+                    "metadata": {"name": decision.name, "namespace": namespace,
+                                 "labels": {jobs.LABEL_DEPLOYED_MODEL: name, jobs.LABEL_REVISION: str(revision)},
+                                 "annotations": {f"{GROUP}/trigger": decision.message[:1000], FAILURES_AT_START: str(failures)}},
+                    "spec": dm_spec.improvement.adaptation_spec(name, revision)}
+        kopf.adopt(manifest, owner=body)
+        if client.create("ModelAdaptation", namespace, manifest):
+            metrics.REPAIRS_STARTED.labels(namespace, name).inc()
+            kopf.info(body, reason="RepairStarted", message=f"{decision.name}: {decision.message}"[:1000])
+        st = st.model_copy(update={"last_trigger_at": at, "last_trigger_reason": decision.message, "last_adaptation": decision.name,
+                                   "in_flight": decision.name})
+    if st != previous:
+        patch.status["improvement"] = merge_patch(previous.dump(), st.dump())
+
+
+def _sync_deployment(body, namespace: str, name: str, spec, revision) -> None:
+    """The DeployedModel's own `pioneer serve` Deployment + Service, pinned to the revision it serves now."""
+    from pioneer.api.models import DeployedModelSpec
+    from pioneer.kube import serving
+
+    dm_spec = DeployedModelSpec.model_validate(dict(spec))
+    target = dm_spec.serving.deployment
+    status = DeployedModelRegistry(namespace, None).load(name) or DeployedModelStatus()
+    served = gate.current(status)
+    if served is None:
+        return
+    template_traces = next((s.get("traces") for s in (dm_spec.improvement.template.get("data", {}).get("sources", [])
+                                                       if dm_spec.improvement else []) if isinstance(s, dict) and s.get("traces")), None)
+    traces = target.traces or template_traces or os.environ.get("PIONEER_TRACES_URL")
+    if not traces:
+        _warn_once(body, namespace, name, ValueError("spec.serving.deployment needs a trace store: set its traces, an improvement "
+                                                     "template with a traces source, or the chart's traces.url"))
+        return
+    owner = body if body.get("metadata", {}).get("uid") else (client.get("DeployedModel", namespace, name) or body)
+    manifest = serving.deployment_manifest(name, target, dm_spec.capture, traces, served.revision, served.model_uri, served.model_sha256)
+    changed = serving.sync_deployment(namespace, owner, manifest, serving.service_manifest(name, target))
+    if changed:
+        kopf.info(owner, reason="ServingUpdated", message=f"Deployment {name} {changed}: serves revision {served.revision} "
+                  f"({served.model_uri}), {target.replicas} replica(s), rolling with maxUnavailable 0")
+
+
+@kopf.on.field(GROUP, VERSION, "deployedmodels", field="spec.serving")
+@kopf.on.field(GROUP, VERSION, "deployedmodels", field="spec.capture")
+def serving_changed(body: kopf.Body, namespace: str, name: str, spec, status, **_) -> None:
+    """A changed serving target or capture policy is applied to what serves the current revision."""
+    current = DeployedModelStatus.model_validate(status or {})
+    sync_serving_target(body, namespace, name, spec, current.model_uri, current.current_revision)
 
 
 @kopf.on.field(GROUP, VERSION, "deployedmodels", field="spec.rollbackTo")

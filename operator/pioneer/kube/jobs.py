@@ -11,6 +11,8 @@ from pioneer.api.models import ModelAdaptationSpec, TrainingAttempt
 LABEL_ADAPTATION = "pioneer.dev/adaptation"
 LABEL_ATTEMPT = "pioneer.dev/attempt"
 LABEL_PREPARATION = "pioneer.dev/preparation"
+LABEL_DEPLOYED_MODEL = "pioneer.dev/deployed-model"  # on a repair the DeployedModel generated
+LABEL_REVISION = "pioneer.dev/revision"  # ... and the revision it repairs
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 
 

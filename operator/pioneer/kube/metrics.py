@@ -22,6 +22,12 @@ ADAPTATION_DEADLINE = Gauge("pioneer_adaptation_deadline_seconds", "Seconds an a
 ADAPTATION_DONE = Gauge("pioneer_adaptation_completed", "1 when an adaptation has finished (succeeded or failed)",
                         ["namespace", "adaptation"], registry=REGISTRY)
 
+PENDING_APPROVAL_SINCE = Gauge("pioneer_pending_approval_since_seconds",
+                               "Unix time a passing candidate started waiting for an approval (manual promotion); absent when none waits",
+                               ["namespace", "deployed_model"], registry=REGISTRY)
+REPAIRS_STARTED = Counter("pioneer_repairs_started", "Repairs the continual-improvement trigger started",
+                          ["namespace", "deployed_model"], registry=REGISTRY)
+
 
 _serving: set[int] = set()
 

@@ -16,6 +16,18 @@ from pioneer.store import ArtifactStore
 CONFLICT_RETRIES = 5
 
 
+def merge_patch(before: dict, after: dict) -> dict:
+    """The JSON merge patch (RFC 7386) from ``before`` to ``after``: keys ``after`` lacks become null, so a field
+    cleared in the model (a pending revision approved) is removed from the resource, not left behind."""
+    patch = dict(after)
+    for key, value in before.items():
+        if key not in after:
+            patch[key] = None
+        elif isinstance(value, dict) and isinstance(after[key], dict):
+            patch[key] = merge_patch(value, after[key])
+    return patch
+
+
 class DeployedModelMissing(LookupError):
     pass
 
@@ -34,8 +46,9 @@ class DeployedModelRegistry:
             obj = client.get("DeployedModel", self.namespace, name)
             if obj is None:
                 raise DeployedModelMissing(f"DeployedModel {self.namespace}/{name} not found")
-            status = change(DeployedModelStatus.model_validate(obj.get("status") or {}))
-            if client.patch_status("DeployedModel", self.namespace, name, status.dump(),
+            before = obj.get("status") or {}
+            status = change(DeployedModelStatus.model_validate(before))
+            if client.patch_status("DeployedModel", self.namespace, name, merge_patch(before, status.dump()),
                                    resource_version=(obj.get("metadata") or {}).get("resourceVersion")):
                 return status
         raise RuntimeError(f"DeployedModel {self.namespace}/{name} kept changing under {CONFLICT_RETRIES} updates")

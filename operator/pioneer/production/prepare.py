@@ -121,7 +121,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     fits = ((lambda text, label: alignment_problem(text.split(" "), label.split(" "), labels) is None) if ner
             else (lambda text, label: label in labels))
 
-    db_ref = next(src.traces for src in spec.data.sources if src.traces)
+    source = next(src for src in spec.data.sources if src.traces)
+    db_ref = source.traces
     if "://" not in db_ref and base_dir is not None and not Path(db_ref).is_absolute():
         db_ref = str(base_dir / db_ref)
     try:
@@ -130,7 +131,8 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         raise DataError(str(exc)) from None
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces "
-                                    "WHERE verdict IS NOT NULL ORDER BY id")).fetchall()
+                                    "WHERE verdict IS NOT NULL" + trace_store.model_filter(source.model_id) + " ORDER BY id"),
+                            trace_store.model_params(source.model_id)).fetchall()
     failures = [{"id": r[0], "text": r[1], "prediction": r[2], "corrected": r[3]} for r in rows if r[4] == "fail" and r[3]]
     passing = [{"id": r[0], "text": r[1], "prediction": r[2]} for r in rows if r[4] == "pass" and r[2] and fits(r[1], r[2])]
     if not failures:

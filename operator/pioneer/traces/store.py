@@ -334,6 +334,26 @@ def add(engine: sa.Engine, rows: Iterable[dict[str, Any]]) -> int:
     return len(cleaned)
 
 
+def insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table):
+    """INSERT that skips rows whose primary key exists (SQLite and PostgreSQL: ON CONFLICT DO NOTHING)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"idempotent inserts need SQLite or PostgreSQL (this store is {engine.dialect.name})")
+    return insert(table).on_conflict_do_nothing()
+
+
+def add_new(engine: sa.Engine, rows: Iterable[dict[str, Any]]) -> int:
+    """Add traces whose ids are not stored yet (a redelivered event writes nothing twice); the number written."""
+    cleaned = [_clean(r) for r in rows]
+    if not cleaned:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(insert_ignoring_duplicates(engine, traces), cleaned).rowcount
+
+
 @dataclass(frozen=True)
 class Override:
     """A person's verdict on one logged trace, as recorded (the automated verdict and correction stay untouched)."""
@@ -423,6 +443,29 @@ def _filtered(f: ExportFilter):
     if f.overridden is not None:
         conds.append(t.human_verdict.is_not(None) if f.overridden else t.human_verdict.is_(None))
     return sa.select(traces).where(*conds).order_by(t.created_at, t.id)
+
+
+def model_filter(model_id: str | None) -> str:
+    """SQL (to append to a WHERE clause over effective_traces) keeping one model's traces: ``name@3`` one revision,
+    ``name@`` every revision; nothing for None. Its parameters come from :func:`model_params`."""
+    if not model_id:
+        return ""
+    return " AND model_id LIKE :model_prefix ESCAPE '!'" if model_id.endswith("@") else " AND model_id = :model_id"
+
+
+def model_params(model_id: str | None) -> dict[str, str]:
+    if not model_id:
+        return {}
+    if model_id.endswith("@"):
+        return {"model_prefix": re.sub(r"([!%_])", r"!\1", model_id) + "%"}
+    return {"model_id": model_id}
+
+
+def count_failures(engine: sa.Engine, model_id: str) -> int:
+    """Judged failures (a person's verdict wins) of one model revision: what a repair trigger counts."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT COUNT(*) FROM effective_traces WHERE verdict = 'fail'" + model_filter(model_id)),
+                                model_params(model_id)).scalar() or 0)
 
 
 def iter_traces(engine: sa.Engine, f: ExportFilter = ExportFilter(), chunk: int = 5000) -> Iterator[dict[str, Any]]:
