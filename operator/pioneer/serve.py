@@ -126,8 +126,18 @@ class ModelServer:
 
     def predict_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """Answer a batch in one forward pass and log one trace per input (one insert for the batch)."""
-        from pioneer.traces.calibration import calibrate
+        results, rows = self.answer_batch(texts)
+        self.log(rows)
+        return results
+
+    def log(self, rows: list[dict[str, Any]]) -> None:
         from pioneer.traces.store import add
+
+        add(self.traces, rows)
+
+    def answer_batch(self, texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(the answers, their trace rows) of one forward pass; the rows are not written yet."""
+        from pioneer.traces.calibration import calibrate
 
         self.refresh()
         with self._lock:
@@ -149,8 +159,7 @@ class ModelServer:
                          "created_at": at, "meta": meta})
             results.append({"prediction": answer.output, "confidence": calibrated, "raw_confidence": answer.confidence,
                             "revision": revision, "model": uri, "trace_id": trace_id})
-        add(self.traces, rows)
-        return results
+        return results, rows
 
     def feedback(self, body: dict[str, Any]) -> dict[str, Any]:
         from pioneer.traces import store
@@ -205,12 +214,20 @@ def _cache_dir(uri: str):
 
 
 class Batcher:
-    """Collects concurrent inputs for up to ``wait`` seconds (or ``max_batch`` of them) into one forward pass."""
+    """Collects concurrent inputs for up to ``wait`` seconds (or ``max_batch`` of them) into one forward pass.
+
+    A batch's traces are written by one writer thread while the next batch's forward pass runs; each request is
+    answered only once its trace is stored (a 2xx always means a logged trace)."""
 
     def __init__(self, server: ModelServer, limits: Limits):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.server, self.limits = server, limits
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="pioneer-model")
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="pioneer-traces")
+        self.pending: set[asyncio.Task] = set()
 
     async def submit(self, texts: list[str]) -> list[dict[str, Any]]:
         if self.queue is None:
@@ -220,9 +237,21 @@ class Batcher:
         await self.queue.put((texts, future))
         return await future
 
-    async def _run(self) -> None:
-        from starlette.concurrency import run_in_threadpool
+    async def _deliver(self, batch, results, rows) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.writer, self.server.log, rows)
+        except Exception as exc:  # not logged: not answered as a success either
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        start = 0
+        for ts, fut in batch:
+            if not fut.done():
+                fut.set_result(results[start:start + len(ts)])
+            start += len(ts)
 
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
@@ -234,17 +263,15 @@ class Batcher:
                     break
             texts = [t for ts, _ in batch for t in ts]
             try:
-                results = await run_in_threadpool(self.server.predict_batch, texts)
+                results, rows = await loop.run_in_executor(self.model_thread, self.server.answer_batch, texts)
             except Exception as exc:  # handed to every waiting request
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            start = 0
-            for ts, fut in batch:
-                if not fut.done():
-                    fut.set_result(results[start:start + len(ts)])
-                start += len(ts)
+            task = loop.create_task(self._deliver(batch, results, rows))  # written while the next batch is answered
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
 
 
 async def _json_body(request, limits: Limits) -> Any:

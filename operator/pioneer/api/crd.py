@@ -51,6 +51,9 @@ CRD_KINDS: dict[str, dict[str, Any]] = {
             ("Gate", "boolean", ".status.lastVerdict.passed"),
             ("Candidate", "string", ".status.lastVerdict.attempt"),
             ("Verdict", "string", ".status.lastVerdict.reason"),
+            ("Pending", "string", ".status.pendingRevision.candidate.attempt"),
+            ("Failures", "integer", ".status.improvement.failuresSinceRevision"),
+            ("Repair", "string", ".status.improvement.inFlight"),
         ],
     },
 }
