@@ -110,6 +110,18 @@ def test_search_stops_when_the_budget_is_spent():
     assert done.complete.reason == "BudgetExhausted" and done.complete.best == "t-i1-a"
 
 
+def test_a_twin_that_reused_an_identical_training_does_not_spend_the_budget():
+    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 2})).spec
+    plan = reconcile("t", spec, [], 500)
+    attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.1, 0.7, 0.6])]
+    attempts[2].status.reused_from = "t-i1-a"  # i1-b built the same bytes as i1-a: nothing was trained
+    more = reconcile("t", spec, attempts, 500)
+    assert more.complete is None and len(more.create) == 1 and more.create[0].iteration == 2
+    attempts.append(as_attempt(more.create[0], 0.8))
+    done = reconcile("t", spec, attempts, 500)
+    assert done.complete.reason == "BudgetExhausted" and "1 twin(s) that reused an identical training not counted" in done.complete.message
+
+
 def test_a_fully_failed_iteration_pivots_then_gives_up():
     attempts = [as_attempt(start().create[0], 0.1)]
     plan = type(start())(create=start().create[1:])

@@ -24,7 +24,12 @@ def test_cold_start_runs_to_completion_with_report_and_decisions(write_spec, tmp
     assert names[:3] == ["tiny-baseline", "tiny-i1-a", "tiny-i1-b"]
     assert len([n for n in names if "-i2-" in n]) == 2  # a second iteration, derived from the first
     assert state["status"]["phase"] == "Succeeded"
-    assert state["status"]["attempts"]["total"] == 4
+    # the tiny pool makes several data moves rebuild the same training set: those twins reuse an output and do not
+    # spend the budget of 4 trainings
+    twins = [a["metadata"]["name"] for a in state["attempts"] if (a.get("status") or {}).get("reusedFrom")]
+    assert state["status"]["attempts"]["total"] - len(twins) <= 4 and state["status"]["attempts"]["total"] >= 4
+    if twins:
+        assert "twin" in state["status"]["message"]
     assert state["status"]["bestScore"] >= state["status"]["baselineScore"]
     i2 = next(a for a in state["attempts"] if a["metadata"]["name"] == "tiny-i2-a")
     assert i2["spec"]["parent"].startswith("tiny-i1-") and i2["spec"]["rationale"] and i2["spec"]["evidence"]

@@ -208,7 +208,10 @@ def pending_twin(store: ArtifactStore, attempt: TrainingAttempt, siblings: Itera
         if not store.exists(key) or store.read_bytes(key) != identity or store.exists(attempt_key(twin, FAILURE)):
             continue
         if store.exists(attempt_key(twin, f"{OUTPUT}/{SUCCESS}")):
-            _reuse(store, twin, name)
+            try:
+                _reuse(store, twin, name)
+            except CorruptOutput:  # the twin's output is damaged: it is trained again, and this one waits for it
+                return twin
             return None
         return twin
     return None
@@ -296,7 +299,7 @@ def collect(store: ArtifactStore, attempt: TrainingAttempt) -> TrainingAttemptSt
             "failure_patterns": (metrics.failure_patterns or [])[:5],
             "regression_profile": metrics.regression_profile,
             "metrics_uri": store.uri(attempt_key(name, f"{OUTPUT}/metrics.json")),
-            "model_uri": store.uri(attempt_key(name, f"{OUTPUT}/model")), "message": None,
+            "model_uri": store.uri(attempt_key(name, f"{OUTPUT}/model")), "message": None, "reused_from": metrics.reused_from,
         })
     if store.exists(attempt_key(name, FAILURE)):
         try:

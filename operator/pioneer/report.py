@@ -259,8 +259,11 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
          _fmt(score(baseline)) if baseline else "–"],
         ["best", f"{_fmt(score(best))} ({best.metadata.name})" if best else "–"],
         ["target tau", tau],
-        ["attempts", f"{len(graph.trained)} trained over {graph.latest_iteration} iteration(s); "
-                     f"{sum(1 for a in graph.trained if a.status and a.status.phase == 'Failed')} failed"],
+        ["attempts", f"{len(graph.distinct_trainings)} trained over {graph.latest_iteration} iteration(s); "
+                     f"{sum(1 for a in graph.trained if a.status and a.status.phase == 'Failed')} failed"
+                     + (f"; {len(graph.trained) - len(graph.distinct_trainings)} reused an identical earlier training "
+                        f"({', '.join(f'{a.metadata.name} = {a.status.reused_from}' for a in graph.trained if a.status and a.status.reused_from)})"
+                        if len(graph.trained) > len(graph.distinct_trainings) else "")],
         ["best model", _where(store, best.status.model_uri) if best else "–"],
         *([["promoted as", f"`{_where(store, state['lifecycle']['candidate']['modelUri'])}` (content hash `{state['lifecycle']['candidate'].get('modelSha256', '')[:16]}`)"]]
           if (state.get("lifecycle") or {}).get("candidate") and (state.get("gate") or {}).get("passed") else []),

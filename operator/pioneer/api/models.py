@@ -591,6 +591,9 @@ class TrainingAttemptStatus(ApiModel):
         default=None, description="Production: what the regressions are: flipped label pairs, the parent's margin on them, how near the fixed failures they sit.")
     metrics_uri: str | None = Field(default=None, description="The trainer's metrics.json.")
     model_uri: str | None = Field(default=None, description="The trained model folder (promotion copies it to a content-addressed revision).")
+    reused_from: str | None = Field(default=None, description=(
+        "The earlier attempt whose output this one reused: it built exactly the same training data and configuration, so "
+        "nothing was trained and it does not count against search.maxAttempts."))
     retries: int = Field(default=0, description="Crashed runs retried so far.")
     started_at: str | None = Field(default=None, description="RFC 3339 time training started.")
     progress: dict[str, Any] | None = Field(default=None, description="The trainer's latest progress (phase, step of total steps, epoch, loss).")

@@ -134,15 +134,23 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
     production = spec.mode == "production"
     safe = [a for a in graph.scored if not production or _within_epsilon(a, gate.epsilon)]
     best = graph.best(safe) or graph.best()
-    n_trained = len(graph.trained)
+    # the budget counts trainings: a twin that reused an earlier attempt's output trained nothing (at most as many
+    # twins as trainings, so a planner that keeps proposing twins still ends)
+    n_trained, twins = len(graph.distinct_trainings), len(graph.trained) - len(graph.distinct_trainings)
     verdict = passes(spec, best, graph) if best is not None else None
     if verdict is not None and verdict.passed:
         return _finish(graph, True, Reason.TARGET_REACHED, verdict.reason, pending, best)
-    if n_trained >= search.max_attempts:
+    if n_trained >= search.max_attempts or twins >= search.max_attempts:
         if best is None:
             return _finish(graph, False, Reason.ALL_ATTEMPTS_FAILED, f"all {n_trained} attempts failed", pending)
-        return _finish(graph, True, Reason.BUDGET_EXHAUSTED,
-                       f"attempt budget {search.max_attempts} used; best {best.metadata.name} scored {score(best):.4f} (tau {gate.tau})", pending, best)
+        if n_trained >= search.max_attempts:
+            spent = f"attempt budget {search.max_attempts} used" + (
+                f" ({twins} twin(s) that reused an identical training not counted)" if twins else "")
+        else:
+            spent = (f"{twins} proposals rebuilt training sets already trained (twins, reusing their output) beside "
+                     f"{n_trained} distinct training(s): nothing new is left to train")
+        return _finish(graph, True, Reason.BUDGET_EXHAUSTED, f"{spent}; best {best.metadata.name} scored {score(best):.4f} "
+                       f"(tau {gate.tau})", pending, best)
 
     k = min(search.configurations_per_iteration, search.max_attempts - n_trained)
     seen = graph.keys()

@@ -55,6 +55,11 @@ class Graph:
         return [a for a in self.attempts if is_trained(a)]
 
     @property
+    def distinct_trainings(self) -> list[TrainingAttempt]:
+        """Trained attempts less the twins that reused an earlier attempt's output (the same data and configuration)."""
+        return [a for a in self.trained if not (a.status and a.status.reused_from)]
+
+    @property
     def scored(self) -> list[TrainingAttempt]:
         return [a for a in self.trained if score(a) is not None]
 
