@@ -158,3 +158,52 @@ def test_pioneer_approve_serves_the_waiting_candidate_of_a_local_deployed_model(
     assert deploy.load(store, "intents").current_revision == 2 and "serving revision 2" in capsys.readouterr().out
     assert main(["approve", "intents", "--artifacts", str(tmp_path / "artifacts")]) == 2
     assert "no candidate waits for an approval" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the embedded default
+
+
+@pytest.mark.slow
+def test_pioneer_improve_repairs_the_current_revision_once_its_failures_reach_the_trigger(tmp_path, capsys):
+    """`pioneer improve` makes the operator's decision over a local DeployedModel and runs the repair it starts."""
+    import yaml
+
+    from conftest import tiny_adaptation
+    from pioneer.data.sources import home_assistant_intents
+
+    labels = ["HassTurnOn", "HassTurnOff", "HassLightSet"]
+    v1 = tiny_adaptation("v1", gate={"tau": 0.05}, search={"maxAttempts": 1, "configurationsPerIteration": 1}, deployedModel="lights")
+    (tmp_path / "v1.yaml").write_text(yaml.safe_dump(v1))
+    assert main(["run", str(tmp_path / "v1.yaml"), "--quiet"]) == 0
+    template = tiny_adaptation("x", mode="production", data={"sources": [{"traces": "traces.db"}]}, task={"labels": list(labels)},
+                               gate={"tau": 0.05, "epsilon": 30}, search={"maxAttempts": 1, "configurationsPerIteration": 1})["spec"]
+    dm = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "DeployedModel", "metadata": {"name": "lights"},
+          "spec": {"task": {"description": "route smart-home commands", "labels": list(labels)},
+                   "improvement": {"template": template, "trigger": {"newFailures": 20, "cooldownSeconds": 0}}}}
+    (tmp_path / "dm.yaml").write_text(yaml.safe_dump(dm))
+    engine = connect(tmp_path / "traces.db")
+    rows = []
+    for i, ex in enumerate(list(home_assistant_intents(60, labels, seed=7))[-90:]):
+        wrong = labels[(labels.index(ex.label) + 1) % 3]
+        rows.append({"id": f"t{i}", "input": ex.text, "model_id": "lights@1", **(
+            {"prediction": wrong, "corrected": ex.label, "verdict": "fail"} if i % 3 == 0 else {"prediction": ex.label, "verdict": "pass"})})
+    add(engine, rows[:30])  # 10 failures: below the trigger
+    assert main(["improve", str(tmp_path / "dm.yaml"), "--quiet"]) == 0
+    assert "BelowThreshold: 10 new judged failure(s) of revision 1; waits for newFailures 20" in capsys.readouterr().out
+    add(engine, rows[30:])  # 30 failures
+    assert main(["improve", str(tmp_path / "dm.yaml"), "--quiet"]) == 0
+    assert "Failures: 30 new judged failure(s) of revision 1" in capsys.readouterr().out
+    store = open_store(str(tmp_path / "pioneer-artifacts"))
+    status = deploy.load(store, "lights")
+    assert status.current_revision == 2 and status.revisions[-1].adaptation == "lights-r1-1"
+    # revision 2 has no failures yet: the next look starts nothing
+    assert main(["improve", str(tmp_path / "dm.yaml"), "--quiet"]) == 0
+    assert "BelowThreshold: 0 new judged failure(s) of revision 2" in capsys.readouterr().out
+    assert [r["name"] for r in json_repairs(store)] == ["lights-r1-1"]
+
+
+def json_repairs(store):
+    from pioneer.runner.improve import record_key
+    from pioneer.store import read_json
+
+    return read_json(store, record_key("lights"))["repairs"]

@@ -416,6 +416,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_improve(args: argparse.Namespace) -> int:
+    """One look at a DeployedModel's improvement trigger on the embedded default; a repair it starts runs here."""
+    from pioneer.api.models import DeployedModel
+    from pioneer.api.validation import SpecError, load_resources
+    from pioneer.runner.display import Display
+    from pioneer.runner.improve import check
+    from pioneer.runner.local import LocalRunner, adaptation_store
+
+    try:
+        docs = [doc for doc in load_resources(args.spec) if isinstance(doc, DeployedModel)]
+    except SpecError as exc:
+        err.print(tagged("invalid", "red", f" {exc}"))
+        return EXIT_INVALID
+    if len(docs) != 1 or docs[0].spec.improvement is None:
+        err.print(tagged("invalid", "red", f" {args.spec}: expected one DeployedModel with spec.improvement"))
+        return EXIT_INVALID
+    base_dir = Path(args.spec).resolve().parent
+    outcome: dict = {}
+
+    def run(ma, store) -> str:
+        display = Display(quiet=args.quiet)
+        runner = LocalRunner(ma, base_dir=base_dir, store=adaptation_store(ma, base_dir), on_event=display.event)
+        try:
+            outcome["status"] = runner.run(on_tick=display.tick)
+        finally:
+            display.close()
+        _print_summary(runner.state(), quiet=args.quiet)
+        return ma.metadata.name
+
+    decision = check(docs[0], base_dir, args.artifacts, run)
+    out.print(f"{docs[0].metadata.name}: {decision.reason}: {decision.message}")
+    status = outcome.get("status")
+    return EXIT_OK if status is None or status.phase == "Succeeded" else EXIT_FAILED
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
     """Approve the candidate waiting under manual promotion: locally in deployed/<name>.json, in a cluster through the
     DeployedModel's pioneer.dev/approve annotation (the operator promotes it and updates the serving target)."""
@@ -581,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=int, required=True, help="revision number")
     p.add_argument("--artifacts", default=d.ARTIFACTS_URI)
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("improve", help="look at a DeployedModel's improvement trigger once; run the repair it starts (embedded default)")
+    p.add_argument("spec", help="a file holding the DeployedModel (with spec.improvement)")
+    p.add_argument("--artifacts", default=None, help="artifact store holding deployed/<name>.json (default: the template's artifacts.uri)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_improve)
 
     p = sub.add_parser("approve", help="serve the candidate that passed the gate and waits for an approval (gate.promotion: manual)")
     p.add_argument("name")
