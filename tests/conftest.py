@@ -18,6 +18,7 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PIONEER_RECONCILE_SECONDS", "1")  # the operator reconciles every second in tests
+os.environ.setdefault("PIONEER_IMPROVEMENT_SECONDS", "2")  # ... and looks at improvement triggers every 2 s (read at import)
 
 
 def tiny_adaptation(name: str = "tiny", **spec_overrides) -> dict:

@@ -141,13 +141,12 @@ def adaptations(api) -> list[str]:
 
 
 def test_the_loop_repairs_once_then_refuses_a_regressing_candidate_with_no_one_applying_an_adaptation(
-        cluster, parent, pg_database, monkeypatch):  # noqa: F811
+        cluster, parent, pg_database):  # noqa: F811
     import kubernetes
 
     api = cluster
     bucket, status = parent
     apps = kubernetes.client.AppsV1Api()
-    monkeypatch.setenv("PIONEER_IMPROVEMENT_SECONDS", "2")
     apply(api, "deployedmodels", deployed_model(status, bucket, pg_database))
     api.custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, "deployedmodels", "lights", {"status": status.dump()})
     kubelet = Kubelet(apps)

@@ -207,3 +207,24 @@ def json_repairs(store):
     from pioneer.store import read_json
 
     return read_json(store, record_key("lights"))["repairs"]
+
+
+def test_the_serving_deployment_carries_the_capture_policy_the_credentials_and_the_pinned_revision(monkeypatch):
+    from pioneer.api.models import Capture, ServedDeployment
+    from pioneer.kube import serving
+
+    monkeypatch.setenv("PIONEER_SERVE_IMAGE", "registry.example/serve:1")
+    target = ServedDeployment(replicas=3, port=9000, credentials_secret="lights-serve")
+    manifest = serving.deployment_manifest("lights", target, Capture(inputs=False, outputs=True), "postgresql+psycopg://db/t",
+                                           4, "s3://b/models/sha256-abc", "abc")
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example/serve:1" and manifest["spec"]["replicas"] == 3
+    assert "--no-capture-inputs" in container["args"] and "--capture-outputs" in container["args"]
+    assert container["args"][container["args"].index("--port") + 1] == "9000" and container["args"][container["args"].index("--db") + 1] == "postgresql+psycopg://db/t"
+    assert container["envFrom"] == [{"secretRef": {"name": "lights-serve"}}]
+    assert serving.served_revision(manifest) == "4" and {"name": "PIONEER_SERVE_MODEL_SHA256", "value": "abc"} in container["env"]
+    assert manifest["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert serving.service_manifest("lights", target)["spec"]["ports"][0]["port"] == 9000
+    explicit = serving.deployment_manifest("lights", ServedDeployment(image="mine:2"), Capture(), "t.db", 1, "u", None)
+    assert explicit["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:2"

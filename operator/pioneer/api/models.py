@@ -750,6 +750,10 @@ class Improvement(ApiModel):
     promotion: Literal["automatic", "manual"] = Field(default=d.PROMOTION, description=(
         "Copied into each generated adaptation's gate.promotion: manual makes a passing verdict wait for an approval."))
 
+    def traces_source(self) -> str | None:
+        """The template's trace store (where the trigger counts failures); validation makes sure there is one."""
+        return next((s["traces"] for s in self.template.get("data", {}).get("sources", []) if isinstance(s, dict) and s.get("traces")), None)
+
     def adaptation_spec(self, deployed_model: str, revision: int | None) -> dict[str, Any]:
         """The generated adaptation's spec: the template, in production mode, for this model's current revision."""
         import copy

@@ -53,6 +53,7 @@ from pioneer.trainer.base_models import ModelNotFound
 
 GROUP, VERSION = d.API_GROUP, d.API_VERSION
 RECONCILE_SECONDS = float(os.environ.get("PIONEER_RECONCILE_SECONDS", "10"))
+IMPROVEMENT_SECONDS = float(os.environ.get("PIONEER_IMPROVEMENT_SECONDS", d.IMPROVEMENT_CHECK_SECONDS))
 TERMINAL = (Phase.succeeded.value, Phase.failed.value)
 _locks: dict[tuple[str, str], threading.Lock] = {}
 
@@ -518,7 +519,7 @@ def count_revision_failures(spec, model_id: str) -> int:
     triage runs in the repair's preparation Job). ``${NAME}`` in the URL comes from the operator's environment."""
     from pioneer.traces import store as trace_store
 
-    ref = next((s.get("traces") for s in spec.improvement.template.get("data", {}).get("sources", []) if isinstance(s, dict) and s.get("traces")), None)
+    ref = spec.improvement.traces_source()
     if not ref:
         raise ValueError("improvement.template has no traces source to count failures in")
     ref = trace_store.resolve_reference(ref)
@@ -536,8 +537,7 @@ def count_revision_failures(spec, model_id: str) -> int:
         engine_.dispose()
 
 
-@kopf.timer(GROUP, VERSION, "deployedmodels", interval=d.IMPROVEMENT_CHECK_SECONDS if not os.environ.get("PIONEER_IMPROVEMENT_SECONDS")
-            else float(os.environ["PIONEER_IMPROVEMENT_SECONDS"]), initial_delay=1, when=_has_improvement)
+@kopf.timer(GROUP, VERSION, "deployedmodels", interval=IMPROVEMENT_SECONDS, initial_delay=1, when=_has_improvement)
 def improve(body: kopf.Body, namespace: str, name: str, spec, status, patch: kopf.Patch, **_) -> None:
     """Start the next repair when the trigger fires: a production ModelAdaptation from the template, owned by this
     DeployedModel, named from (model, revision, sequence); at most one in flight."""
@@ -565,8 +565,7 @@ def improve(body: kopf.Body, namespace: str, name: str, spec, status, patch: kop
         return
     now = datetime.now(UTC).replace(microsecond=0)
     repairs = _repairs(namespace, name)
-    interval = float(os.environ.get("PIONEER_IMPROVEMENT_SECONDS", d.IMPROVEMENT_CHECK_SECONDS))
-    decision = decide(dm_spec.improvement, name, revision, failures, repairs, now, _parse_time(previous.last_check_at), interval)
+    decision = decide(dm_spec.improvement, name, revision, failures, repairs, now, _parse_time(previous.last_check_at), IMPROVEMENT_SECONDS)
     st = previous.model_copy(update={
         "revision": revision, "failures_since_revision": failures, "last_check_at": at,
         "next_check_at": decision.next_check.strftime("%Y-%m-%dT%H:%M:%SZ") if decision.next_check else None,
@@ -598,9 +597,7 @@ def _sync_deployment(body, namespace: str, name: str, spec, revision) -> None:
     served = gate.current(status)
     if served is None:
         return
-    template_traces = next((s.get("traces") for s in (dm_spec.improvement.template.get("data", {}).get("sources", [])
-                                                       if dm_spec.improvement else []) if isinstance(s, dict) and s.get("traces")), None)
-    traces = target.traces or template_traces or os.environ.get("PIONEER_TRACES_URL")
+    traces = target.traces or (dm_spec.improvement.traces_source() if dm_spec.improvement else None) or os.environ.get("PIONEER_TRACES_URL")
     if not traces:
         _warn_once(body, namespace, name, ValueError("spec.serving.deployment needs a trace store: set its traces, an improvement "
                                                      "template with a traces source, or the chart's traces.url"))

@@ -38,8 +38,7 @@ def _finished(store: ArtifactStore, name: str) -> bool:
 def count_failures(dm: DeployedModel, base_dir: Path, revision: int) -> int:
     from pioneer.traces import store as trace_store
 
-    ref = next(s["traces"] for s in dm.spec.improvement.template["data"]["sources"] if isinstance(s, dict) and s.get("traces"))
-    ref = trace_store.resolve_reference(ref)
+    ref = trace_store.resolve_reference(dm.spec.improvement.traces_source())
     if "://" not in ref and not Path(ref).is_absolute():
         ref = str(base_dir / ref)
     engine = trace_store.connect(ref)
