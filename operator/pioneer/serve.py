@@ -23,7 +23,6 @@ the reason; bodies and inputs over their limits a 413.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import threading
 import time
@@ -124,12 +123,6 @@ class ModelServer:
     def ready(self) -> bool:
         return self.predictor is not None and not self.loading
 
-    def predict_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Answer a batch in one forward pass and log one trace per input (one insert for the batch)."""
-        results, rows = self.answer_batch(texts)
-        self.log(rows)
-        return results
-
     def log(self, rows: list[dict[str, Any]]) -> None:
         from pioneer.traces.store import add
 
@@ -152,11 +145,8 @@ class ModelServer:
             accuracy, n = history.get(answer.output, (None, 0))
             calibrated = calibrate(answer.confidence, accuracy, n)
             meta = {"confidence": round(answer.confidence, 5), "calibrated_confidence": round(calibrated, 5), "model_uri": uri}
-            if not self.capture.inputs:
-                meta["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-            rows.append({"id": trace_id, "input": text if self.capture.inputs else "",
-                         "prediction": answer.output if self.capture.outputs else None, "model_id": f"{self.name}@{revision}",
-                         "created_at": at, "meta": meta})
+            rows.append({"id": trace_id, **self.capture.kept(text, answer.output, meta), "model_id": f"{self.name}@{revision}",
+                         "created_at": at})
             results.append({"prediction": answer.output, "confidence": calibrated, "raw_confidence": answer.confidence,
                             "revision": revision, "model": uri, "trace_id": trace_id})
         return results, rows

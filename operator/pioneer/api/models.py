@@ -715,6 +715,14 @@ class Capture(ApiModel):
     inputs: bool = Field(default=d.CAPTURE_INPUTS, description="Store the request text (off: only its SHA-256, in meta.input_sha256).")
     outputs: bool = Field(default=d.CAPTURE_OUTPUTS, description="Store the model's answer (off: none is stored).")
 
+    def kept(self, text: str, answer: str | None, meta: dict[str, Any]) -> dict[str, Any]:
+        """The input, prediction and meta columns of a trace under this policy (an input not kept leaves its SHA-256)."""
+        import hashlib
+
+        if not self.inputs:
+            meta = {**meta, "input_sha256": hashlib.sha256(text.encode()).hexdigest()}
+        return {"input": text if self.inputs else "", "prediction": answer if self.outputs else None, "meta": meta}
+
 
 class Trigger(ApiModel):
     """When the next repair starts: enough new judged failures of the current revision, a schedule, or both (either

@@ -137,11 +137,8 @@ def trace_rows(event_id: str, request: dict, response: dict, model: str, revisio
         meta = {"logger_event_id": event_id, "revision_from": source, "collected_by": "kserve-logger"}
         if inference_service:
             meta["inference_service"] = inference_service
-        if not capture.inputs:
-            meta["input_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-        rows.append({"id": base if len(texts) == 1 else f"{base}-{i}", "input": text if capture.inputs else "",
-                     "prediction": answer if capture.outputs else None, "model_id": f"{model}@{revision}" if revision is not None else model,
-                     "created_at": at, "meta": meta})
+        rows.append({"id": base if len(texts) == 1 else f"{base}-{i}", **capture.kept(text, answer, meta),
+                     "model_id": f"{model}@{revision}" if revision is not None else model, "created_at": at})
     return rows
 
 
