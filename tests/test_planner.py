@@ -159,6 +159,21 @@ def test_the_tuning_band_may_move_to_a_larger_base_model():
     assert nxt.create[1].pipeline.hyperparameters.base_model == "mpnet"
 
 
+def test_the_tuning_band_may_move_to_another_model_family_the_spec_allows():
+    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "largerBaseModels": ["mpnet"], "backends": ["gliner2"]})).spec
+    plan = reconcile("t", spec, [], 500)
+    attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.1, 0.90, 0.85])]
+    nxt = reconcile("t", spec, attempts, 500)
+    moves = [n.modification for n in nxt.create]
+    assert moves[1:3] == ["base model minilm -> mpnet", "backend transformers -> gliner2"]
+    switched = nxt.create[2]
+    assert switched.pipeline.hyperparameters.backend == "gliner2" and "GLiNER2" in switched.rationale
+    # without search.backends the family never changes
+    plain = parse_resource(tiny_adaptation(search={"maxAttempts": 10})).spec
+    attempts = [as_attempt(n, s) for n, s in zip(reconcile("t", plain, [], 500).create, [0.1, 0.90, 0.85])]
+    assert not any("backend" in n.modification for n in reconcile("t", plain, attempts, 500).create)
+
+
 def test_regressions_from_an_unconverged_repair_train_longer_first():
     from pioneer.core import planner
 

@@ -45,13 +45,15 @@ def _load_adaptation(path: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pioneer.api.validation import SpecError, load_resources
+    from pioneer.api.validation import SpecError, deprecations, load_resources
 
     status = EXIT_OK
     for path in args.files:
         try:
             for res in load_resources(path):
                 out.print(tagged("valid", "green", f" {path}: {res.kind} {res.metadata.name}"))
+                for line in deprecations(res):
+                    err.print(tagged("deprecated", "yellow", f" {path}: {res.kind} {res.metadata.name}: {line}"))
         except SpecError as exc:
             err.print(tagged("invalid", "red", f" {exc}"))
             status = EXIT_INVALID

@@ -135,7 +135,9 @@ def materialize(adaptation: str, spec: ModelAdaptationSpec, prepared: Prepared, 
     parent_sha = None
     if production and new.iteration == 0:  # the baseline of a repair is the deployed parent itself
         parent_model = prepared.record.get("parent_model")
-        pipeline = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update={"base_model": parent_model})})
+        # scored as deployed: its own backend (a repair may retrain with another one, from the base model)
+        hp = {"base_model": parent_model, "backend": prepared.record.get("parent_backend", pipeline.hyperparameters.backend)}
+        pipeline = pipeline.model_copy(update={"hyperparameters": pipeline.hyperparameters.model_copy(update=hp)})
         parent_sha = prepared.record.get("parent_model_sha256")
     if new.iteration >= 1:
         train_key = attempt_key(new.name, "train.jsonl")

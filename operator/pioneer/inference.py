@@ -1,7 +1,8 @@
 """A saved model as a predictor, with the preprocessing it was trained and scored with.
 
 The trainer writes ``pioneer-model.json`` into every model folder it saves: the task type, the label order,
-the maximum sequence length (and, for NER, the decision threshold lies beside it in ``threshold.json``).
+the maximum sequence length and the backend that trained it (and, for NER, the decision threshold lies beside it in
+``pioneer_ner.json``).
 ``pioneer serve``, production preparation's live probes and the benchmarks read the model through
 :func:`load`, never through a default of their own, so a served answer is the answer the gate scored
 (train/serve parity).
@@ -30,6 +31,7 @@ class Preprocessing:
     task_type: str
     max_length: int
     labels: list[str] = field(default_factory=list)
+    backend: str = d.BACKEND  # transformers or gliner2: which loader reads the folder
     source: str = PREPROCESSING_FILE  # or "defaults" when the folder has no preprocessing file
 
 
@@ -43,8 +45,12 @@ def read(model_dir: str | Path) -> Preprocessing:
     saved = folder / PREPROCESSING_FILE
     if saved.is_file():
         body = json.loads(saved.read_text())
-        return Preprocessing(task_type=body["task_type"], max_length=int(body["max_length"]), labels=list(body.get("labels") or []))
+        return Preprocessing(task_type=body["task_type"], max_length=int(body["max_length"]), labels=list(body.get("labels") or []),
+                             backend=body.get("backend", d.BACKEND))
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if config.get("model_type") == "extractor":  # a GLiNER2 checkpoint: its tasks and labels are not in its config
+        raise ValueError(f"{model_dir}: a GLiNER2 model without {PREPROCESSING_FILE} (task type and labels) cannot be served; "
+                         "train or repair it with Pioneer first (backend gliner2), which writes the file")
     archs = " ".join(config.get("architectures") or [])
     task = "ner" if "TokenClassification" in archs else "classification"
     labels = [config["id2label"][k] for k in sorted(config.get("id2label") or {}, key=int)]
@@ -69,7 +75,16 @@ class Predictor:
         task = self.preprocessing.task_type
         if task not in SERVABLE:
             raise ValueError(f"{model_dir}: a {task} model cannot be served (servable: {', '.join(SERVABLE)})")
-        if task == "ner":
+        self.threshold = None
+        if self.preprocessing.backend == "gliner2":
+            from pioneer.trainer.gliner2_model import load_trained
+            from pioneer.trainer.ner import saved_threshold
+
+            self.tokenizer, self.model = None, load_trained(model_dir)
+            if task == "ner":
+                saved = saved_threshold(model_dir)
+                self.threshold = 0.5 if saved is None else saved
+        elif task == "ner":
             from pioneer.trainer.ner import load_trained
 
             self.tokenizer, self.model, self.threshold = load_trained(model_dir)
@@ -77,10 +92,11 @@ class Predictor:
             from pioneer.trainer.classification import load_trained
 
             self.tokenizer, self.model = load_trained(model_dir)
-            self.threshold = None
 
     def predict(self, texts: list[str]) -> list[Answer]:
         n = self.preprocessing.max_length
+        if self.preprocessing.backend == "gliner2":
+            return self._predict_gliner2(texts, n)
         if self.preprocessing.task_type == "ner":
             from pioneer.trainer.ner import decode, word_probabilities
 
@@ -97,8 +113,19 @@ class Predictor:
         names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         return [Answer(lab, float(p.max()), names[int(p.argsort()[-2])] if len(p) > 1 else None) for lab, p in zip(labels, probs)]
 
+    def _predict_gliner2(self, texts: list[str], n: int) -> list[Answer]:
+        labels = self.preprocessing.labels
+        if self.preprocessing.task_type == "ner":
+            from pioneer.trainer.gliner2_ner import entity_types_of, predict
+
+            return [Answer(tags, conf) for tags, conf in predict(self.model, texts, entity_types_of(labels), n, self.threshold)]
+        from pioneer.trainer.gliner2_classification import predict
+
+        chosen, probs = predict(self.model, texts, labels, n)
+        return [Answer(lab, float(p.max()), labels[int(p.argsort()[-2])] if len(p) > 1 else None) for lab, p in zip(chosen, probs)]
+
     def describe(self) -> dict[str, Any]:
-        return {"task_type": self.preprocessing.task_type, "max_length": self.preprocessing.max_length,
+        return {"task_type": self.preprocessing.task_type, "backend": self.preprocessing.backend, "max_length": self.preprocessing.max_length,
                 "labels": self.preprocessing.labels, "threshold": self.threshold, "preprocessing": self.preprocessing.source}
 
 

@@ -11,7 +11,7 @@ import re
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic.alias_generators import to_camel
 
 from pioneer import defaults as d
@@ -70,7 +70,14 @@ class AnswerFormat(str, Enum):
     code = "code"
 
 
+class Backend(str, Enum):
+    transformers = "transformers"
+    gliner2 = "gliner2"
+
+
 class NerBackend(str, Enum):
+    """The deprecated ``nerBackend`` values (``backend`` replaced them)."""
+
     token_classification = "tokenClassification"
     gliner = "gliner"
 
@@ -349,6 +356,9 @@ class Search(ApiModel):
         default_factory=list,
         description="Larger base models the planner may move to when tuning (paper §2.4: 'larger base model'), in order; e.g. [mpnet].",
     )
+    backends: list[Backend] = Field(default_factory=list, description=(
+        "Other model families the planner may move to when tuning (paper §2.4: 'a different encoder'), e.g. [gliner2] for "
+        "a transformers spec; classification and ner only."))
     seed: int = Field(default=d.SEED, ge=0, description="Seed for data sampling and training.")
 
 
@@ -364,16 +374,44 @@ class Hyperparameters(ApiModel):
     lora_rank: int = Field(default=d.LORA_RANK, ge=1, le=512, description="LoRA rank (method lora).")
     weight_decay: float = Field(default=d.WEIGHT_DECAY, ge=0, le=1, description="AdamW weight decay.")
     warmup_ratio: float = Field(default=d.WARMUP_RATIO, ge=0, le=0.5, description="Share of steps spent warming up.")
-    ner_backend: NerBackend = Field(
-        default=NerBackend.token_classification,
-        description="ner: tokenClassification (a transformers encoder with a BIO head) or gliner (the gliner package; span model).",
-    )
+    backend: Backend = Field(default=d.BACKEND, description=(
+        "classification and ner: transformers (an encoder with a sequence or BIO token-classification head) or gliner2 (the "
+        "gliner2 package, the paper's model family: a span extractor with a classification head, trained with gliner2's "
+        "own trainer; needs the 'gliner' extra). With gliner2, baseModel is a GLiNER2 checkpoint (hub id such as "
+        "fastino/gliner2-base-v1, or a folder) or an encoder (an alias such as minilm, or a folder) that a fresh span "
+        "head is built on, and maxLength counts words."))
+    task_learning_rate: float = Field(default=d.GLINER2_TASK_LEARNING_RATE, gt=0, lt=1, description=(
+        "gliner2: learning rate of the span and classification heads (learningRate is the encoder's); a head built "
+        "from config starts untrained and learns faster than the encoder."))
+    ner_backend: NerBackend | None = Field(default=None, description=(
+        "Deprecated: the earlier name of backend. tokenClassification means backend transformers; gliner (GLiNER v1) is "
+        "no longer accepted, see backend gliner2."))
     decision_threshold: float | None = Field(
         default=None, gt=0, lt=1,
         description="ner: fixed decision threshold on the entity tags' probability; unset, the trainer sweeps it on the evaluation set.",
     )
     system_prompt: str | None = Field(default=None, description="generation: system message of the chat template (a searchable hyperparameter).")
     max_new_tokens: int = Field(default=d.MAX_NEW_TOKENS, ge=1, le=4096, description="generation: most tokens generated per answer.")
+
+    _deprecated: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _deprecated_ner_backend(self) -> Hyperparameters:
+        """``nerBackend`` is read as the ``backend`` it names; GLiNER v1 is refused with the reason (README, 'GLiNER')."""
+        if self.ner_backend == NerBackend.gliner.value:
+            raise ValueError("nerBackend: 'gliner' (GLiNER v1) is not supported: gliner 0.2.x pins transformers < 5.17, and its "
+                             "fork gliner-py 0.2.27 builds a model that it cannot load back after saving; use backend: gliner2")
+        if self.ner_backend == NerBackend.token_classification.value:
+            if "backend" in self.model_fields_set and self.backend != Backend.transformers.value:
+                raise ValueError(f"nerBackend: tokenClassification (deprecated) contradicts backend: {self.backend}; set backend only")
+            # read once as the backend it names; the old field is then dropped (a derived attempt may switch backend),
+            # and what the user wrote is remembered for the deprecation report (api.validation.deprecations)
+            self.backend, self.ner_backend = Backend.transformers.value, None
+            self._deprecated = ("nerBackend",)
+        return self
+
+
+DEPRECATED_FIELDS = {"nerBackend": "hyperparameters.nerBackend is deprecated: use hyperparameters.backend (transformers or gliner2)"}
 
 
 class Resources(ApiModel):
@@ -433,9 +471,8 @@ class ModelAdaptationSpec(ApiModel):
 
     @model_validator(mode="after")
     def _supported(self) -> ModelAdaptationSpec:
-        if self.hyperparameters.ner_backend == NerBackend.gliner.value:
-            raise ValueError("hyperparameters.nerBackend: 'gliner' is not available in this build (the gliner package pins "
-                             "transformers < 5.17); use 'tokenClassification'")
+        if self.hyperparameters.backend == Backend.gliner2.value and self.task.type == TaskType.generation.value:
+            raise ValueError("hyperparameters.backend: gliner2 trains classification and ner tasks, not generation")
         if self.deployed_model is not None and not DNS1123.match(self.deployed_model):
             raise ValueError(f"deployedModel {self.deployed_model!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
         if self.data.synthesis is not None:

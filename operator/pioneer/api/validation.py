@@ -109,3 +109,30 @@ def load_resources(path: str | Path) -> list[ApiModel]:
     if not docs:
         raise SpecError(str(path), ["(file): no YAML documents"])
     return [parse_resource(doc, f"{path}#{i}" if len(docs) > 1 else str(path)) for i, doc in enumerate(docs)]
+
+
+def deprecations(resource: ApiModel) -> list[str]:
+    """'field.path: message' for each deprecated field a valid resource still uses (``pioneer validate`` prints them; the
+    operator records them as Warning Events). The resource works as it is; these say what to rename."""
+    from pydantic import BaseModel
+
+    from pioneer.api.models import DEPRECATED_FIELDS, DeployedModel, Hyperparameters
+
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Hyperparameters):
+            found.extend(f"{path}.{name}: {DEPRECATED_FIELDS[name]}" for name in node._deprecated)
+        if isinstance(node, BaseModel):
+            for name, info in type(node).model_fields.items():
+                walk(getattr(node, name), f"{path}.{info.alias or name}" if path else (info.alias or name))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(resource, "")
+    if isinstance(resource, DeployedModel) and resource.spec.improvement is not None:
+        hp = (resource.spec.improvement.template or {}).get("hyperparameters") or {}
+        if isinstance(hp, dict) and "nerBackend" in hp:
+            found.append(f"spec.improvement.template.hyperparameters.nerBackend: {DEPRECATED_FIELDS['nerBackend']}")
+    return found

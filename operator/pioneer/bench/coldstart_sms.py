@@ -37,7 +37,7 @@ spec:
         labelField: Label
     evaluation: {{size: 400}}
     curation: {{maxTrainExamples: 2000}}
-  hyperparameters: {{learningRate: 1.0e-4, epochs: 2, maxLength: 64, batchSize: 16}}
+  hyperparameters: {{backend: {backend}, learningRate: 1.0e-4, epochs: 2, maxLength: 64, batchSize: 16{backend_extra}}}
   gate: {{tau: 0.99}}
   search: {{maxAttempts: {max_attempts}, parallelism: 2, configurationsPerIteration: 2, seed: {seed}}}
   artifacts: {{uri: {artifacts}}}
@@ -56,11 +56,11 @@ def load_split(path: Path, seed: int) -> tuple[list[dict], list[dict]]:
 
 
 def test_f1(model_dir: str, test: list[dict]) -> dict:
-    from pioneer.trainer.classification import load_trained, predict
+    """Spam F1 on the test split, answered as the model is served (its own backend and saved preprocessing)."""
+    from pioneer import inference
     from pioneer.trainer.metrics import classification_metrics
 
-    tokenizer, model = load_trained(model_dir)
-    preds, _ = predict(model, tokenizer, [r["SMS"] for r in test], max_length=128)
+    preds = [a.output for a in inference.load(model_dir).predict([r["SMS"] for r in test])]
     m = classification_metrics([r["Label"] for r in test], preds, ["ham", "spam"], "f1", "spam")
     return {"f1": m["score"], "accuracy": m["accuracy"], "spam": m["per_label"]["spam"], "confusion_matrix": m["confusion_matrix"]}
 
@@ -82,10 +82,12 @@ def run(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows({"Label": r["Label"], "SMS": r["SMS"]} for r in train)
     spec_text = SPEC.format(train=json.dumps(str(train_file)), artifacts=json.dumps(str(work / "artifacts")),
-                            max_attempts=args.max_attempts, seed=args.seed)
+                            max_attempts=args.max_attempts, seed=args.seed, backend=args.backend,
+                            backend_extra=", taskLearningRate: 3.0e-3" if args.backend == "gliner2" else "")
     runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-sms",
+        "backend": args.backend,
         "data": str(data),
         "split": {"seed": args.seed, "train": len(train), "test": len(test), "test_spam": sum(r["Label"] == "spam" for r in test)},
         "baseline_score": None,
@@ -102,5 +104,5 @@ def run(args: argparse.Namespace) -> int:
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("baseline_score", "best_score", "attempts", "iterations", "wall_seconds", "cpu_seconds")}))
+    print(json.dumps({k: result[k] for k in ("backend", "baseline_score", "best_score", "attempts", "iterations", "wall_seconds", "cpu_seconds")}))
     return 0 if result["best_score"] is not None else 1

@@ -28,7 +28,7 @@ CHANGEABLE = {
     "data": ("maxExamples", "hardNegativeShare", "maxLabelRatio", "lengthMatching", "nearDuplicateSimilarity",
              "augmentPerPattern", "replayShare", "entityMaxRepeats"),
     "hyperparameters": ("baseModel", "method", "learningRate", "epochs", "batchSize", "maxLength", "loraRank",
-                        "weightDecay", "warmupRatio", "decisionThreshold"),
+                        "weightDecay", "warmupRatio", "decisionThreshold", "backend", "taskLearningRate"),
     "strategy": ("supervision", "distillation", "distillationTemperature", "confidenceReplay", "interpolation"),
 }
 SECTIONS = {"data": DataRecipe, "hyperparameters": Hyperparameters, "strategy": Strategy}
@@ -97,6 +97,7 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
         raise ValueError(f"the tool input has no 'attempts' list: {json.dumps(tool_input, default=str)[:200]}")
     parent = request.parent.spec.pipeline
     allowed_models = {parent.hyperparameters.base_model, request.spec.hyperparameters.base_model, *request.spec.search.larger_base_models}
+    allowed_backends = {parent.hyperparameters.backend, request.spec.hyperparameters.backend, *request.spec.search.backends}
     seen = request.graph.keys()
     accepted, refused = [], []
     for n, item in enumerate(tool_input["attempts"]):
@@ -109,7 +110,7 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
         modification = str(item.get("modification") or "").strip()[:MAX_TEXT["modification"]] or "change proposed by the planner"
         rationale = str(item.get("rationale") or "").strip()[:MAX_TEXT["rationale"]]
         changes = item.get("changes")
-        why = _refusal(changes, allowed_models) or _preservation_refusal(changes, request.spec)
+        why = _refusal(changes, allowed_models, allowed_backends) or _preservation_refusal(changes, request.spec, parent)
         pipeline = None
         if why is None:
             merged = parent.model_dump(by_alias=True, mode="json")
@@ -136,15 +137,17 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
 PRESERVATION_FIELDS = ("distillation", "distillationTemperature", "confidenceReplay", "interpolation")
 
 
-def _preservation_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec) -> str | None:
-    """The preservation objectives need a deployed parent and a classifier head: production repairs of classifiers only."""
+def _preservation_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec, parent: Pipeline) -> str | None:
+    """The preservation objectives need a deployed parent and a transformers classifier head: production repairs of
+    transformers classifiers only."""
     asked = sorted(set(changes.get("strategy") or {}) & set(PRESERVATION_FIELDS))
-    if asked and (spec.mode != "production" or spec.task.type != "classification"):
-        return f"strategy {asked}: preservation objectives apply to production repairs of classifiers only"
+    backend = (changes.get("hyperparameters") or {}).get("backend", parent.hyperparameters.backend)
+    if asked and (spec.mode != "production" or spec.task.type != "classification" or backend != "transformers"):
+        return f"strategy {asked}: preservation objectives apply to production repairs of transformers classifiers only"
     return None
 
 
-def _refusal(changes: Any, allowed_models: set[str]) -> str | None:
+def _refusal(changes: Any, allowed_models: set[str], allowed_backends: set[str]) -> str | None:
     if not isinstance(changes, dict) or not changes:
         return "no changes given"
     for section, values in changes.items():
@@ -158,6 +161,9 @@ def _refusal(changes: Any, allowed_models: set[str]) -> str | None:
     model = (changes.get("hyperparameters") or {}).get("baseModel")
     if model is not None and model not in allowed_models:
         return f"hyperparameters.baseModel {str(model)[:80]!r} is neither the spec's base model nor one of search.largerBaseModels"
+    backend = (changes.get("hyperparameters") or {}).get("backend")
+    if backend is not None and backend not in allowed_backends:
+        return f"hyperparameters.backend {str(backend)[:40]!r} is neither the spec's backend nor one of search.backends"
     return None
 
 
@@ -181,6 +187,7 @@ def context(request: Request, extra: dict[str, Any] | None = None) -> dict[str, 
         "gate": {"tau": spec.gate.tau, "epsilon": spec.gate.epsilon},
         "budget": {"maxAttempts": spec.search.max_attempts, "trained": len(request.graph.distinct_trainings), "proposeNow": request.k},
         "largerBaseModels": spec.search.larger_base_models,
+        "backends": spec.search.backends,
         "parent": request.parent.metadata.name,
         "attempts": attempts,
         "parentFailurePatterns": (st.failure_patterns or [])[:10] if st else [],

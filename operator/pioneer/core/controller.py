@@ -186,9 +186,10 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
         parent, uct_values = graph.select(latest)
         prefix = f"Selected {parent.metadata.name} (UCT {uct_values.get(parent.metadata.name)})."
 
-    props = planner.proposals(parent, pool_size, spec.search.larger_base_models)
+    props = planner.proposals(parent, pool_size, spec.search.larger_base_models, spec.search.backends)
     if production and not _within_epsilon(parent, gate.epsilon):
-        props = planner.after_regressions(parent, gate.epsilon, spec.task.type == "classification") + props
+        objectives = spec.task.type == "classification" and parent.spec.pipeline.hyperparameters.backend == "transformers"
+        props = planner.after_regressions(parent, gate.epsilon, objectives) + props
     stagnated = prev_best is not None and score(cur_best) <= score(prev_best) + 1e-9
     if stagnated or rollback:
         props = _fusion_candidates(graph) + props

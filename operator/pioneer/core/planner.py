@@ -149,7 +149,12 @@ def _larger_model(h: Hyperparameters, larger: list[str]) -> str | None:
     return larger[0] if larger else None
 
 
-def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] | None = None) -> list[Proposal]:
+def _other_backend(h: Hyperparameters, backends: list[str]) -> str | None:
+    return next((b for b in backends if b != h.backend), None)
+
+
+def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] | None = None,
+              backends: list[str] | None = None) -> list[Proposal]:
     """Candidate children of ``parent``, most promising first, by the score band of the parent."""
     score = parent.status.score
     p = parent.spec.pipeline
@@ -184,11 +189,18 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
         higher_lr = _with(p, hp={"learning_rate": min(h.learning_rate * 2, LR_CEILING[h.method])})
         lower_lr = _with(p, hp={"learning_rate": h.learning_rate / 2})
         switch = _with(p, hp=_switch_method(h))
+        capacity = []  # "larger or different encoder" moves (paper §2.4)
         bigger = _larger_model(h, larger_models or [])
         if bigger:
-            grow = Proposal(_with(p, hp={"base_model": bigger, "learning_rate": min(h.learning_rate, 5e-5) if h.method == "full" else h.learning_rate}),
-                            f"base model {h.base_model} -> {bigger}",
-                            f"Score {score:.3f} in the tuning band with the data held fixed; a larger base model has more capacity for the remaining confusions {_fmt(patterns)}.", ev)
+            capacity.append(Proposal(_with(p, hp={"base_model": bigger, "learning_rate": min(h.learning_rate, 5e-5) if h.method == "full" else h.learning_rate}),
+                                     f"base model {h.base_model} -> {bigger}",
+                                     f"Score {score:.3f} in the tuning band with the data held fixed; a larger base model has more capacity for the remaining confusions {_fmt(patterns)}.", ev))
+        other = None if generation else _other_backend(h, backends or [])
+        if other:
+            family = {"gliner2": "GLiNER2's span extractor (the paper's model family)", "transformers": "a transformers task head"}[other]
+            capacity.append(Proposal(_with(p, hp={"backend": other}), f"backend {h.backend} -> {other}",
+                                     f"Score {score:.3f} in the tuning band with the data held fixed; a different model family, {family}, "
+                                     f"may separate the remaining confusions {_fmt(patterns)}.", ev))
         if underfit:
             why = f"training loss {loss} is still high: the model underfits"
             out += [
@@ -196,8 +208,7 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
                 Proposal(higher_lr, f"learning rate {h.learning_rate:g} -> {higher_lr.hyperparameters.learning_rate:g}", f"Score {score:.3f} in the tuning band; {why}, so step faster.", ev),
                 Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; try the other training method on the same data.", ev),
             ]
-            if bigger:
-                out.insert(1, grow)
+            out[1:1] = capacity
         else:
             why = f"training loss {loss} is near zero while the held-out score lags: the model overfits"
             out += [
@@ -206,8 +217,7 @@ def proposals(parent: TrainingAttempt, pool_size: int, larger_models: list[str] 
                          f"epochs {h.epochs:g} -> {max(1, h.epochs - 1):g}, more weight decay", f"Score {score:.3f} in the tuning band; {why}.", ev),
                 Proposal(switch, f"method {h.method} -> {switch.hyperparameters.method}", f"Score {score:.3f} in the tuning band; LoRA/full contrast regularises differently.", ev),
             ]
-            if bigger:
-                out.insert(1, grow)
+            out[1:1] = capacity
     else:
         if patterns:
             per = d.SURGICAL_EXAMPLES_PER_PATTERN
@@ -288,7 +298,7 @@ OBJECTIVE_WORDS = {
 
 def after_regressions(parent: TrainingAttempt, epsilon: int, classification: bool = True) -> list[Proposal]:
     """The parent fixed failures but broke previously passing behaviour: preserve what the deployed model knew. With a
-    classifier, add the preservation objective the regressions' profile points to (:func:`preservation_order`), one at a
+    transformers classifier (``classification``), add the preservation objective the regressions' profile points to (:func:`preservation_order`), one at a
     time on top of those already on; with all on, or another task, a lower learning rate, fewer epochs and more replay."""
     p = parent.spec.pipeline
     st = parent.status

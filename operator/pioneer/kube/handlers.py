@@ -36,7 +36,7 @@ from pioneer.api.models import (
     TrainingAttempt,
     TrainingAttemptStatus,
 )
-from pioneer.api.validation import SpecError, parse_resource
+from pioneer.api.validation import SpecError, deprecations, parse_resource
 from pioneer.conditions import set_condition
 from pioneer.core import gate, lifecycle
 from pioneer.core.controller import reconcile
@@ -162,6 +162,8 @@ def _reconcile_adaptation(body: kopf.Body, namespace: str, name: str, patch: kop
     store = adaptation_store(ma, None)
     registry = DeployedModelRegistry(namespace, open_store(ma.spec.artifacts.uri))
     if previous.phase is None:
+        for line in deprecations(ma):
+            kopf.warn(body, reason="DeprecatedField", message=line)
         kopf.info(body, reason="Preparing", message="building the frozen evaluation set")
     if ma.spec.mode == "production" and not store.exists(engine.EVAL_MANIFEST):
         _await_preparation(body, ma, namespace, store, registry, previous, generation, patch)

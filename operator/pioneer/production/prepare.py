@@ -18,6 +18,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from pioneer import defaults as d
 from pioneer.api.models import DeployedModelStatus, ModelAdaptationSpec
 from pioneer.core import gate
 from pioneer.data.bio import alignment_problem
@@ -47,6 +48,17 @@ from pioneer.traces import store as trace_store
 def _read_uri_rows(uri: str) -> list[dict]:
     store, key = split_uri(uri)
     return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line.strip()]
+
+
+def parent_preprocessing(model_uri: str) -> dict:
+    """The parent's saved preprocessing (``pioneer-model.json``: task type, labels, backend), or {} for a folder without it."""
+    from pioneer.inference import PREPROCESSING_FILE
+
+    store, key = split_uri(model_uri.rstrip("/") + "/" + PREPROCESSING_FILE)
+    try:
+        return json.loads(store.read_bytes(key))
+    except (OSError, ValueError):
+        return {}
 
 
 def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
@@ -115,9 +127,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         raise DataError(f"DeployedModel {spec.deployed_model!r} has no current revision ({where})")
     ner = spec.task.type == "ner"
     disagreements: list[dict] | None = None
-    labels = parent_labels(current.model_uri, spec.task.labels)
-    if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
-        labels = list(dict.fromkeys(t[2:] for t in labels if t[:2] in ("B-", "I-")))
+    saved = parent_preprocessing(current.model_uri)
+    parent_backend = saved.get("backend", d.BACKEND)
+    if parent_backend == "gliner2":  # a span extractor has no label head: its labels are the saved task labels (entity types)
+        labels = list(saved.get("labels") or spec.task.labels or [])
+    else:
+        labels = parent_labels(current.model_uri, spec.task.labels)
+        if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
+            labels = list(dict.fromkeys(t[2:] for t in labels if t[:2] in ("B-", "I-")))
     fits = ((lambda text, label: alignment_problem(text.split(" "), label.split(" "), labels) is None) if ner
             else (lambda text, label: label in labels))
 
@@ -188,7 +205,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     digest = sha256(eval_bytes)
     record = {
         "mode": "production", "deployed_model": spec.deployed_model, "parent_revision": current.revision,
-        "parent_model": current.model_uri, "parent_model_sha256": current.model_sha256, "labels": labels, "traces": len(rows), "failing": len(failures),
+        "parent_model": current.model_uri, "parent_model_sha256": current.model_sha256, "parent_backend": parent_backend, "labels": labels, "traces": len(rows), "failing": len(failures),
         "passing": len(passing) + len(tri.screened), "passing_screened": len(tri.screened),
         "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),

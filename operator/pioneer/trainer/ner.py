@@ -179,10 +179,6 @@ def validate_row(row: dict[str, Any], entity_types: list[str]) -> str | None:
     return alignment_problem(*words_and_tags(row["text"], row["label"]), entity_types)
 
 
-class BackendUnavailable(RuntimeError):
-    pass
-
-
 @dataclass
 class TrainedTagger:
     """A trained tagger and its decision threshold (set when ``evaluate_attempt`` sweeps it)."""
@@ -196,11 +192,6 @@ class TrainedTagger:
 
 def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=None, eval_rows=None):
     hp = spec.pipeline.hyperparameters
-    if hp.ner_backend == "gliner":
-        # gliner 0.2.x pins transformers < 5.17 and no registry ships pretrained GLiNER weights (MODELS.md):
-        # it cannot share this environment, so the attempt fails with the reason instead of pretending
-        raise BackendUnavailable("nerBackend gliner is not available in this build (the gliner package needs transformers<5.17 "
-                                 "and pretrained GLiNER weights from the hub); use nerBackend tokenClassification")
     tokenizer, model, facts = train([r["text"] for r in rows], [r["label"] for r in rows], spec.labels, hp,
                                     spec.pipeline.data.seed, workdir, on_progress=on_progress)
     threshold = hp.decision_threshold

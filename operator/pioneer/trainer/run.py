@@ -46,18 +46,21 @@ class AttemptFailed(RuntimeError):
     pass
 
 
-TASK_MODULES = {"classification": "pioneer.trainer.classification", "ner": "pioneer.trainer.ner",
-                "generation": "pioneer.trainer.generation"}
+TASK_MODULES = {("classification", "transformers"): "pioneer.trainer.classification", ("ner", "transformers"): "pioneer.trainer.ner",
+                ("generation", "transformers"): "pioneer.trainer.generation",
+                ("classification", "gliner2"): "pioneer.trainer.gliner2_classification", ("ner", "gliner2"): "pioneer.trainer.gliner2_ner"}
 
 
-def task_module(task_type: str):
-    """The module that trains and scores a task family.
+def task_module(task_type: str, backend: str = "transformers"):
+    """The module that trains and scores a task family with a backend.
 
     Each has the same functions: validate_row, train_attempt, evaluate_attempt, predict_rows, agrees, save.
     """
     import importlib
 
-    return importlib.import_module(TASK_MODULES[task_type])
+    if (task_type, backend) not in TASK_MODULES:
+        raise AttemptFailed(f"backend {backend} does not train {task_type} tasks")
+    return importlib.import_module(TASK_MODULES[(task_type, backend)])
 
 
 def _rows(data: bytes, where: str, labels: list[str], check) -> list[dict[str, Any]]:
@@ -84,7 +87,7 @@ def _read(uri: str) -> bytes:
 
 def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) -> dict[str, Any]:
     """Train and evaluate one attempt; write its artifacts to ``store`` (rooted at the attempt's folder)."""
-    backend = task_module(spec.task.type)
+    backend = task_module(spec.task.type, spec.pipeline.hyperparameters.backend)
 
     def progress(state: dict[str, Any]) -> None:
         write_json(store, PROGRESS, {**state, "time": time.time()})
@@ -106,8 +109,8 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
     cross_rows = rows_of(spec.inputs.cross_checkpoint_uri)
 
     if spec.pipeline.strategy.preserving() and not hasattr(backend, "profile_regressions"):
-        raise AttemptFailed(f"strategy {spec.pipeline.strategy.preserving()} is implemented for classification repairs only, "
-                            f"not {spec.task.type}")
+        raise AttemptFailed(f"strategy {spec.pipeline.strategy.preserving()} is implemented for classification repairs with the "
+                            f"transformers backend only, not {spec.task.type} with {spec.pipeline.hyperparameters.backend}")
     trained, facts = backend.train_attempt(train_rows, spec, workdir, on_progress=progress, eval_rows=eval_rows)
     progress({"phase": "evaluating"})
     # verify again right before scoring: the set must be the frozen one at evaluation time
@@ -131,7 +134,8 @@ def run_attempt(spec: TrainingAttemptSpec, store: ArtifactStore, workdir: Path) 
     backend.save(trained, out / "model")
     # the preprocessing the model was trained and scored with travels with it: serving reads it, never a default
     inference.write(out / "model", inference.Preprocessing(task_type=spec.task.type, labels=list(spec.labels),
-                                                           max_length=spec.pipeline.hyperparameters.max_length))
+                                                           max_length=spec.pipeline.hyperparameters.max_length,
+                                                           backend=spec.pipeline.hyperparameters.backend))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with open(out / "predictions.jsonl", "w") as fh:
         for row in predictions:
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("PIONEER_THREADS", "0")),
                         help="CPU threads for torch (0 = torch's default)")
     args = parser.parse_args(argv)
+    # progress goes to progress.json; tqdm reads this when it is first imported (gliner2's trainer draws bars with it)
+    os.environ.setdefault("TQDM_DISABLE", "1")
     ownership.die_with_parent()  # a trainer never outlives the local runner that started it
     if args.threads > 0:
         import torch

@@ -1,0 +1,252 @@
+"""GLiNER2 (``hyperparameters.backend: gliner2``): the span extractor of the paper's model family as a backend for NER and
+classification. Tiny models are built from config on the offline MiniLM and trained a few steps with gliner2's own trainer;
+they are saved, read back with ``from_pretrained``, served, and repaired in production mode under the gate."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from pioneer.api.validation import SpecError, deprecations, parse_resource
+from pioneer.trainer.gliner2_ner import mentions, tags_from_spans
+from test_ner import CITIES, PEOPLE, sentence
+
+pytest.importorskip("gliner2.training", reason="the 'gliner' extra (gliner2[train]) is not installed")
+
+
+def adaptation(**hp) -> dict:
+    return {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "x"},
+            "spec": {"task": {"description": "find people", "type": "ner"}, "data": {"sources": [{"path": "d.conll"}]},
+                     "hyperparameters": hp}}
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_backend_replaces_ner_backend_which_still_reads_and_is_reported_as_deprecated():
+    old = parse_resource(adaptation(nerBackend="tokenClassification"))
+    assert old.spec.hyperparameters.backend == "transformers"
+    assert deprecations(old) == ["spec.hyperparameters.nerBackend: hyperparameters.nerBackend is deprecated: use hyperparameters.backend "
+                                 "(transformers or gliner2)"]
+    assert deprecations(parse_resource(adaptation(backend="gliner2"))) == []
+    # read once: a derived attempt that switches backend does not carry the old field into a contradiction
+    hp = old.spec.hyperparameters
+    assert hp.ner_backend is None and type(hp).model_validate(hp.model_copy(update={"backend": "gliner2"}).model_dump()).backend == "gliner2"
+    with pytest.raises(SpecError, match="nerBackend: tokenClassification .deprecated. contradicts backend: gliner2"):
+        parse_resource(adaptation(nerBackend="tokenClassification", backend="gliner2"))
+
+
+def test_gliner_v1_is_refused_with_the_measured_reason_and_gliner2_is_not_a_generation_backend():
+    with pytest.raises(SpecError, match="gliner-py 0.2.27 builds a model that it cannot load back"):
+        parse_resource(adaptation(nerBackend="gliner"))
+    doc = adaptation(backend="gliner2")
+    doc["spec"]["task"]["type"] = "generation"
+    with pytest.raises(SpecError, match="gliner2 trains classification and ner tasks, not generation"):
+        parse_resource(doc)
+
+
+def test_pioneer_validate_prints_the_deprecation(tmp_path, capsys):
+    import yaml
+
+    from pioneer.cli import main
+
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(adaptation(nerBackend="tokenClassification")))
+    assert main(["validate", str(path)]) == 0
+    assert "deprecated" in capsys.readouterr().err
+
+
+def test_without_the_extra_a_gliner2_attempt_fails_naming_it(monkeypatch):
+    import builtins
+
+    from pioneer.trainer import gliner2_model
+
+    real = builtins.__import__
+
+    def no_gliner2(name, *args, **kwargs):
+        if name.startswith("gliner2"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gliner2)
+    with pytest.raises(gliner2_model.Gliner2Unavailable, match=r"pip install 'pioneer\[gliner\]'"):
+        gliner2_model.require()
+
+
+def test_a_gliner2_folder_without_its_task_metadata_is_refused_for_serving_not_misread(tmp_path):
+    from pioneer import inference
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "extractor", "architecture": "span"}))
+    with pytest.raises(ValueError, match="GLiNER2 model without pioneer-model.json"):
+        inference.read(tmp_path)
+
+
+# --------------------------------------------------------------------------- BIO <-> spans
+
+
+def test_bio_tags_become_gliner2_mentions_with_every_type_listed():
+    assert mentions("Anna Berg met Tom in Oslo", "B-PER I-PER O B-PER O B-LOC", ["PER", "LOC", "ORG"]) == {
+        "PER": ["Anna Berg", "Tom"], "LOC": ["Oslo"], "ORG": []}
+    assert mentions("Oslo Oslo", "B-LOC B-LOC", ["LOC"]) == {"LOC": ["Oslo", "Oslo"]}  # adjacent entities stay apart
+
+
+def test_spans_become_word_tags_at_the_threshold_and_overlaps_go_to_the_more_confident():
+    text = "Anna Berg visited Paris today"
+    spans = [(0, 9, "PER", 0.9), (0, 4, "LOC", 0.4), (18, 23, "LOC", 0.6), (18, 23, "PER", 0.2)]
+    assert tags_from_spans(text, spans, 0.5) == (["B-PER", "I-PER", "O", "B-LOC", "O"], pytest.approx(0.6))
+    # at 0.7 Paris is left out: the answer's confidence is the least certain decision (1 - 0.6)
+    assert tags_from_spans(text, spans, 0.7) == (["B-PER", "I-PER", "O", "O", "O"], pytest.approx(0.4))
+    assert tags_from_spans(text, [], 0.5) == (["O"] * 5, 1.0)
+
+
+# --------------------------------------------------------------------------- tiny real models
+
+
+def _names_conll(path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        ex = sentence(rng.choice(PEOPLE) if i % 4 else None, rng.choice(CITIES) if i % 3 else None)
+        lines += [f"{w} {t}" for w, t in zip(ex.text.split(" ") + [str(i)], ex.label.split(" ") + ["O"])] + [""]
+    path.write_text("\n".join(lines))
+
+
+GLINER2_HP = {"backend": "gliner2", "learningRate": 1e-4, "taskLearningRate": 3e-3, "batchSize": 8, "maxLength": 24}
+
+
+def _served(python, tmp_path, artifacts, name, texts):
+    import httpx
+
+    from conftest import start_server
+
+    proc, url = start_server(python, tmp_path, artifacts, name)
+    try:
+        return [httpx.post(f"{url}/predict", json={"input": t}, timeout=60).json() for t in texts]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.mark.slow
+def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_spec, tmp_path, python):
+    from gliner2.auto import AutoExtractor
+
+    from pioneer import inference
+    from pioneer.cli import main
+
+    _names_conll(tmp_path / "names.conll", 160, 1)
+    doc = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "names"},
+           "spec": {"task": {"description": "find people and places", "type": "ner"},
+                    "data": {"sources": [{"path": "names.conll"}], "evaluation": {"size": 30}},
+                    "hyperparameters": {**GLINER2_HP, "epochs": 8},
+                    "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
+                    "gate": {"tau": 0.05}, "deployedModel": "names", "artifacts": {"uri": str(tmp_path / "art")}}}
+    assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
+    attempt = tmp_path / "art" / "names" / "attempts" / "names-i1-a"
+    metrics = json.loads((attempt / "output" / "metrics.json").read_text())
+    training = metrics["training"]
+    assert training["backend"] == "gliner2" and training["initialised"] == "built from config on minilm"
+    assert training["trainer"] == "gliner2.training.ExtractorTrainer" and training["steps"] > 0
+    assert metrics["metric"] == "entityF1" and metrics["score"] > 0.8
+    assert {"false_positives", "false_negatives", "per_label"} <= set(metrics)
+    chosen = next(c for c in metrics["threshold_curve"] if c["threshold"] == metrics["threshold"])
+    assert chosen["f1"] == max(c["f1"] for c in metrics["threshold_curve"])  # the sweep keeps the best threshold
+    model_dir = attempt / "output" / "model"
+    assert type(AutoExtractor.from_pretrained(str(model_dir))).__name__ == "SpanExtractor"
+    saved = json.loads((model_dir / "pioneer-model.json").read_text())
+    assert saved["backend"] == "gliner2" and json.loads((model_dir / "pioneer_ner.json").read_text())["threshold"] == metrics["threshold"]
+    assert inference.load(model_dir).threshold == metrics["threshold"]
+
+    scored = [json.loads(x) for x in (attempt / "output" / "predictions.jsonl").read_text().splitlines()]
+    served = _served(python, tmp_path, tmp_path / "art", "names", [r["text"] for r in scored])
+    assert [s["prediction"] for s in served] == [r["prediction"] for r in scored]  # train/serve parity
+    assert all(0 < s["confidence"] <= 1 and s["revision"] == 1 for s in served)
+
+
+@pytest.mark.slow
+def test_a_gliner2_classifier_trains_with_lora_through_its_classification_head(write_spec, tmp_path, python):
+    from pioneer.cli import main
+
+    rng = random.Random(0)
+    spam = ["WIN a free prize now", "Claim your cash reward", "Free entry to win a car", "URGENT you won a holiday"]
+    ham = ["see you at lunch", "running late, sorry", "can you call mum", "dinner at eight?"]
+    rows = [{"text": f"{rng.choice(spam)} {i}", "label": "spam"} if i % 2 else {"text": f"{rng.choice(ham)} {i}", "label": "ham"}
+            for i in range(120)]
+    (tmp_path / "sms.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "sms"},
+           "spec": {"task": {"description": "flag spam", "type": "classification", "labels": ["ham", "spam"], "metric": "f1",
+                             "positiveLabel": "spam"},
+                    "data": {"sources": [{"path": "sms.jsonl"}], "evaluation": {"size": 30}},
+                    "hyperparameters": {**GLINER2_HP, "method": "lora", "loraRank": 8, "learningRate": 5e-4, "epochs": 3},
+                    "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
+                    "gate": {"tau": 0.05}, "deployedModel": "sms", "artifacts": {"uri": str(tmp_path / "art")}}}
+    assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
+    attempt = tmp_path / "art" / "sms" / "attempts" / "sms-i1-a"
+    metrics = json.loads((attempt / "output" / "metrics.json").read_text())
+    assert metrics["training"]["backend"] == "gliner2" and metrics["training"]["method"] == "lora"
+    assert metrics["score"] > 0.9 and "confusion_matrix" in metrics
+    # LoRA is merged before saving: the folder is a plain GLiNER2 checkpoint with no adapter files
+    model_dir = attempt / "output" / "model"
+    assert not list(model_dir.glob("adapter_*")) and (model_dir / "model.safetensors").is_file()
+    scored = [json.loads(x) for x in (attempt / "output" / "predictions.jsonl").read_text().splitlines()]
+    served = _served(python, tmp_path, tmp_path / "art", "sms", [r["text"] for r in scored])
+    assert [s["prediction"] for s in served] == [r["prediction"] for r in scored]
+    assert [round(s["confidence"], 4) for s in served] == [round(r["confidence"], 4) for r in scored]
+
+
+@pytest.mark.slow
+def test_a_deployed_gliner2_tagger_is_repaired_from_its_judged_traces_under_the_gate(tmp_path, write_spec):
+    from pioneer import deploy, inference
+    from pioneer.cli import main
+    from pioneer.store import LocalStore
+    from pioneer.traces.store import add, connect
+
+    _names_conll(tmp_path / "v1.conll", 80, 3)
+    task = {"description": "find people and places", "type": "ner"}
+    v1 = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "v1"},
+          "spec": {"task": task, "data": {"sources": [{"path": "v1.conll"}], "evaluation": {"size": 12}},
+                   "hyperparameters": {**GLINER2_HP, "epochs": 2},  # an undertrained tagger: it confuses people and places
+                   "gate": {"tau": 0.01}, "search": {"maxAttempts": 1, "configurationsPerIteration": 1}, "deployedModel": "tagger"}}
+    assert main(["run", str(write_spec(v1, "v1.yaml")), "--quiet"]) == 0
+    registry = LocalStore(tmp_path / "pioneer-artifacts")
+    parent = deploy.load(registry, "tagger")
+    assert parent.current_revision == 1
+
+    rng = random.Random(5)
+    traffic = [sentence(rng.choice(PEOPLE) if i % 3 else None, rng.choice(CITIES) if i % 2 else None) for i in range(90)]
+    texts = [ex.text + f" {100 + i}" for i, ex in enumerate(traffic)]
+    gold = [ex.label + " O" for ex in traffic]
+    answers = inference.load(parent.model_uri).predict(texts)  # the deployed revision, loaded as served (gliner2 backend)
+    rows = [{"id": f"t{i:03d}", "input": t, "prediction": a.output, "corrected": g, "verdict": "pass" if a.output == g else "fail"}
+            for i, (t, g, a) in enumerate(zip(texts, gold, answers))]
+    failing = sum(r["verdict"] == "fail" for r in rows)
+    assert failing >= 10
+    add(connect(tmp_path / "traces.db"), rows)
+
+    repair = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "repair"},
+              "spec": {"mode": "production", "task": task, "data": {"sources": [{"traces": "traces.db"}]},
+                       "hyperparameters": {**GLINER2_HP, "epochs": 8}, "gate": {"tau": 0.5, "epsilon": 90},
+                       "search": {"maxAttempts": 1, "configurationsPerIteration": 1}, "deployedModel": "tagger"}}
+    assert main(["run", str(write_spec(repair, "repair.yaml")), "--quiet"]) == 0
+    art = tmp_path / "pioneer-artifacts" / "repair"
+    prep = json.loads((art / "data" / "preparation.json").read_text())
+    assert prep["fixable"] == failing and prep["regression_set"] > 0
+    baseline = json.loads((art / "attempts" / "repair-baseline" / "output" / "metrics.json").read_text())
+    assert baseline["training"]["backend"] == "gliner2" and baseline["threshold_fixed"] is True  # the parent, scored as deployed
+    candidate = json.loads((art / "attempts" / "repair-i1-a" / "output" / "metrics.json").read_text())
+    assert candidate["training"]["initialised"] == "built from config on minilm"  # retrained from the base model, not the parent
+    after = deploy.load(registry, "tagger")
+    assert candidate["score"] > baseline["score"], (candidate["score"], baseline["score"])
+    assert after.last_verdict.passed and after.current_revision == 2, after.last_verdict
+    served = inference.load(after.model_uri)
+    assert served.preprocessing.backend == "gliner2"
+
+
+def test_the_claude_planner_may_switch_backend_only_to_one_the_spec_allows():
+    from pioneer.core.advice import _refusal
+
+    changes = {"hyperparameters": {"backend": "gliner2"}}
+    assert _refusal(changes, {"minilm"}, {"transformers", "gliner2"}) is None
+    assert "neither the spec's backend nor one of search.backends" in _refusal(changes, {"minilm"}, {"transformers"})
