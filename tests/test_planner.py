@@ -160,7 +160,7 @@ def test_the_tuning_band_may_move_to_a_larger_base_model():
 
 
 def test_the_tuning_band_may_move_to_another_model_family_the_spec_allows():
-    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "largerBaseModels": ["mpnet"], "backends": ["gliner2"]})).spec
+    spec = parse_resource(tiny_adaptation(search={"maxAttempts": 10, "configurationsPerIteration": 3, "largerBaseModels": ["mpnet"], "backends": ["gliner2"]})).spec
     plan = reconcile("t", spec, [], 500)
     attempts = [as_attempt(n, s) for n, s in zip(plan.create, [0.1, 0.90, 0.85])]
     nxt = reconcile("t", spec, attempts, 500)

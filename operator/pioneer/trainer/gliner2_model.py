@@ -54,9 +54,15 @@ def _is_hub_id(ref: str) -> bool:
     return ref.count("/") == 1 and not ref.startswith(("/", ".", "s3://")) and not Path(ref).expanduser().exists()
 
 
-def load(ref: str) -> tuple[Any, str]:
-    """(model, how it was obtained: 'pretrained' or 'built from config on <encoder>') for a base-model reference."""
+def load(ref: str, seed: int) -> tuple[Any, str]:
+    """(model, how it was obtained: 'pretrained' or 'built from config on <encoder>') for a base-model reference.
+
+    ``seed`` fixes the initial weights of heads built from config (and of the special-token embeddings), so an
+    attempt, and the untrained baseline it is compared with, are reproducible."""
     require()
+    import torch
+
+    torch.manual_seed(seed)
     from gliner2.auto import AutoExtractor
     from gliner2.configuration import ExtractorConfig
 
@@ -79,10 +85,25 @@ def device_of(model) -> str:
 
 
 def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
-          on_progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Train ``model`` on gliner2 ``InputExample``s with ``ExtractorTrainer``; return (the trained model, LoRA merged; facts)."""
+          on_progress: Callable[[dict[str, Any]], None] | None = None,
+          sampling: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train ``model`` on gliner2 ``InputExample``s with ``ExtractorTrainer``; return (the trained model, LoRA merged; facts).
+
+    ``sampling`` overrides fields of gliner2's ``SamplingConfig`` (its training-time schema augmentation).
+    LoRA puts adapters on the encoder and trains the task heads in full (they are small, and a head built from
+    config starts random: low-rank updates of a frozen random head barely learn; measured on 90 toy spam/ham
+    texts, F1 0.64 with adapters on the heads). The learning rates mean the same as in a full fine-tune: the
+    encoder's adapters step at ``learningRate``, the heads at ``taskLearningRate`` (gliner2 alone would step
+    everything at the task rate).
+    """
+    import dataclasses
+
     import torch
     from gliner2.training import ExtractorTrainer, TrainingConfig
+    from torch.optim import AdamW
+
+    if sampling:
+        model.processor.sampling_config = dataclasses.replace(model.processor.sampling_config, **sampling)
 
     steps_per_epoch = math.ceil(len(examples) / hp.batch_size)
     max_steps = max(1, math.ceil(steps_per_epoch * hp.epochs))
@@ -94,11 +115,27 @@ def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
         fp16=False, bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         eval_strategy="no", save_best=False, save_total_limit=1, logging_steps=max(1, max_steps // 20),
         num_workers=0, pin_memory=cuda,
-        use_lora=hp.method == "lora", lora_r=hp.lora_rank, lora_alpha=2.0 * hp.lora_rank, save_adapter_only=False,
+        use_lora=hp.method == "lora", lora_target_modules=["encoder"], lora_r=hp.lora_rank, lora_alpha=2.0 * hp.lora_rank, save_adapter_only=False,
     )
     losses: list[float] = []
 
     class Trainer(ExtractorTrainer):
+        def _setup_lora(self):  # adapters on the encoder; the small task heads train in full, as PEFT's modules_to_save
+            super()._setup_lora()
+            if self.config.use_lora:
+                for name, param in self.model.named_parameters():
+                    if not name.startswith("encoder."):
+                        param.requires_grad = True
+
+        def _create_optimizer(self):
+            if not self.config.use_lora:
+                return super()._create_optimizer()
+            trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            groups = [{"params": [p for n, p in trainable if "encoder" in n], "lr": hp.learning_rate},
+                      {"params": [p for n, p in trainable if "encoder" not in n], "lr": hp.task_learning_rate}]
+            return AdamW([{**g, "weight_decay": hp.weight_decay} for g in groups if g["params"]],
+                         betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon)
+
         def _log_metrics(self, metrics, prefix: str = ""):  # gliner2's logging hook: our progress file rides on it
             super()._log_metrics(metrics, prefix)
             values = metrics.to_dict() if hasattr(metrics, "to_dict") else dict(metrics)
