@@ -129,6 +129,34 @@ def _served(python, tmp_path, artifacts, name, texts):
         proc.wait(15)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_lora_steps_encoder_adapters_at_the_learning_rate_and_the_heads_in_full_at_the_task_rate(method, tmp_path):
+    from gliner2.training import Classification, InputExample
+
+    from pioneer.api.models import Hyperparameters
+    from pioneer.trainer import gliner2_model as g2
+
+    hp = Hyperparameters(**{**GLINER2_HP, "method": method, "loraRank": 4, "epochs": 1})
+    model, _ = g2.load("minilm", seed=0)
+    encoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder."))
+    heads = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("encoder."))
+    examples = [InputExample(text=t, classifications=[Classification(task="label", labels=["ham", "spam"], true_label=y)])
+                for t, y in [("win a prize", "spam"), ("see you soon", "ham")] * 4]
+    trained, facts = g2.train(model, examples, hp, seed=0, workdir=tmp_path)
+    groups = {g["part"]: g for g in facts["optimizer_groups"]}
+    assert set(groups) == {"encoder", "heads"}
+    assert groups["encoder"]["lr"] == hp.learning_rate and groups["heads"]["lr"] == hp.task_learning_rate
+    assert groups["heads"]["parameters"] == heads  # the task heads train in full either way
+    if method == "lora":  # only the adapters: a small fraction of the encoder, its embeddings and weights frozen
+        assert 0 < groups["encoder"]["parameters"] < 0.05 * encoder
+        # merged before it is returned: a plain model, saved as a plain GLiNER2 checkpoint with no adapter files
+        assert not any("lora_" in n for n, _ in trained.named_parameters())
+        g2.save(trained, tmp_path / "model")
+        assert (tmp_path / "model" / "model.safetensors").is_file() and not list((tmp_path / "model").glob("adapter_*"))
+    else:
+        assert groups["encoder"]["parameters"] == encoder
+
+
 @pytest.mark.slow
 def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_spec, tmp_path, python):
     from gliner2.auto import AutoExtractor
@@ -166,7 +194,7 @@ def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_s
 
 
 @pytest.mark.slow
-def test_a_gliner2_classifier_trains_with_lora_through_its_classification_head(write_spec, tmp_path, python):
+def test_a_gliner2_classifier_trains_through_its_classification_head(write_spec, tmp_path, python):
     from pioneer.cli import main
 
     rng = random.Random(0)
@@ -179,15 +207,15 @@ def test_a_gliner2_classifier_trains_with_lora_through_its_classification_head(w
            "spec": {"task": {"description": "flag spam", "type": "classification", "labels": ["ham", "spam"], "metric": "f1",
                              "positiveLabel": "spam"},
                     "data": {"sources": [{"path": "sms.jsonl"}], "evaluation": {"size": 30}},
-                    "hyperparameters": {**GLINER2_HP, "method": "lora", "loraRank": 8, "learningRate": 5e-4, "epochs": 4},
+                    "hyperparameters": {**GLINER2_HP, "epochs": 4},
                     "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
                     "gate": {"tau": 0.05}, "deployedModel": "sms", "artifacts": {"uri": str(tmp_path / "art")}}}
     assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
     attempt = tmp_path / "art" / "sms" / "attempts" / "sms-i1-a"
     metrics = json.loads((attempt / "output" / "metrics.json").read_text())
-    assert metrics["training"]["backend"] == "gliner2" and metrics["training"]["method"] == "lora"
+    assert metrics["training"]["backend"] == "gliner2" and metrics["training"]["method"] == "full"
     assert metrics["score"] > 0.9 and "confusion_matrix" in metrics
-    # LoRA is merged before saving: the folder is a plain GLiNER2 checkpoint with no adapter files
+    # a plain GLiNER2 checkpoint (LoRA runs are merged before saving, so they look the same)
     model_dir = attempt / "output" / "model"
     assert not list(model_dir.glob("adapter_*")) and (model_dir / "model.safetensors").is_file()
     scored = [json.loads(x) for x in (attempt / "output" / "predictions.jsonl").read_text().splitlines()]

@@ -84,6 +84,19 @@ def device_of(model) -> str:
     return next(model.parameters()).device.type if any(True for _ in model.parameters()) else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _in_encoder(name: str) -> bool:
+    """Whether a parameter belongs to the encoder, under PEFT's wrapper too (``base_model.model.encoder...``)."""
+    return name.startswith("encoder.") or ".encoder." in name
+
+
+def optimizer_groups(model, optimizer) -> list[dict[str, Any]]:
+    """What each optimizer group stepped: which part of the model (encoder, task heads), how many parameters, at what rate."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{"part": "+".join(sorted({"encoder" if _in_encoder(names[id(p)]) else "heads" for p in g["params"]})),
+             "parameters": sum(p.numel() for p in g["params"]), "lr": g.get("initial_lr", g["lr"])}
+            for g in optimizer.param_groups if g["params"]]
+
+
 def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
           on_progress: Callable[[dict[str, Any]], None] | None = None,
           sampling: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -124,15 +137,15 @@ def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
             super()._setup_lora()
             if self.config.use_lora:
                 for name, param in self.model.named_parameters():
-                    if not name.startswith("encoder."):
+                    if not _in_encoder(name):
                         param.requires_grad = True
 
         def _create_optimizer(self):
             if not self.config.use_lora:
                 return super()._create_optimizer()
             trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            groups = [{"params": [p for n, p in trainable if "encoder" in n], "lr": hp.learning_rate},
-                      {"params": [p for n, p in trainable if "encoder" not in n], "lr": hp.task_learning_rate}]
+            groups = [{"params": [p for n, p in trainable if _in_encoder(n)], "lr": hp.learning_rate},
+                      {"params": [p for n, p in trainable if not _in_encoder(n)], "lr": hp.task_learning_rate}]
             return AdamW([{**g, "weight_decay": hp.weight_decay} for g in groups if g["params"]],
                          betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon)
 
@@ -148,13 +161,15 @@ def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
     trainer = Trainer(model, config)
     result = trainer.train(train_data=examples)
     trained = trainer.model
+    groups = optimizer_groups(trained, trainer.optimizer)
     if hp.method == "lora" and hasattr(trained, "merge_and_unload"):
         trained = trained.merge_and_unload()
     trained.eval()
     history = [float(m["loss"]) for m in result.get("train_metrics_history", []) if "loss" in m] or losses
     facts = {"device": device_of(trained), "steps": int(result["total_steps"]), "train_seconds": round(float(result["total_time_seconds"]), 2),
              "mean_loss": round(sum(history) / len(history), 4) if history else None,
-             "final_loss": round(history[-1], 4) if history else None, "trainer": "gliner2.training.ExtractorTrainer"}
+             "final_loss": round(history[-1], 4) if history else None, "trainer": "gliner2.training.ExtractorTrainer",
+             "optimizer_groups": groups}
     return trained, facts
 
 
