@@ -61,3 +61,17 @@ def test_with_planted_poison_the_share_of_clean_discoveries_stays_at_the_level_a
         planted += len(poison)
     assert sum(shares) / len(shares) <= LEVEL, shares  # the false-discovery rate, averaged over seeds
     assert found / planted >= 0.9, (found, planted)  # and the procedure has power: most poison is set aside
+
+
+def test_above_its_bound_the_reference_is_a_recorded_sample_and_the_off_domain_poison_is_still_found():
+    failures, passing = traffic(3)
+    for i, text in enumerate(smart_home.off_domain(8, 3)):
+        failures.append({"id": f"x{i}", "text": text, "prediction": "weather", "corrected": smart_home.LABELS[i % 3]})
+    full = triage(failures, passing, smart_home.LABELS, seed=3, reference=smart_home.sample(200, seed=3), fdr=LEVEL)
+    bounded = triage(failures, passing, smart_home.LABELS, seed=3, reference=smart_home.sample(200, seed=3), fdr=LEVEL, reference_max=600)
+    assert full.calibration["reference"] == 750 and "reference_sample" not in full.calibration
+    # the bound costs resolution (the smallest p-value is 1 / (reference + 1)), and the record says so
+    assert bounded.calibration["reference"] == 600 and bounded.calibration["smallest_p_value"] == round(1 / 601, 6)
+    assert bounded.calibration["reference_sample"] == {"bound": 600, "parent_examples": 600, "verified_passing": 150, "kept": 600}
+    found = {t["id"] for t in full.external if t["id"].startswith("x")}
+    assert len(found) >= 3 and found <= {t["id"] for t in bounded.external}

@@ -310,6 +310,10 @@ class TriagePolicy(ApiModel):
         "Also ask Claude (search.llm's model and key) whether each failing trace is fixable or external. The statistical "
         "triage always runs and its flags stand; a failure it kept is set aside only when Claude calls it external and its "
         "own p-value is at or below fdr. Disagreements are listed in the report (classification)."))
+    reference_max: int = Field(default=d.TRIAGE_REFERENCE_MAX, ge=100, description=(
+        "Most trusted examples (the parent's training data and verified passing traces) the checks compare traces with "
+        "and calibrate on; above it a seeded uniform sample is taken, and the preparation records the bound and what it "
+        "sampled from. It bounds the cost per trace, so a preparation grows linearly with the log."))
 
 
 class Production(ApiModel):

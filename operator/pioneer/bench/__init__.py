@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll, serve_load
+from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll, scale, serve_load, trainer_overhead
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-sms": coldstart_sms.run,
@@ -15,6 +15,8 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
     "coldstart-arc": coldstart_arc.run,
     "repair-conll": repair_conll.run,
     "serve": serve_load.run,
+    "trainer-overhead": trainer_overhead.run,
+    "scale": scale.run,
 }
 
 
@@ -82,6 +84,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--server-threads", type=int, default=0, help="torch threads of the server process (0: torch's default)")
+    p = sub.add_parser("trainer-overhead", help="the trainer program vs. a bare torch loop on the same model, data, batches and steps: "
+                                                "examples/s of each and their ratio")
+    p.add_argument("--out", required=True, help="JSON file for the results")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--base-model", default="minilm", help="encoder to train (default: the offline MiniLM)")
+    p.add_argument("--per-label", type=int, default=400, help="utterances per intent generated offline (6 intents)")
+    p.add_argument("--epochs", type=float, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5, help="alternating runs of the trainer program and the bare loop (medians compared)")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("scale", help="trace import, SQL diagnosis and production preparation at N judged traces: time, peak RSS, "
+                                     "incremental preparation, fitted growth exponent")
+    p.add_argument("--data-dir", default="../shared/datasets", help="folder holding clinc150/data_full.json")
+    p.add_argument("--out", required=True, help="JSON file for the results (the growth table goes beside it as .md)")
+    p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
+    p.add_argument("--traces", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="the N to measure")
+    p.add_argument("--failure-share", type=float, default=0.15, help="share of traces the deployed model got wrong")
+    p.add_argument("--poison", type=float, default=0.05, help="share of the traffic poisoned (Table 12's types at their relative rates)")
+    p.add_argument("--postgres-url", default=None, help="also time the import into this PostgreSQL database (its traces table is emptied)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds one N may take before it is recorded as failed")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
     p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding the scenario's dataset")

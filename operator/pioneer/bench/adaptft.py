@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -46,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_outputs
+from pioneer.bench.common import cpu_seconds, fresh_workdir, predict_outputs, train_as_attempt
 from pioneer.bench.perturbations import BY_NAME, NO_ANSWER, TABLE_12, PerturbedSample, perturb, perturb_tagged, rates_for
 
 STAGE_POISON = (0.15, 0.25, 0.40)
@@ -273,28 +271,12 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def _train_naive(work: Path, k: int, labels: list[str], c1_attempt: Path, rows: list[tuple[str, str]],
                  eval_rows: list[tuple[str, str]]) -> str:
     """One plain training run with the trainer program and C1's exact pipeline; returns the model location."""
-    from pioneer.api.models import AttemptInputs, TrainingAttemptSpec
-    from pioneer.data.evalset import serialize, sha256
-    from pioneer.data.examples import Example
+    from pioneer.api.models import TrainingAttemptSpec
 
-    c1 = TrainingAttemptSpec.model_validate(json.loads(c1_attempt.read_text()))
+    c1 = TrainingAttemptSpec.model_validate(json.loads(c1_attempt.read_text())).model_copy(update={"labels": labels})
     folder = work / "naive" / f"stage{k}"
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(folder / "train.jsonl", [{"text": t, "label": y} for t, y in rows])
-    eval_bytes = serialize([Example(t, y, role="log") for t, y in eval_rows])
-    (folder / "eval.jsonl").write_bytes(eval_bytes)
-    spec = c1.model_copy(update={
-        "adaptation": "naive", "iteration": 1, "parent": None, "modification": f"naive retrain after stage {k}",
-        "rationale": "train once on everything logged so far, no filtering", "evidence": {}, "labels": labels,
-        "inputs": AttemptInputs(train_uri=str(folder / "train.jsonl"), eval_uri=str(folder / "eval.jsonl"), eval_sha256=sha256(eval_bytes)),
-        "output_uri": str(folder / "attempt")})
-    (folder / "attempt.json").write_text(json.dumps(spec.dump(), indent=2))
-    threads = str(max(1, os.cpu_count() or 1))
-    env = {**os.environ, "PIONEER_THREADS": threads, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-    with open(folder / "trainer.log", "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", str(folder / "attempt.json")], check=False, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"naive training for stage {k} failed; see {folder / 'trainer.log'}")
+    train_as_attempt(c1, folder, [{"text": t, "label": y} for t, y in rows], [{"text": t, "label": y} for t, y in eval_rows],
+                     f"naive retrain after stage {k}", "train once on everything logged so far, no filtering")
     return str(folder / "attempt" / "output" / "model")
 
 

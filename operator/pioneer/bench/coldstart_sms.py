@@ -57,12 +57,31 @@ def load_split(path: Path, seed: int) -> tuple[list[dict], list[dict]]:
 
 def test_f1(model_dir: str, test: list[dict]) -> dict:
     """Spam F1 on the test split, answered as the model is served (its own backend and saved preprocessing)."""
-    from pioneer import inference
+    from pioneer.bench.common import predict_outputs
+
+    return scored(test, predict_outputs(model_dir, [r["SMS"] for r in test]), {})
+
+
+def scored(test: list[dict], predictions: list[str], facts: dict) -> dict:
     from pioneer.trainer.metrics import classification_metrics
 
-    preds = [a.output for a in inference.load(model_dir).predict([r["SMS"] for r in test])]
-    m = classification_metrics([r["Label"] for r in test], preds, ["ham", "spam"], "f1", "spam")
-    return {"f1": m["score"], "accuracy": m["accuracy"], "spam": m["per_label"]["spam"], "confusion_matrix": m["confusion_matrix"]}
+    m = classification_metrics([r["Label"] for r in test], predictions, ["ham", "spam"], "f1", "spam")
+    return {"f1": m["score"], "accuracy": m["accuracy"], "spam": m["per_label"]["spam"], "confusion_matrix": m["confusion_matrix"], **facts}
+
+
+def baselines(train: list[dict], test: list[dict], work: Path, seed: int) -> dict:
+    """The user's alternatives on the same split: TF-IDF + logistic regression, and a plain Trainer fine-tune of the
+    spec's base model on all of the agent's training data (the 80%: more than the agent trains on after curation)."""
+    from pioneer import defaults
+    from pioneer.bench.baselines import plain_finetune, tfidf_logreg
+
+    texts, labels, test_texts = [r["SMS"] for r in train], [r["Label"] for r in train], [r["SMS"] for r in test]
+    out = {"tfidf_logreg": scored(test, *tfidf_logreg(texts, labels, test_texts, "f1", "spam", seed=seed))}
+    print(f"coldstart-sms: baseline tfidf_logreg spam F1 {out['tfidf_logreg']['f1']:.4f}", file=sys.stderr)
+    out["plain_finetune"] = scored(test, *plain_finetune(defaults.BASE_MODEL, texts, labels, test_texts, work / "plain-finetune",
+                                                         seed=seed, scorer_labels=["ham", "spam"]))
+    print(f"coldstart-sms: baseline plain_finetune spam F1 {out['plain_finetune']['f1']:.4f}", file=sys.stderr)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,8 +120,13 @@ def run(args: argparse.Namespace) -> int:
     if best is not None and best.status.model_uri:
         result["best_test"] = test_f1(best.status.model_uri, test)
         result["best_score"] = result["best_test"]["f1"]
+    agent_wall = round(time.monotonic() - started, 1)
+    result["agent_wall_seconds"] = agent_wall
+    result["baselines"] = baselines(train, test, work, args.seed)
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("backend", "baseline_score", "best_score", "attempts", "iterations", "wall_seconds", "cpu_seconds")}))
+    print(json.dumps({**{k: result[k] for k in ("backend", "baseline_score", "best_score", "attempts", "iterations", "agent_wall_seconds",
+                                                "wall_seconds", "cpu_seconds")},
+                      **{f"{name}_f1": b["f1"] for name, b in result["baselines"].items()}}))
     return 0 if result["best_score"] is not None else 1

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -104,3 +108,35 @@ def deploy_first_revision(doc: dict, work: Path, display):
     registry = LocalStore(work / "artifacts")
     deployed = deploy.load(registry, resource.spec.deployed_model)
     return registry, deployed if deployed.current_revision == 1 else None
+
+
+def train_as_attempt(template, folder: Path, train_rows: list[dict], eval_rows: list[dict], modification: str, rationale: str,
+                     regression_uri: str | None = None, cross_checkpoint_uri: str | None = None) -> dict:
+    """One plain run of the trainer program with ``template``'s pipeline (a TrainingAttemptSpec of the benchmark's
+    own adaptation), on ``train_rows`` (``{"text", "label"}``), scored on ``eval_rows`` and, when given, the gate's
+    regression sets; no curation, no search, no gate. Returns its metrics.json; the model is in
+    ``folder/attempt/output/model``."""
+    from pioneer.api.models import AttemptInputs
+    from pioneer.data.evalset import serialize, sha256
+    from pioneer.data.examples import Example
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}, ensure_ascii=False) + "\n"
+                                                for r in train_rows))
+    eval_bytes = serialize([Example(r["text"], r["label"], role="log") for r in eval_rows])
+    (folder / "eval.jsonl").write_bytes(eval_bytes)
+    spec = template.model_copy(update={
+        "adaptation": f"{template.adaptation}-{folder.name}", "iteration": 1, "parent": None, "modification": modification,
+        "rationale": rationale, "evidence": {},
+        "inputs": AttemptInputs(train_uri=str(folder / "train.jsonl"), eval_uri=str(folder / "eval.jsonl"), eval_sha256=sha256(eval_bytes),
+                                regression_uri=regression_uri, cross_checkpoint_uri=cross_checkpoint_uri),
+        "output_uri": str(folder / "attempt")})
+    (folder / "attempt.json").write_text(json.dumps(spec.dump(), indent=2))
+    threads = str(max(1, os.cpu_count() or 1))
+    env = {**os.environ, "PIONEER_THREADS": threads, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+    with open(folder / "trainer.log", "wb") as log:
+        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", str(folder / "attempt.json")], check=False, stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{modification}: the trainer failed; see {folder / 'trainer.log'}")
+    return json.loads((folder / "attempt" / "output" / "metrics.json").read_text())

@@ -151,6 +151,36 @@ def filter_scores(repair, rows: list[dict], poisoned: list[tuple[str, str, str |
     return out
 
 
+def naive_retrain(repair, work: Path, deployed_train: list[tuple[str, str]], rows: list[dict], fresh: list[tuple[str, str]]) -> dict:
+    """The user's alternative: retrain from the base model on everything they have (the deployed model's training data
+    and every trace with the answer its log carries), no triage, no curriculum, no gate; the repair's own starting
+    configuration, scored on the repair's failure set and gate sets and on fresh traffic."""
+    from pioneer.bench.common import train_as_attempt
+    from pioneer.store import read_jsonl, split_uri
+
+    # the spec's own configuration (i1-a), trained from the base model
+    first = min((a for a in repair.attempts.values() if a.spec.iteration == 1), key=lambda a: a.metadata.name)
+    inputs = first.spec.inputs
+    failure_set = read_jsonl(*split_uri(inputs.eval_uri))
+    train = [{"text": t, "label": y} for t, y in deployed_train] + [{"text": r["input"], "label": r["corrected"]} for r in rows]
+    folder = work / "naive"
+    metrics = train_as_attempt(first.spec, folder, train, failure_set, "naive retrain on every trace",
+                               "what a user without triage or a gate would do", regression_uri=inputs.regression_uri,
+                               cross_checkpoint_uri=inputs.cross_checkpoint_uri)
+    model = str(folder / "attempt" / "output" / "model")
+    fresh_accuracy, _ = _accuracy(model, fresh)
+    failing = [r for r in rows if r["verdict"] == "fail"]
+    answers = predict_outputs(model, [r["input"] for r in failing])
+    gate = repair.spec.gate
+    return {"n_train": len(train), "failure_set_score": metrics["score"], "regressions": metrics.get("regressions"),
+            "cross_checkpoint_regressions": metrics.get("cross_checkpoint_regressions"),
+            "failures_answered_as_logged": round(sum(a == r["corrected"] for a, r in zip(answers, failing)) / len(failing), 4) if failing else None,
+            "heldout_accuracy": round(fresh_accuracy, 4),
+            "within_tau_and_epsilon": bool(metrics["score"] >= gate.tau and (metrics.get("regressions") or 0) <= gate.epsilon
+                                           and (metrics.get("cross_checkpoint_regressions") or 0) <= gate.epsilon),
+            "train_seconds": metrics.get("training", {}).get("train_seconds")}
+
+
 def run(args: argparse.Namespace) -> int:
     from pioneer.api.validation import parse_resource
     from pioneer.runner.display import Display
@@ -217,11 +247,13 @@ def run(args: argparse.Namespace) -> int:
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
         **filter_scores(repair, rows, poisoned, summary["best_model"]),
     }
+    result["baselines"] = {"naive_retrain": naive_retrain(repair, work, deployed_train, rows, fresh)}
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(json.dumps({k: result[k] for k in ("inferences", "poison_rate", "failures_before", "pass_rate_before", "failures_fixed", "fixed_rate",
+    print(json.dumps({**{k: result[k] for k in ("inferences", "poison_rate", "failures_before", "pass_rate_before", "failures_fixed", "fixed_rate",
                                              "fixed_rate_of_all_failures", "set_aside", "regression_set_size", "regressions",
                                              "cross_checkpoint_regressions", "promoted", "heldout_accuracy_before", "heldout_accuracy_after",
-                                             "filter_precision", "filter_recall", "clean_failures_fixed_rate", "wall_seconds") if k in result}))
+                                             "filter_precision", "filter_recall", "clean_failures_fixed_rate", "wall_seconds") if k in result},
+                      "naive_retrain": {k: result["baselines"]["naive_retrain"][k] for k in ("regressions", "heldout_accuracy", "within_tau_and_epsilon")}}))
     return 0

@@ -15,7 +15,10 @@ Embedder = Callable[[list[str]], np.ndarray]
 
 
 def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64) -> Embedder:
-    """texts -> L2-normalised mean-pooled embeddings from ``model_ref`` (alias, directory or hub id)."""
+    """texts -> L2-normalised mean-pooled embeddings from ``model_ref`` (alias, directory or hub id).
+
+    Batches are formed by text length (far less padding); the result keeps the input order. The function's
+    ``space`` attribute names the embedding space (model, truncation, pooling): what a cache keys vectors by."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -26,16 +29,49 @@ def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64)
     model = AutoModel.from_pretrained(path).eval()
 
     def embed(texts: list[str]) -> np.ndarray:
-        out = []
+        out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
         for i in range(0, len(texts), batch_size):
-            batch = tokenizer([t or " " for t in texts[i:i + batch_size]], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
+            idx = order[i:i + batch_size]
+            batch = tokenizer([texts[j] or " " for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             with torch.no_grad():
                 hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1).numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size))
+            out[idx] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1).numpy()
+        return out
+    embed.space = f"{model_ref}|max_length={max_length}|mean-pooled|l2"  # type: ignore[attr-defined]
     return embed
+
+
+def memoized(embed: Embedder, cache=None) -> Embedder:
+    """``embed`` that computes each distinct text once per process and, with ``cache`` (an
+    :class:`~pioneer.traces.embedding_cache.EmbeddingCache`) and an embedder that names its ``space``, once per
+    trace store: vectors already stored are read, new ones are stored."""
+    memory: dict[str, np.ndarray] = {}
+    space = getattr(embed, "space", None)
+    counts = {"texts": 0, "distinct": 0, "computed": 0}
+
+    def call(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.asarray(embed([]), dtype=np.float32)
+        distinct = list(dict.fromkeys(texts))
+        missing = [t for t in distinct if t not in memory]
+        if missing and cache is not None and space:
+            memory.update(cache.get(space, missing))
+            missing = [t for t in missing if t not in memory]
+        if missing:
+            vectors = np.asarray(embed(missing), dtype=np.float32)
+            memory.update(zip(missing, vectors))
+            if cache is not None and space:
+                cache.put(space, missing, vectors)
+        counts["texts"] += len(texts)
+        counts["distinct"] += len(distinct)
+        counts["computed"] += len(missing)
+        return np.stack([memory[t] for t in texts])
+    call.space = space  # type: ignore[attr-defined]
+    call.counts = counts  # type: ignore[attr-defined]
+    call.cache_record = (lambda: cache.record()) if cache is not None else (lambda: None)  # type: ignore[attr-defined]
+    return call
 
 
 def tfidf_embedder(reference: list[str]) -> Embedder:

@@ -170,10 +170,25 @@ def _oof_label_quality(texts: list[str], labels: list[str], seed: int) -> np.nda
     return get_label_quality_scores(y, probs, method="self_confidence")
 
 
+def bounded_reference(parent: list[tuple[str, str]], verified: list[tuple[str, str]], bound: int, seed: int,
+                      record: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+    """The trusted reference: the parent's examples, then the verified passing traces; above ``bound`` a seeded uniform
+    sample of both alike (their order kept). Returns (reference, how many of it are the parent's) and records the
+    bound and the sizes it sampled from in ``record``."""
+    total = len(parent) + len(verified)
+    if total <= bound:
+        return parent + verified, len(parent)
+    keep = np.sort(np.random.default_rng(seed).choice(total, size=bound, replace=False))
+    from_parent = int(np.searchsorted(keep, len(parent)))
+    record["reference_sample"] = {"bound": bound, "parent_examples": len(parent), "verified_passing": len(verified), "kept": bound}
+    return [parent[i] if i < len(parent) else verified[i - len(parent)] for i in keep], from_parent
+
+
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
-           fdr: float = d.TRIAGE_FDR, runner_up: Callable[[list[str]], list[str | None]] | None = None) -> Triage:
+           fdr: float = d.TRIAGE_FDR, runner_up: Callable[[list[str]], list[str | None]] | None = None,
+           reference_max: int = d.TRIAGE_REFERENCE_MAX) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
@@ -218,8 +233,8 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     tested_pass = [i for i in tested if i >= nf]
     # the trusted reference: the parent's training data and the passing traces the detectors let through (verified
     # answers of the same traffic, so the checks compare failures with what this deployment really sees)
-    parent_reference = len(reference)
-    reference = reference + [(traces[i]["text"], checked[i]) for i in tested_pass if checked[i] in labels]
+    verified = [(traces[i]["text"], checked[i]) for i in tested_pass if checked[i] in labels]
+    reference, parent_reference = bounded_reference(reference, verified, reference_max, seed, out.calibration)
     # what calibrates which family: never a trusted copy of a trace under test (a text an earlier revision trained on
     # would vouch for itself), and for passing traces the parent's examples alone where there are enough
     fail_texts = {traces[i]["text"] for i in tested_fail}

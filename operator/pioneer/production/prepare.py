@@ -74,12 +74,14 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
-def _embedder(base_model: str):
-    """The base model's sentence embeddings for triage; character n-grams when it cannot be loaded."""
-    from pioneer.data.embeddings import encoder_embedder
+def _embedder(base_model: str, engine: sa.Engine):
+    """The base model's sentence embeddings for triage, each distinct text computed once and kept in the trace store
+    (the next repair reads them); None (character n-grams) when the model cannot be loaded."""
+    from pioneer.data.embeddings import encoder_embedder, memoized
+    from pioneer.traces.embedding_cache import EmbeddingCache
 
     try:
-        return encoder_embedder(base_model)
+        return memoized(encoder_embedder(base_model), EmbeddingCache(engine))
     except (OSError, ValueError):
         return None
 
@@ -168,10 +170,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
             p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
     else:
         deployed_model = _deployed_model(current.model_uri)
+        embed = _embedder(spec.hyperparameters.base_model, engine) if parent_train or passing else None
         tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
-                     embed=_embedder(spec.hyperparameters.base_model) if parent_train or passing else None,
+                     embed=embed,
                      out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr,
+                     reference_max=spec.production.triage.reference_max,
                      runner_up=lambda texts: [a.runner_up for a in deployed_model(texts)])
+        if embed is not None:
+            tri.calibration["embeddings"] = {"space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
         if spec.production.triage.llm:
             disagreements = _llm_review(spec, store, tri, labels)
         clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a.output for a in deployed_model(texts)])

@@ -112,8 +112,10 @@ def fit(model, dataset, collator, hp: Hyperparameters, seed: int, workdir: Path,
     )
     started = time.monotonic()
     trainer = (PreservingTrainer if preserving else Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Progress()])
+    built = time.monotonic()
     result = trainer.train()
-    facts = {"device": device, "steps": result.global_step, "train_seconds": round(time.monotonic() - started, 2),
+    facts = {"device": device, "steps": result.global_step, "setup_seconds": round(built - started, 2),
+             "train_seconds": round(time.monotonic() - built, 2),
              "mean_loss": round(float(result.training_loss), 4),
              "final_loss": round(last_loss[-1] if last_loss else float(result.training_loss), 4)}
     model = trainer.model

@@ -1,0 +1,83 @@
+"""Embeddings for triage: each distinct text computed once, kept in the trace store for the next repair."""
+
+import sqlite3
+
+import numpy as np
+
+from pioneer.data.embeddings import encoder_embedder, memoized
+from pioneer.production.diagnosis import bounded_reference
+from pioneer.traces import store as trace_store
+from pioneer.traces.embedding_cache import EmbeddingCache
+
+
+class CountingEmbedder:
+    """A deterministic stand-in model: a text's vector comes from its characters; every text it embeds is counted."""
+
+    def __init__(self, space="toy|v1"):
+        self.space, self.seen = space, []
+
+    def __call__(self, texts):
+        self.seen += list(texts)
+        out = np.zeros((len(texts), 8), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for j, ch in enumerate(t):
+                out[i, j % 8] += ord(ch) / 100
+        return out
+
+
+def test_a_second_preparation_embeds_only_the_texts_the_store_has_not_seen(tmp_path):
+    engine = trace_store.connect(tmp_path / "traces.db")
+    first_model = CountingEmbedder()
+    first = memoized(first_model, EmbeddingCache(engine))
+    vectors = first(["turn on the light", "turn on the light", "what time is it"])
+    assert first_model.seen == ["turn on the light", "what time is it"]  # a repeated input is embedded once
+    assert first.counts == {"texts": 3, "distinct": 2, "computed": 2}
+
+    later_model = CountingEmbedder()
+    later = memoized(later_model, EmbeddingCache(engine))  # another process: only the trace store is shared
+    again = later(["what time is it", "turn on the light", "set an alarm"])
+    assert later_model.seen == ["set an alarm"]
+    np.testing.assert_array_equal(again[:2], vectors[[2, 0]])
+    assert later.cache_record() == {"hits": 2, "stored": 1}
+
+
+def test_vectors_of_another_embedding_space_are_never_served(tmp_path):
+    engine = trace_store.connect(tmp_path / "traces.db")
+    memoized(CountingEmbedder("model-a|max_length=64"), EmbeddingCache(engine))(["hello there"])
+    other = CountingEmbedder("model-a|max_length=32")
+    memoized(other, EmbeddingCache(engine))(["hello there"])
+    assert other.seen == ["hello there"]
+
+
+def test_a_read_only_trace_store_serves_what_it_holds_and_records_why_it_stored_nothing(tmp_path):
+    path = tmp_path / "traces.db"
+    memoized(CountingEmbedder(), EmbeddingCache(trace_store.connect(path)))(["known text"])
+    read_only = trace_store.sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(f"file:{path}?mode=ro", uri=True))
+    model = CountingEmbedder()
+    embed = memoized(model, EmbeddingCache(read_only))
+    embed(["known text", "new text"])
+    assert model.seen == ["new text"]
+    record = embed.cache_record()
+    assert record["hits"] == 1 and record["stored"] == 0 and "readonly" in record["write_error"]
+
+
+def test_the_encoder_batches_by_length_and_returns_vectors_in_the_input_order():
+    embed = encoder_embedder("minilm", batch_size=2)
+    texts = ["a much longer request about the weather in paris next week", "hi", "book a table for two", "ok"]
+    together = embed(texts)
+    one_by_one = np.concatenate([embed([t]) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert embed.space == "minilm|max_length=64|mean-pooled|l2"
+
+
+def test_a_reference_above_its_bound_is_a_seeded_sample_of_parent_and_verified_examples_alike():
+    parent = [(f"parent {i}", "a") for i in range(300)]
+    verified = [(f"trace {i}", "b") for i in range(700)]
+    record = {}
+    reference, from_parent = bounded_reference(parent, verified, 200, seed=7, record=record)
+    assert len(reference) == 200 and reference == bounded_reference(parent, verified, 200, seed=7, record={})[0]
+    assert all(t.startswith("parent") for t, _ in reference[:from_parent]) and all(t.startswith("trace") for t, _ in reference[from_parent:])
+    assert 30 < from_parent < 90  # about 30% of the sample, as in the union
+    assert record["reference_sample"] == {"bound": 200, "parent_examples": 300, "verified_passing": 700, "kept": 200}
+    small = {}
+    assert bounded_reference(parent, verified, 5000, seed=7, record=small) == (parent + verified, 300) and small == {}
