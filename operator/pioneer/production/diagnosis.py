@@ -149,25 +149,37 @@ class Triage:
                 for v, group in (("fail", self.external), ("pass", self.screened)) for t in group]
 
 
-def _oof_label_quality(texts: list[str], labels: list[str], seed: int) -> np.ndarray | None:
-    """Each example's label quality (cleanlab self-confidence on 5-fold out-of-fold probabilities of a TF-IDF +
-    logistic regression model): low where the model, not trained on the example, doubts its label."""
+def _label_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str], labels: list[str], seed: int,
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Label quality (cleanlab self-confidence) of a TF-IDF + logistic regression model that was not trained on the
+    example: the trusted examples' out of 5 folds, the traces' from the model fitted on all trusted examples. Low where
+    the model doubts the label. The traces never train the model, so its cost is bounded by the reference, and a
+    poisoned trace cannot vouch for others like it. NaN for a trace whose label the reference does not hold."""
     from cleanlab.rank import get_label_quality_scores
+    from sklearn.base import clone
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    classes = sorted(set(labels))
-    counts = Counter(labels)
+    counts = Counter(ref_labels)
+    classes = sorted(counts)
     if len(classes) < 2 or min(counts.values()) < 2:
         return None
-    y = np.array([classes.index(lab) for lab in labels])
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[lab] for lab in ref_labels])
     folds = min(5, min(counts.values()))
     model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
                           LogisticRegression(max_iter=2000, C=5.0))
-    probs = cross_val_predict(model, texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
-    return get_label_quality_scores(y, probs, method="self_confidence")
+    probs = cross_val_predict(clone(model), ref_texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+    reference_quality = get_label_quality_scores(y, probs, method="self_confidence")
+    quality = np.full(len(texts), np.nan)
+    known = [i for i, lab in enumerate(labels) if lab in index]
+    if known:
+        fitted = model.fit(ref_texts, y)
+        given = np.array([index[labels[i]] for i in known])
+        quality[known] = get_label_quality_scores(given, fitted.predict_proba([texts[i] for i in known]), method="self_confidence")
+    return reference_quality, quality
 
 
 def bounded_reference(parent: list[tuple[str, str]], verified: list[tuple[str, str]], bound: int, seed: int,
@@ -267,12 +279,10 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     quality = np.full(len(traces), np.nan)
     quality_reference: np.ndarray | None = None  # the trusted examples' own label quality
     if confident_learning and tested_fail:
-        texts = [t for t, _ in reference] + [traces[i]["text"] for i in tested_fail]
-        given = [y for _, y in reference] + [checked[i] for i in tested_fail]
-        scores = _oof_label_quality(texts, given, seed)
+        scores = _label_quality([t for t, _ in reference], [y for _, y in reference], [traces[i]["text"] for i in tested_fail],
+                                [checked[i] for i in tested_fail], seed)
         if scores is not None:
-            quality[tested_fail] = scores[len(reference):]
-            quality_reference = scores[:len(reference)]
+            quality_reference, quality[tested_fail] = scores
 
     # one p-value per failing trace: its checks' smallest, calibrated on the trusted examples' own smallest. Failures
     # are harder than clean traffic by selection (the deployed model got them wrong), so each is compared with the
@@ -466,24 +476,32 @@ def probes(text: str) -> list[str]:
     return list(dict.fromkeys(v for v in variants if v and v != text))
 
 
-def confirm(clusters: list[dict[str, Any]], fixable: list[dict[str, Any]], predict, per_cluster: int = 3) -> list[dict[str, Any]]:
+def confirm(clusters: list[dict[str, Any]], fixable: list[dict[str, Any]], predict, per_cluster: int = 3,
+            most: int = d.CONFIRM_CLUSTERS) -> list[dict[str, Any]]:
     """Live confirmation (paper §2.6): probe the deployed model with variants of each fixable cluster's failures.
 
     ``predict(texts) -> labels`` is the deployed model. A cluster is confirmed when the model keeps making the
-    same mistake on the variants (a systematic failure, worth a curriculum), not a one-off.
+    same mistake on the variants (a systematic failure, worth a curriculum), not a one-off. The ``most`` largest
+    fixable clusters are probed (``clusters`` come largest first); the others say they were not.
     """
     by_cluster: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in fixable:
         by_cluster[f"{f['prediction']} -> {f['corrected']}"].append(f)
+    asked: dict[int, tuple[list[str], str | None]] = {}
+    for n, c in enumerate(clusters):
+        if c["fixability"] == "fixable" and len(asked) < most:
+            members = by_cluster.get(c["cluster"], [])[:per_cluster]
+            asked[n] = ([p for m in members for p in probes(m["text"])], members[0]["prediction"] if members else None)
+    every = [t for texts, _ in asked.values() for t in texts]
+    answers = iter(predict(every) if every else [])  # one call: the model batches all probes at once
     out = []
-    for c in clusters:
-        if c["fixability"] != "fixable":
-            out.append(c)
+    for n, c in enumerate(clusters):
+        if n not in asked:
+            out.append(c if c["fixability"] != "fixable" else
+                       {**c, "probes": 0, "confirmation_rate": None, "confirmed": None, "not_probed": f"beyond the {most} largest fixable clusters"})
             continue
-        members = by_cluster.get(c["cluster"], [])[:per_cluster]
-        texts = [p for m in members for p in probes(m["text"])]
-        wrong = members[0]["prediction"] if members else None
-        got = predict(texts) if texts else []
+        texts, wrong = asked[n]
+        got = [next(answers) for _ in texts]
         rate = sum(1 for g in got if g == wrong) / len(got) if got else None
         out.append({**c, "probes": len(texts), "confirmation_rate": None if rate is None else round(rate, 3),
                     "confirmed": rate is not None and rate >= 0.5})
