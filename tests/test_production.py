@@ -249,10 +249,10 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
         {"id": "flip", "input": TRAFFIC["lights_on"][6], "prediction": "lights_on", "corrected": "weather", "verdict": "fail"},
         {"id": "ok", "input": "lights off in the garage please", "prediction": "lights_off", "verdict": "pass"}])
 
-    def run(**task):
-        spec = parse_resource(tiny_adaptation("repair", mode="production", deployedModel="lights",
+    def run(production=None, **task):
+        spec = parse_resource(tiny_adaptation("repair", mode="production", deployedModel="lights", production=production or {},
                                               data={"sources": [{"traces": "traces.db"}]}, task={"labels": labels, **task})).spec
-        store = LocalStore(tmp_path / "artifacts" / f"repair-{len(task)}")
+        store = LocalStore(tmp_path / "artifacts" / f"repair-{len(task)}-{bool(production)}")
         prepare(spec, store, deploy.load(registry, "lights"), "test registry", base_dir=tmp_path)
         return store
 
@@ -276,3 +276,8 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
     plain = run()
     assert plain.read_bytes("eval/evalset.jsonl") == b""
     assert {r["action"] for r in read_jsonl(plain, EXCLUDED_KEY)} == {"excluded"}
+
+    # production.triage.referenceMax bounds the trusted reference (606 parent examples and 1 verified trace here)
+    assert "reference_sample" not in read_json(plain, PREPARATION_KEY)["triage"]
+    bounded = read_json(run(production={"triage": {"referenceMax": 600}}), PREPARATION_KEY)["triage"]
+    assert bounded["reference"] == 600 and bounded["reference_sample"]["bound"] == 600
