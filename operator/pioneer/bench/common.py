@@ -132,11 +132,16 @@ def train_as_attempt(template, folder: Path, train_rows: list[dict], eval_rows: 
                                 regression_uri=regression_uri, cross_checkpoint_uri=cross_checkpoint_uri),
         "output_uri": str(folder / "attempt")})
     (folder / "attempt.json").write_text(json.dumps(spec.dump(), indent=2))
-    threads = str(max(1, os.cpu_count() or 1))
-    env = {**os.environ, "PIONEER_THREADS": threads, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-    with open(folder / "trainer.log", "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", str(folder / "attempt.json")], check=False, stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{modification}: the trainer failed; see {folder / 'trainer.log'}")
+    run_trainer(str(folder / "attempt.json"), max(1, os.cpu_count() or 1), folder / "trainer.log", modification)
     return json.loads((folder / "attempt" / "output" / "metrics.json").read_text())
+
+
+def run_trainer(attempt_json: str, threads: int, log: Path, what: str) -> None:
+    """``python -m pioneer.trainer`` on an attempt spec in the environment the local runner gives a trainer (its
+    threads), output to ``log``; raises naming ``what`` when it fails."""
+    env = {**os.environ, "PIONEER_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as fh:
+        proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", attempt_json], check=False, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what}: the trainer failed; see {log}")

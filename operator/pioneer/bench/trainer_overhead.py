@@ -18,12 +18,10 @@ import argparse
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from pioneer.bench.common import fresh_workdir, run_adaptation
+from pioneer.bench.common import fresh_workdir, run_adaptation, run_trainer
 
 SPEC = """
 apiVersion: pioneer.dev/v1alpha1
@@ -126,13 +124,9 @@ def bare_process(rows: list[dict], labels: list[str], hp, seed: int, steps: int,
 
 def trainer_program(attempt_json: str, threads: int) -> dict:
     """Run the trainer program on an attempt spec, as the local runner starts it (same environment); its metrics."""
-    env = {**os.environ, "PIONEER_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pioneer.trainer", attempt_json], env=env, capture_output=True, text=True, check=False)
+    run_trainer(attempt_json, threads, Path(attempt_json).parent / "overhead-trainer.log", "trainer-overhead")
     wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"the trainer program failed: {proc.stderr[-2000:]}")
     metrics = json.loads((Path(attempt_json).parent / "output" / "metrics.json").read_text())
     return {**metrics["training"], "program_wall_seconds": round(wall, 2)}
 
