@@ -221,3 +221,28 @@ def messages_api():
     server = MessagesApi()
     yield server
     server.close()
+
+
+TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}{% if m.role == 'assistant' %} [SEP]{% endif %}\n{% endfor %}"
+            "{% if add_generation_prompt %}<assistant> {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory):
+    """A tiny randomly initialised Llama with the bundled MiniLM tokenizer (given a chat template): a decoder in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pioneer.trainer.base_models import resolve
+
+    folder = tmp_path_factory.mktemp("tiny-decoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.eos_token = "[SEP]"
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -64,6 +64,16 @@ def test_claude_proposes_the_next_iteration_and_an_invalid_proposal_is_refused_w
     assert "<untrusted-data>" in body["messages"][0]["content"] and '"t-i1-a"' in body["messages"][0]["content"]
 
 
+def test_chain_of_thought_for_a_classifier_is_refused_with_the_reason(api, tmp_path):
+    api.script = [("tool", {"attempts": [
+        {"modification": "reason first", "rationale": "r", "changes": {"strategy": {"supervision": "chainOfThought"}}},
+        {"modification": "longer", "rationale": "r", "changes": {"hyperparameters": {"epochs": 5}}}]})]
+    plan, _ = plan_with(api, tmp_path)
+    refused = plan.create[0].evidence["llm"]["refused"]
+    assert [r["reason"] for r in refused] == ["strategy.supervision chainOfThought applies to generation tasks (this task is classification)"]
+    assert all(n.pipeline.strategy.supervision == "direct" for n in plan.create)
+
+
 def test_a_recorded_decision_is_not_asked_again(api, tmp_path):
     api.script = [("tool", {"attempts": [{"modification": "m", "rationale": "r", "changes": {"data": {"hardNegativeShare": 0.5}}}]})]
     attempts = first_iteration()

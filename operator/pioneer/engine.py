@@ -87,15 +87,12 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     examples, near = curation.remove_near_duplicates(examples, cur.near_duplicate_similarity)
     rules.append(near)
     evaluation = spec.data.evaluation
-    if task.type == "ner":
+    if synthesized_eval:  # its own batch: every synthesized evaluation example (none of them is in the pool)
+        eval_set, eval_record = synthesized_eval_set(synthesized_eval, task)
+    elif task.type == "ner":
         eval_set, eval_record = build_ner_eval_set(examples, evaluation.size, evaluation.boundary_share, spec.search.seed)
     elif task.type == "generation":
         eval_set, eval_record = build_random_eval_set(examples, evaluation.size, spec.search.seed)
-    elif synthesized_eval:  # its own batch: every synthesized evaluation example (none of them is in the pool)
-        eval_set = [ex.with_role("negative" if ex.label == task.negative_label else "positive") for ex in synthesized_eval]
-        eval_record = {"size": len(eval_set), "slices": dict(Counter(ex.role for ex in eval_set)),
-                       "labels": dict(sorted(Counter(ex.label for ex in eval_set).items())), "boundary_pairs": 0,
-                       "notes": ["the evaluation set is a separate synthesis batch (no real data to hold out)"]}
     else:
         eval_set, eval_record = build_eval_set(examples, evaluation.size, evaluation.boundary_share, task.negative_label,
                                                spec.search.seed, TextIndex([ex.text for ex in examples]))
@@ -104,6 +101,9 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     missing = sorted(set(labels) - set().union(*(label_names(ex, task.type) for ex in pool)))
     if missing:
         raise DataError(f"no training examples left for label(s) {missing} after holding out the evaluation set")
+    if spec.strategy.supervision == "chainOfThought":
+        pool, rationale_record = _with_rationales(spec, store, api_key, pool)
+        synthesis_record = {**(synthesis_record or {}), **rationale_record}
 
     eval_bytes = serialize(eval_set)
     digest = sha256(eval_bytes)
@@ -116,6 +116,37 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, base_dir: Path | No
     write_json(store, EVAL_MANIFEST, {"sha256": digest, "labels": labels, "size": len(eval_set), "pool_size": len(pool),
                                       "slices": eval_record["slices"], "frozen_at": now()})
     return Prepared(labels, store.uri(EVAL_KEY), digest, len(pool), record)
+
+
+def synthesized_eval_set(batch: list, task) -> tuple[list, dict[str, Any]]:
+    """The evaluation set when it is its own synthesized batch (no real data to hold out): every example of it."""
+    if task.type == "ner":
+        eval_set = [ex.with_role("positive" if label_names(ex, "ner") else "negative") for ex in batch]
+        labels = Counter(t for ex in eval_set for t in label_names(ex, "ner"))
+    else:
+        eval_set = [ex.with_role("negative" if ex.label == task.negative_label else "positive") for ex in batch]
+        labels = Counter(ex.label for ex in eval_set)
+    return eval_set, {"size": len(eval_set), "slices": dict(Counter(ex.role for ex in eval_set)), "labels": dict(sorted(labels.items())),
+                      "boundary_pairs": 0, "notes": ["the evaluation set is a separate synthesis batch (no real data to hold out)"]}
+
+
+def _with_rationales(spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str | None, pool: list) -> tuple[list, dict[str, Any]]:
+    """chainOfThought supervision: the pool's rationales, a teacher's (data.synthesis) where an example has none. Without a
+    teacher every example must bring its own: a missing one is refused here rather than trained on as a direct answer."""
+    lacking = sum(not ex.meta.get("rationale") for ex in pool)
+    if spec.data.synthesis is None:
+        if lacking:
+            raise DataError(f"strategy.supervision is chainOfThought but {lacking} of {len(pool)} training examples have no "
+                            "'rationale' field: add one to each row, or set data.synthesis to have a teacher write them")
+        return pool, {"rationales": {"needed": 0, "written": 0, "real": len(pool)}}
+    from pioneer.agent import synthesis
+
+    key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+    if lacking and not key:
+        raise DataError(llm_key_problem(spec, {}) or "data.synthesis needs ANTHROPIC_API_KEY")
+    pool, record = synthesis.explain(spec, store, key or "", pool)
+    return pool, {"model": record["model"], "rationales": record["rationales"], "rationaleUsage": record["usage"],
+                  "rationalesRejected": record["rejectedBy"]}
 
 
 def _failures(store: ArtifactStore, attempt: str) -> list[dict[str, Any]]:

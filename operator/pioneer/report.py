@@ -140,6 +140,23 @@ def _where(store: ArtifactStore, uri: str | None) -> str:
     return uri
 
 
+def _synthesis_lines(syn: dict[str, Any]) -> list[str]:
+    """What the teacher wrote (rows per label, rationales), what it cost, and what was refused and why."""
+    out = []
+    if "written" in syn:
+        why = f": {_counts(syn['rejectedBy'])}" if syn.get("rejectedBy") else ""
+        out += [f"Synthesis (teacher {syn['model']}): real examples per label {_counts(syn['real'])}; written {_counts(syn['written'])} "
+                f"({syn['rejected']} rejected{why}); evaluation set: {syn['evaluation']}; {syn['usage']['calls']} calls, "
+                f"{syn['usage']['inputTokens']} input + {syn['usage']['outputTokens']} output tokens.", ""]
+    if r := syn.get("rationales"):
+        use = syn.get("rationaleUsage") or {"calls": 0, "inputTokens": 0, "outputTokens": 0}
+        why = f"; refused: {_counts(syn['rationalesRejected'])}" if syn.get("rationalesRejected") else ""
+        out += [f"Chain-of-thought rationales: {r['real']} training examples brought their own; the teacher ({syn.get('model', '-')}) "
+                f"was asked for {r['needed']} and {r['written']} were kept (each reaches its reference answer){why}; "
+                f"{use['calls']} calls, {use['inputTokens']} input + {use['outputTokens']} output tokens.", ""]
+    return out
+
+
 def _counts(value: Any) -> str:
     """``{'short (<=5)': 3, 'long (>15)': 45}`` as ``short (<=5) 3, long (>15) 45``."""
     if isinstance(value, dict):
@@ -362,9 +379,7 @@ def build(store: ArtifactStore, state: dict[str, Any]) -> dict[str, bytes]:
         best_curation = read_json(store, attempt_key(best.metadata.name, "curation.json"))
     md += ["## Data curation", "", f"Loaded {prep.get('loaded', prep.get('traces', '?'))} examples; labels {prep.get('labels', [])}.", ""]
     if syn := prep.get("synthesis"):
-        md += [f"Synthesis (teacher {syn['model']}): real examples per label {_counts(syn['real'])}; written {_counts(syn['written'])} "
-               f"({syn['rejected']} texts rejected); evaluation set: {syn['evaluation']}; {syn['usage']['calls']} calls, "
-               f"{syn['usage']['inputTokens']} input + {syn['usage']['outputTokens']} output tokens.", ""]
+        md += _synthesis_lines(syn)
     if rules:
         files["curation.png"] = plot_curation(rules + [r for r in (best_curation or {}).get("rules", []) if r["rule"] == "label-balance"])
         md += ["![curation](curation.png)", ""]

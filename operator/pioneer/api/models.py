@@ -257,13 +257,15 @@ class Curation(ApiModel):
 
 
 class Synthesis(ApiModel):
-    """A teacher (Claude) writes labelled examples where the data has too few (classification)."""
+    """A teacher (Claude) writes what the data lacks: examples of each label (classification), tagged sentences of each
+    entity type (ner), or chain-of-thought rationales (generation with strategy.supervision chainOfThought)."""
 
     model: str = Field(default=d.LLM_MODEL, max_length=200, description="Anthropic model id of the teacher.")
     min_per_label: int = Field(default=d.SYNTHESIS_MIN_PER_LABEL, ge=1, le=500, description=(
-        "Training examples per label the pool should have; the teacher writes the shortfall of each label."))
+        "Training examples per label (ner: sentences per entity type) the pool should have; the teacher writes the shortfall."))
     eval_per_label: int = Field(default=d.SYNTHESIS_EVAL_PER_LABEL, ge=1, le=200, description=(
-        "Without any real data: evaluation examples per label, from a separate synthesis batch (never trained on)."))
+        "Without any real data: evaluation examples per label (ner: per entity type), from a separate synthesis batch (never "
+        "trained on)."))
     max_tokens: int = Field(default=d.SYNTHESIS_MAX_TOKENS, ge=256, le=64000, description="Most output tokens per synthesis call.")
     timeout_seconds: float = Field(default=d.LLM_TIMEOUT_SECONDS, gt=0, le=600, description="Per-call timeout.")
     base_url: str | None = Field(default=None, max_length=2000, description="An Anthropic-compatible gateway (default: ANTHROPIC_BASE_URL).")
@@ -275,7 +277,8 @@ class Data(ApiModel):
     evaluation: Evaluation = Field(default_factory=Evaluation)
     curation: Curation = Field(default_factory=Curation)
     synthesis: Synthesis | None = Field(default=None, description=(
-        "Cold start from a description: a teacher writes examples of each label the sources lack (classification)."))
+        "Cold start from a description: a teacher writes examples of each label (ner: tagged sentences of each entity type) "
+        "the sources lack, or (generation) chain-of-thought rationales for the examples that have none."))
 
     @model_validator(mode="after")
     def _some_data(self) -> Data:
@@ -460,11 +463,46 @@ class Artifacts(ApiModel):
         return self
 
 
+class Strategy(ApiModel):
+    """S of a pipeline."""
+
+    supervision: Literal["direct", "chainOfThought"] = Field(default="direct", description=(
+        "generation: learn the reference answer directly, or chainOfThought: a rationale followed by the answer (each "
+        "example's 'rationale' field, or written by the data.synthesis teacher for examples without one)."))
+    evaluation: str = Field(default="heldOutSet", description="How the attempt is scored.")
+    distillation: float = Field(
+        default=d.DISTILLATION_WEIGHT, ge=0, le=10,
+        description="Production repair of a classifier: weight of a learning-without-forgetting term, the KL divergence from the "
+                    "deployed parent's output distribution on replayed and hard-negative examples (never on the corrections or the "
+                    "gate's sets), added to the cross-entropy. 0 = off.")
+    distillation_temperature: float | None = Field(
+        default=d.DISTILLATION_TEMPERATURE, gt=0, le=20,
+        description="Temperature of the parent's distribution in the distillation term; unset, it is calibrated (temperature "
+                    "scaling: least negative log-likelihood of the verified labels of the replayed examples), so an under-confident "
+                    "parent still passes on its ranking.")
+    confidence_replay: float = Field(
+        default=d.CONFIDENCE_REPLAY, ge=0, le=10,
+        description="Production repair of a classifier: each replayed example's loss is weighted 1 + c x (1 - the parent's margin "
+                    "on its label), so the parent's fragile boundaries get the most replay. 0 = off.")
+    interpolation: bool = Field(
+        default=d.INTERPOLATION,
+        description="Production repair of a classifier (WiSE-FT): the trained weights are mixed with the parent's, (1 - alpha) x "
+                    "parent + alpha x candidate; alpha is the one with the least churn on a validation slice of passing traces held "
+                    "out of training (never the regression set) whose failure-set score still reaches the gate's tau.")
+
+    def preserving(self) -> list[str]:
+        """The preservation objectives this strategy turns on (API names)."""
+        return [name for name, on in (("distillation", self.distillation > 0), ("confidenceReplay", self.confidence_replay > 0),
+                                      ("interpolation", self.interpolation)) if on]
+
+
 class ModelAdaptationSpec(ApiModel):
     mode: Mode = Field(default=Mode.cold_start, description="coldStart (task + data -> model) or production (deployed model + judged traces -> repaired model).")
     task: Task
     data: Data = Field(description="Where examples (or, in production mode, judged traces) come from, the evaluation set and the curation rules.")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="First configuration; the planner derives the others.")
+    strategy: Strategy = Field(default_factory=Strategy, description=(
+        "First configuration's strategy (supervision, preservation objectives); the planner derives the others."))
     gate: Gate = Field(default_factory=Gate)
     production: Production = Field(default_factory=Production, description="Production mode: how judged traces are triaged.")
     search: Search = Field(default_factory=Search)
@@ -479,13 +517,23 @@ class ModelAdaptationSpec(ApiModel):
             raise ValueError("hyperparameters.backend: gliner2 trains classification and ner tasks, not generation")
         if self.deployed_model is not None and not DNS1123.match(self.deployed_model):
             raise ValueError(f"deployedModel {self.deployed_model!r} is not a DNS-1123 name (lower-case letters, digits, '-' and '.')")
+        if self.strategy.supervision == "chainOfThought" and self.task.type != TaskType.generation.value:
+            raise ValueError(f"strategy.supervision chainOfThought applies to task.type generation (got {self.task.type!r})")
+        if (preserving := self.strategy.preserving()) and not (
+                self.mode == Mode.production.value and self.task.type == TaskType.classification.value):
+            raise ValueError(f"strategy {preserving} keep a deployed parent's answers: they apply to production mode classification")
         if self.data.synthesis is not None:
-            if self.task.type != TaskType.classification.value:
-                raise ValueError(f"data.synthesis supports task.type classification in this build (got {self.task.type!r})")
-            if not self.task.labels:
-                raise ValueError("data.synthesis needs task.labels: the teacher writes examples of each label")
             if self.mode == Mode.production.value:
                 raise ValueError("data.synthesis is for cold start; production mode learns from judged traces")
+            if self.task.type == TaskType.generation.value:
+                if self.strategy.supervision != "chainOfThought":
+                    raise ValueError("data.synthesis for task.type generation writes chain-of-thought rationales: set "
+                                     "strategy.supervision: chainOfThought (or remove data.synthesis)")
+                if not self.data.sources:
+                    raise ValueError("data.synthesis for task.type generation explains the sources' examples: give data.sources")
+            elif not self.task.labels:
+                what = "entity type" if self.task.type == TaskType.ner.value else "label"
+                raise ValueError(f"data.synthesis needs task.labels: the teacher writes examples of each {what}")
         if self.mode == Mode.production.value and self.task.type == TaskType.generation.value:
             raise ValueError("production mode supports task.type classification and ner (got 'generation')")
         if self.mode == Mode.production.value:
@@ -550,37 +598,6 @@ class DataRecipe(ApiModel):
     replay_share: float = Field(default=0.15, ge=0, le=d.MAX_REPLAY_SHARE, description="Production mode: share of the set replayed from the parent's training data.")
     entity_max_repeats: int = Field(default=0, ge=0, description="ner: entity diversification cap (0 = off).")
     seed: int = Field(default=0, description="Seed of the data sampling (and of training).")
-
-
-class Strategy(ApiModel):
-    """S of a pipeline."""
-
-    supervision: Literal["direct", "chainOfThought"] = Field(default="direct", description="direct answers, or chainOfThought rationales (generation, with a teacher).")
-    evaluation: str = Field(default="heldOutSet", description="How the attempt is scored.")
-    distillation: float = Field(
-        default=d.DISTILLATION_WEIGHT, ge=0, le=10,
-        description="Production repair of a classifier: weight of a learning-without-forgetting term, the KL divergence from the "
-                    "deployed parent's output distribution on replayed and hard-negative examples (never on the corrections or the "
-                    "gate's sets), added to the cross-entropy. 0 = off.")
-    distillation_temperature: float | None = Field(
-        default=d.DISTILLATION_TEMPERATURE, gt=0, le=20,
-        description="Temperature of the parent's distribution in the distillation term; unset, it is calibrated (temperature "
-                    "scaling: least negative log-likelihood of the verified labels of the replayed examples), so an under-confident "
-                    "parent still passes on its ranking.")
-    confidence_replay: float = Field(
-        default=d.CONFIDENCE_REPLAY, ge=0, le=10,
-        description="Production repair of a classifier: each replayed example's loss is weighted 1 + c x (1 - the parent's margin "
-                    "on its label), so the parent's fragile boundaries get the most replay. 0 = off.")
-    interpolation: bool = Field(
-        default=d.INTERPOLATION,
-        description="Production repair of a classifier (WiSE-FT): the trained weights are mixed with the parent's, (1 - alpha) x "
-                    "parent + alpha x candidate; alpha is the one with the least churn on a validation slice of passing traces held "
-                    "out of training (never the regression set) whose failure-set score still reaches the gate's tau.")
-
-    def preserving(self) -> list[str]:
-        """The preservation objectives this strategy turns on (API names)."""
-        return [name for name, on in (("distillation", self.distillation > 0), ("confidenceReplay", self.confidence_replay > 0),
-                                      ("interpolation", self.interpolation)) if on]
 
 
 class Pipeline(ApiModel):

@@ -110,7 +110,7 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
         modification = str(item.get("modification") or "").strip()[:MAX_TEXT["modification"]] or "change proposed by the planner"
         rationale = str(item.get("rationale") or "").strip()[:MAX_TEXT["rationale"]]
         changes = item.get("changes")
-        why = _refusal(changes, allowed_models, allowed_backends) or _preservation_refusal(changes, request.spec, parent)
+        why = _refusal(changes, allowed_models, allowed_backends) or _strategy_refusal(changes, request.spec, parent)
         pipeline = None
         if why is None:
             merged = parent.model_dump(by_alias=True, mode="json")
@@ -137,9 +137,11 @@ def validate(tool_input: Any, request: Request) -> tuple[list[Proposal], list[di
 PRESERVATION_FIELDS = ("distillation", "distillationTemperature", "confidenceReplay", "interpolation")
 
 
-def _preservation_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec, parent: Pipeline) -> str | None:
-    """The preservation objectives need a deployed parent and a transformers classifier head: production repairs of
-    transformers classifiers only."""
+def _strategy_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec, parent: Pipeline) -> str | None:
+    """chainOfThought supervision is for generation. The preservation objectives need a deployed parent and a transformers
+    classifier head: production repairs of transformers classifiers only."""
+    if (changes.get("strategy") or {}).get("supervision") == "chainOfThought" and spec.task.type != "generation":
+        return f"strategy.supervision chainOfThought applies to generation tasks (this task is {spec.task.type})"
     asked = sorted(set(changes.get("strategy") or {}) & set(PRESERVATION_FIELDS))
     backend = (changes.get("hyperparameters") or {}).get("backend", parent.hyperparameters.backend)
     if asked and (spec.mode != "production" or spec.task.type != "classification" or backend != "transformers"):

@@ -61,6 +61,7 @@ def initial_pipeline(spec: ModelAdaptationSpec) -> Pipeline:
             entity_max_repeats=cur.entity_max_repeats if spec.task.type == "ner" else 0,
         ),
         hyperparameters=spec.hyperparameters,
+        strategy=spec.strategy,
     )
 
 
