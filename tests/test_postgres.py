@@ -24,11 +24,14 @@ def test_import_keeps_good_rows_and_the_effective_view_applies_human_overrides(d
     path = tmp_path / "more.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in [
         {"id": "p3", "input": "dim", "verdict": "pass", "meta": {"k": 1}}, {"id": "bad", "input": "x", "meta": 5},
-        {"id": "p1", "input": "lights on"}]))
+        {"id": "p1", "input": "lights on"}, {"id": "p4", "input": "warmer", "verdict": "fail", "corrected": "up"},
+        {"id": "p4", "input": "warmer", "verdict": "pass"}]))  # the bulk path (COPY), a duplicate in the same batch
     rep = traces.import_file(db, path)
-    assert (rep.added, rep.duplicates, [n for n, _ in rep.bad_rows]) == (1, 1, [2])
+    assert (rep.added, rep.duplicates, [n for n, _ in rep.bad_rows]) == (2, 2, [2])
     _, rows = traces.query(db, "SELECT id, verdict, corrected FROM effective_traces ORDER BY id")
-    assert rows == [("p1", "pass", None), ("p2", "fail", "off please"), ("p3", "pass", None)]
+    assert rows == [("p1", "pass", None), ("p2", "fail", "off please"), ("p3", "pass", None), ("p4", "fail", "up")]
+    _, meta = traces.query(db, "SELECT meta::text, judge_meta::text FROM traces WHERE id IN ('p3', 'p4') ORDER BY id")
+    assert meta == [('{"k": 1}', "null"), ("null", "null")]  # JSON columns as SQLAlchemy's JSON type stores them
 
 
 @pytest.mark.parametrize("sql", ["DELETE FROM traces", "SELECT 1; DELETE FROM traces", "COMMIT; DELETE FROM traces",

@@ -36,6 +36,48 @@ def test_import_keeps_good_rows_and_names_every_bad_one(tmp_path):
     assert json.loads(meta[0][0]) == {"region": "eu"}  # unknown columns are kept as metadata
 
 
+PLAIN = {"id": "a1", "input": "lights on", "prediction": "HassTurnOn", "corrected": "HassTurnOn", "verdict": "pass",
+         "judge_reasoning": "exact match", "model_id": "intents@2", "created_at": "2026-12-01T00:00:00Z"}
+NEEDS_NORMALISING = [  # each variant goes through the validating path, which normalises it or names its problem
+    {"verdict": "PASS"}, {"verdict": " fail"}, {"prediction": ""}, {"human_corrected": ""}, {"id": 7}, {"id": "x" * 65},
+    {"id": None}, {"model_id": "m" * 257}, {"region": "eu"}, {"meta": {"k": 1}}, {"meta": {}}, {"judge_meta": {"j": "exact"}},
+    {"metadata": {"k": 2}}, {"verdict": "maybe"}, {"input": 5}, {"created_at": ""}, {"human_verdict": "Fail"},
+]
+
+
+def test_the_bulk_path_stores_exactly_what_the_validating_path_stores():
+    from pioneer.traces.store import _clean, _plain_values, _stored_values
+
+    def validated(row):
+        try:
+            return _stored_values(_clean(row))
+        except ValueError as exc:
+            return f"refused: {exc}"
+
+    plain = [PLAIN, {"id": "a2", "input": ""}, {"id": "a3", "input": "dim", "verdict": None, "human_verdict": "fail"},
+             {**PLAIN, "id": "a4", "input": "caf\u00e9 \u2615 \\n"}]
+    for row in plain:  # a clean log's rows take the bulk path, as a JSONL line and as a parsed row alike
+        assert _plain_values(json.dumps(row)) == _plain_values(row) == validated(row)
+    for change in NEEDS_NORMALISING:
+        row = {k: v for k, v in {**PLAIN, **change}.items() if v is not None or k != "id"}
+        assert _plain_values(json.dumps(row)) is None and _plain_values(row) is None, change
+
+
+def test_an_import_counts_duplicates_in_the_file_and_in_the_store_through_the_bulk_path(tmp_path):
+    db = connect(tmp_path / "t.db")
+    add(db, [{"id": "s1", "input": "stored"}])
+    rows = [{"id": f"b{i}", "input": f"text {i}", "verdict": "pass"} for i in range(12)]
+    rows += [rows[3], {"id": "s1", "input": "stored again"}, {"id": "b5", "input": "same id, other text", "verdict": "FAIL"},
+             {"id": "u1", "input": "line\u2028separator and \u00e9, unescaped"}]  # valid JSON: one line, not two
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+    report = import_file(db, path, batch=5)  # batches of 5: a duplicate may sit in the same batch or a later one
+    assert (report.added, report.duplicates, report.bad_rows) == (13, 3, [])
+    assert query(db, "SELECT input FROM traces WHERE id = 'u1'")[1] == [("line\u2028separator and \u00e9, unescaped",)]
+    _, stored = query(db, "SELECT id, input, verdict, meta, judge_meta FROM traces WHERE id IN ('b5', 's1') ORDER BY id")
+    assert stored == [("b5", "text 5", "pass", "null", "null"), ("s1", "stored", None, "null", "null")]  # the first one kept
+
+
 def test_a_human_override_supersedes_the_judge(tmp_path):
     db = connect(tmp_path / "t.db")
     add(db, [{"id": "a", "input": "x", "prediction": "on", "verdict": "fail", "corrected": "off",

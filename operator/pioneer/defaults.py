@@ -99,6 +99,7 @@ SYNTHESIS_RATIONALE_BATCH = 10  # generation examples explained per teacher call
 TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION = 0.5  # the neighbourhood pass, a second look at what is left, runs at half the level
 TRIAGE_REFERENCE_MAX = 20_000  # production.triage.referenceMax: trusted examples above it are sampled (seeded)
 CONFIRM_CLUSTERS = 100  # live probes go to the largest fixable failure clusters, this many at most
+TRACE_IMPORT_BATCH = 5000  # traces per bulk insert (one COPY on PostgreSQL, one executemany on SQLite)
 EMBEDDING_CACHE_CHUNK = 500  # texts per cache query or insert (under every database's bound-parameter limit)
 TRIAGE_LLM = False  # production.triage.llm: Claude reviews failing traces beside the statistics
 

@@ -18,10 +18,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pioneer import defaults as d
 
 VERDICTS = ("pass", "fail")
 metadata = sa.MetaData()
@@ -201,6 +204,30 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _json_row(raw: bytes) -> Any:
+    """One JSONL line parsed, or the ValueError naming why it is not UTF-8 JSON."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ValueError(f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})")
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return ValueError(f"invalid JSON ({exc.msg})")
+    except RecursionError:
+        return ValueError("JSON nested too deeply")
+
+
+def _binary_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(number, line) of a file read as a stream, split and numbered as ``bytes.splitlines`` does, a leading BOM dropped."""
+    n = 0
+    with open(path, "rb") as fh:
+        for chunk in fh:
+            for raw in chunk.splitlines():  # a lone CR also ends a line
+                n += 1
+                yield n, raw[3:] if n == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+
+
 def _decoded_lines(path: Path, report_bad) -> list[str]:
     """The file's lines as text; a line that is not UTF-8 is reported by number and left empty."""
     lines = []
@@ -218,18 +245,10 @@ def _decoded_lines(path: Path, report_bad) -> list[str]:
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     bad: list[tuple[int, str]] = []
-    if suffix in (".jsonl", ".ndjson"):
-        for n, line in enumerate(_decoded_lines(path, lambda n, e: bad.append((n, e))), 1):
-            yield from ((m, ValueError(e)) for m, e in bad)
-            bad.clear()
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, ValueError(f"invalid JSON ({exc.msg})")
-            except RecursionError:
-                yield n, ValueError("JSON nested too deeply")
+    if suffix in (".jsonl", ".ndjson"):  # lines as bytes: import_file parses them (fast path first)
+        for n, raw in _binary_lines(path):
+            if raw.strip():
+                yield n, raw
     elif suffix == ".csv":
         text = "".join(_decoded_lines(path, lambda n, e: bad.append((n, e))))
         yield from ((m, ValueError(e)) for m, e in bad)
@@ -261,11 +280,12 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
 _PARTIAL = "__partial__"
 
 
-def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000, upsert: bool = False) -> ImportReport:
+def import_file(engine: sa.Engine, path: str | Path, batch: int = d.TRACE_IMPORT_BATCH, upsert: bool = False) -> ImportReport:
     """Import traces, keeping every good row; bad rows are reported with their line numbers.
 
     An id already in the store counts as a duplicate, unless ``upsert``: then the fields the new row gives (a
-    correction or a verdict that arrived later) replace the stored ones, and the fields it leaves out are kept."""
+    correction or a verdict that arrived later) replace the stored ones, and the fields it leaves out are kept.
+    Rows go in by batches through the bulk path (:func:`insert_new`: ``COPY`` on PostgreSQL)."""
     path = Path(path)
     report = ImportReport()
     pending: list[tuple[int, dict[str, Any]]] = []
@@ -273,35 +293,34 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000, upsert: 
     def flush() -> None:
         if not pending:
             return
-        with engine.begin() as conn:
-            ids = [r["id"] for _, r in pending]
-            existing = {r[0] for r in conn.execute(sa.select(traces.c.id).where(traces.c.id.in_(ids)))}
-        fresh, seen = [], set()
-        for line, r in pending:
-            partial = r.pop(_PARTIAL, False)
-            if upsert and r["id"] in existing:
-                given = {k: v for k, v in r.items() if v is not None and k not in ("id", "input")}
-                with engine.begin() as conn:
-                    conn.execute(traces.update().where(traces.c.id == r["id"]).values(**given))
-                report.updated += 1
-            elif partial:
-                report.bad_rows.append((line, f"no trace {r['id']!r} to update (a new trace needs 'input')"))
-            elif r["id"] in existing or r["id"] in seen:
-                report.duplicates += 1
-            else:
-                seen.add(r["id"])
-                fresh.append((line, r))
-        try:
+        fresh = pending
+        if upsert:
+            fresh = []
             with engine.begin() as conn:
-                if fresh:
-                    conn.execute(traces.insert(), [r for _, r in fresh])
-            report.added += len(fresh)
-        except sa.exc.SQLAlchemyError:  # one row the database refuses must not cost the batch: insert one by one
-            for line, r in fresh:
-                try:
+                ids = [r["id"] for _, r in pending]
+                existing = {r[0] for r in conn.execute(sa.select(traces.c.id).where(traces.c.id.in_(ids)))}
+            for line, r in pending:
+                partial = r.pop(_PARTIAL, False)
+                if r["id"] in existing:
+                    given = {k: v for k, v in r.items() if v is not None and k not in ("id", "input")}
                     with engine.begin() as conn:
-                        conn.execute(traces.insert(), [r])
-                    report.added += 1
+                        conn.execute(traces.update().where(traces.c.id == r["id"]).values(**given))
+                    report.updated += 1
+                elif partial:
+                    report.bad_rows.append((line, f"no trace {r['id']!r} to update (a new trace needs 'input')"))
+                else:
+                    fresh.append((line, r))
+        fresh = [(line, _stored_values(r) if isinstance(r, dict) else r) for line, r in fresh]
+        try:
+            added = insert_new(engine, [v for _, v in fresh])
+            report.added += added
+            report.duplicates += len(fresh) - added
+        except sa.exc.SQLAlchemyError:  # one row the database refuses must not cost the batch: insert one by one
+            for line, v in fresh:
+                try:
+                    added = insert_new(engine, [v])
+                    report.added += added
+                    report.duplicates += 1 - added
                 except sa.exc.SQLAlchemyError as exc:
                     report.bad_rows.append((line, f"refused by the database: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"))
         pending.clear()
@@ -310,21 +329,95 @@ def import_file(engine: sa.Engine, path: str | Path, batch: int = 1000, upsert: 
         if isinstance(row, Exception):
             report.bad_rows.append((line, str(row)))
             continue
-        if not isinstance(row, dict):
-            report.bad_rows.append((line, "expected an object"))
-            continue
-        try:
-            if upsert and "input" not in row and row.get("id") not in (None, ""):  # a later correction for a logged trace
-                pending.append((line, {**_clean({**row, "input": ""}), "input": None, _PARTIAL: True}))
-            else:
-                pending.append((line, _clean(row)))
-        except ValueError as exc:
-            report.bad_rows.append((line, str(exc)))
+        if not upsert and (plain := _plain_values(row)) is not None:
+            pending.append((line, plain))
+        else:
+            if isinstance(row, bytes):
+                row = _json_row(row)
+                if isinstance(row, Exception):
+                    report.bad_rows.append((line, str(row)))
+                    continue
+            if not isinstance(row, dict):
+                report.bad_rows.append((line, "expected an object"))
+                continue
+            try:
+                if upsert and "input" not in row and row.get("id") not in (None, ""):  # a later correction for a logged trace
+                    pending.append((line, {**_clean({**row, "input": ""}), "input": None, _PARTIAL: True}))
+                else:
+                    cleaned = _clean(row)
+                    pending.append((line, cleaned if upsert else _stored_values(cleaned)))
+            except ValueError as exc:
+                report.bad_rows.append((line, str(exc)))
         if len(pending) >= batch:
             flush()
     flush()
     report.bad_rows.sort()
     return report
+
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class PlainTrace(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A trace row that needs no normalising: every key a column, an id, each value already as stored (no empty strings,
+    verdicts in lower case, no JSON columns). A clean log's rows are all of this kind; msgspec checks it in C, and a row
+    it refuses goes through :class:`TraceRecord`, which normalises it or names its problem. Both store the same values."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    input: str
+    prediction: NonEmpty | None = None
+    corrected: NonEmpty | None = None
+    verdict: Literal["pass", "fail"] | None = None
+    judge_reasoning: NonEmpty | None = None
+    model_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+    created_at: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    human_verdict: Literal["pass", "fail"] | None = None
+    human_corrected: NonEmpty | None = None
+
+
+_JSON_COLUMNS = [c.name for c in traces.columns if isinstance(c.type, sa.JSON)]
+_COLUMNS = list(PlainTrace.__struct_fields__) + _JSON_COLUMNS  # the bulk insert's column order
+assert set(_COLUMNS) == FIELDS, "PlainTrace must name every non-JSON column of the traces table"
+_NO_JSON = ("null",) * len(_JSON_COLUMNS)  # SQLAlchemy's JSON type stores None as JSON null
+_plain_line = msgspec.json.Decoder(PlainTrace)
+
+
+def _plain_values(row: Any) -> tuple | None:
+    """The stored values of a JSONL line (bytes or text) or a row that is a :class:`PlainTrace`, else None."""
+    try:
+        trace = _plain_line.decode(row) if isinstance(row, (bytes, str)) else msgspec.convert(row, PlainTrace)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return msgspec.structs.astuple(trace) + _NO_JSON
+
+
+def _stored_values(row: dict[str, Any]) -> tuple:
+    """A cleaned row (:func:`_clean`) as the bulk insert takes it, JSON columns serialised as SQLAlchemy's JSON type does."""
+    return tuple(row[c] for c in _COLUMNS[:-len(_JSON_COLUMNS)]) + tuple(
+        "null" if row[c] is None else json.dumps(row[c]) for c in _JSON_COLUMNS)
+
+
+def insert_new(engine: sa.Engine, values: list[tuple]) -> int:
+    """Insert rows (:func:`_stored_values` tuples) whose id is not stored yet in one bulk statement; the number written. A
+    duplicate id, stored or earlier in ``values``, is skipped (ON CONFLICT DO NOTHING), so NOT NULL and the database's other
+    refusals still raise.
+
+    PostgreSQL: ``COPY`` (psycopg) into a transaction-scoped temporary table, then one INSERT ... SELECT. SQLite: one
+    executemany through the driver."""
+    if not values:
+        return 0
+    names = ", ".join(_COLUMNS)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            with conn.connection.driver_connection.cursor() as cur:
+                cur.execute("CREATE TEMPORARY TABLE pioneer_import (LIKE traces) ON COMMIT DROP")
+                with cur.copy(f"COPY pioneer_import ({names}) FROM STDIN") as copy:
+                    for v in values:
+                        copy.write_row(v)
+                cur.execute(f"INSERT INTO traces ({names}) SELECT {names} FROM pioneer_import ON CONFLICT (id) DO NOTHING")
+                return cur.rowcount
+        marks = ", ".join(["%s" if engine.dialect.paramstyle in ("format", "pyformat") else "?"] * len(_COLUMNS))
+        return conn.exec_driver_sql(f"INSERT INTO traces ({names}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING", values).rowcount
 
 
 def add(engine: sa.Engine, rows: Iterable[dict[str, Any]]) -> int:
