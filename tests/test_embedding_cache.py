@@ -81,3 +81,22 @@ def test_a_reference_above_its_bound_is_a_seeded_sample_of_parent_and_verified_e
     assert record["reference_sample"] == {"bound": 200, "parent_examples": 300, "verified_passing": 700, "kept": 200}
     small = {}
     assert bounded_reference(parent, verified, 5000, seed=7, record=small) == (parent + verified, 300) and small == {}
+
+
+def test_the_deployed_models_answers_are_asked_once_per_model_and_text(tmp_path):
+    from pioneer.traces.triage_cache import TriageCache
+
+    asked: list[list[str]] = []
+
+    def model(texts):
+        asked.append(list(texts))
+        return [{"output": t.upper(), "runner_up": None} for t in texts]
+
+    engine = trace_store.connect(tmp_path / "t.db")
+    answer = TriageCache(engine).memoized_answers("sha-a", model)
+    assert [a["output"] for a in answer(["x", "y", "x"])] == ["X", "Y", "X"] and asked == [["x", "y"]]
+    again = TriageCache(engine).memoized_answers("sha-a", model)  # another preparation, the same trace store
+    assert [a["output"] for a in again(["y", "z"])] == ["Y", "Z"] and asked[-1] == ["z"]
+    other = TriageCache(engine).memoized_answers("sha-b", model)  # another model's answers are its own
+    other(["x"])
+    assert asked[-1] == ["x"]

@@ -75,3 +75,49 @@ def test_above_its_bound_the_reference_is_a_recorded_sample_and_the_off_domain_p
     assert bounded.calibration["reference_sample"] == {"bound": 600, "parent_examples": 600, "verified_passing": 150, "kept": 600}
     found = {t["id"] for t in full.external if t["id"].startswith("x")}
     assert len(found) >= 3 and found <= {t["id"] for t in bounded.external}
+
+
+def decisions(res) -> list[tuple]:
+    return sorted([(t["id"], "fixable", t.get("p_value")) for t in res.fixable]
+                  + [(t["id"], t["reason"], t.get("p_value"), t.get("adjusted_p")) for t in res.external + res.screened])
+
+
+def test_a_later_triage_scores_only_new_traces_against_the_pinned_reference_and_decides_as_a_full_rescoring(tmp_path):
+    from pioneer.traces.store import connect
+    from pioneer.traces.triage_cache import TriageCache, references
+
+    failures, passing = traffic(3)
+    rng = random.Random(3)
+    for f in rng.sample(failures, 6):
+        f["corrected"] = rng.choice([x for x in smart_home.LABELS if x != f["corrected"]])
+    failures += [{"id": f"x{i}", "text": t, "prediction": "weather", "corrected": "lights_on"} for i, t in enumerate(smart_home.off_domain(4, 3))]
+    reference = smart_home.sample(200, seed=3)
+
+    def run_with(engine, fail, ok):
+        return triage(fail, ok, smart_home.LABELS, seed=3, reference=reference, fdr=LEVEL, cache=TriageCache(engine), cache_key="parent@1")
+
+    store = connect(tmp_path / "traces.db")
+    first = run_with(store, failures[:40], passing[:100])
+    assert first.calibration["reuse"]["reference"].startswith("drawn now") and first.calibration["reuse"]["reused"] == 0
+    assert first.calibration["reuse"]["label_quality_model"] == "fitted and stored"
+    later = run_with(store, failures, passing)  # new traffic since: 24 failures and 50 passing traces
+    reuse = later.calibration["reuse"]
+    assert reuse["reference"].startswith("pinned at") and reuse["reused"] == 140
+    assert reuse["scored"] == len(failures) + len(passing) - 140 and reuse["label_quality_model"] == "reused from the trace store"
+    assert later.calibration["reference"] == first.calibration["reference"]  # the new passing traces are tested, not trusted
+
+    # scoring every trace again against the same pinned reference decides exactly the same
+    empty = connect(tmp_path / "copy.db")
+    TriageCache(empty)
+    with store.connect() as src, empty.begin() as dst:
+        dst.execute(references.insert(), [dict(r._mapping) for r in src.execute(references.select())])
+    again = run_with(empty, failures, passing)
+    assert again.calibration["reuse"]["reused"] == 0 and again.calibration["reuse"]["scored"] == len(failures) + len(passing)
+    assert again.calibration["reuse"]["label_quality_model"] == "fitted and stored"  # the copy holds no model: fitted
+    assert decisions(later) == decisions(again) and any(t["reason"] in STATISTICAL_REASONS for t in later.external)
+
+    # a person overrides a verified member's answer: the pinned reference is void and drawn again
+    member = next(p for p in passing[:100] if p["id"] not in {t["id"] for t in first.screened})
+    changed = [{**p, "prediction": next(x for x in smart_home.LABELS if x != p["prediction"])} if p is member else p for p in passing]
+    redrawn = run_with(store, failures, changed)
+    assert redrawn.calibration["reuse"]["reference"].startswith("drawn again: 1 verified member")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pioneer import defaults as d
+from pioneer.layout import now
 from pioneer.production.conformal import adjusted, by_group, min_p, p_values, reference_by_group
 
 INJECTION = re.compile(
@@ -83,6 +84,7 @@ class LabelSupport:
     texts: list[str]
     labels: list[str]
     k: int = d.TRIAGE_SUPPORT_K
+    own: tuple[np.ndarray, np.ndarray] | None = None  # the reference's (domain, margin) from an earlier run (pinned)
 
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.embed(self.texts), dtype=np.float32)
@@ -91,8 +93,11 @@ class LabelSupport:
         self._positions: dict[str, list[int]] = {}
         for j, t in enumerate(self.texts):
             self._positions.setdefault(t, []).append(j)
-        per_label, self.reference_domain = self.supports(self.matrix, self.texts)
-        self.reference_margin = self.margins(per_label, self.labels)
+        if self.own is not None:
+            self.reference_domain, self.reference_margin = self.own
+        else:
+            per_label, self.reference_domain = self.supports(self.matrix, self.texts)
+            self.reference_margin = self.margins(per_label, self.labels)
 
     def supports(self, vectors: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(support of each input by each class, n x len(classes); similarity of each input to the domain).
@@ -149,41 +154,85 @@ class Triage:
                 for v, group in (("fail", self.external), ("pass", self.screened)) for t in group]
 
 
-def _label_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str], labels: list[str], seed: int,
-                   ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Label quality (cleanlab self-confidence) of a TF-IDF + logistic regression model that was not trained on the
-    example: the trusted examples' out of 5 folds, the traces' from the model fitted on all trusted examples. Low where
-    the model doubts the label. The traces never train the model, so its cost is bounded by the reference, and a
-    poisoned trace cannot vouch for others like it. NaN for a trace whose label the reference does not hold."""
-    from cleanlab.rank import get_label_quality_scores
-    from sklearn.base import clone
+def _quality_model(seed: int):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
+    return make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
+                         LogisticRegression(max_iter=2000, C=5.0))
+
+
+def _quality_classes(ref_labels: list[str]) -> list[str] | None:
     counts = Counter(ref_labels)
-    classes = sorted(counts)
-    if len(classes) < 2 or min(counts.values()) < 2:
+    return sorted(counts) if len(counts) >= 2 and min(counts.values()) >= 2 else None
+
+
+def _reference_quality(ref_texts: list[str], ref_labels: list[str], seed: int) -> np.ndarray | None:
+    """Label quality (cleanlab self-confidence) of each trusted example under a TF-IDF + logistic regression model that
+    was not trained on it (out of 5 folds): the distribution a trace's label quality is compared with. Low where the
+    model doubts the label. None when the reference cannot be split (a label with fewer than 2 examples)."""
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    classes = _quality_classes(ref_labels)
+    if classes is None:
         return None
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[lab] for lab in ref_labels])
-    folds = min(5, min(counts.values()))
-    model = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
-                          LogisticRegression(max_iter=2000, C=5.0))
-    probs = cross_val_predict(clone(model), ref_texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
-    reference_quality = get_label_quality_scores(y, probs, method="self_confidence")
+    folds = min(5, min(Counter(ref_labels).values()))
+    probs = cross_val_predict(_quality_model(seed), ref_texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                              method="predict_proba")
+    return get_label_quality_scores(y, probs, method="self_confidence")
+
+
+def _trace_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str], labels: list[str], seed: int,
+                   fitted_for: Callable[[Callable[[], Any]], tuple[Any, str]] | None = None) -> tuple[np.ndarray, str | None]:
+    """Label quality of each (text, label) under the model fitted on all trusted examples, and how the model was
+    obtained (``fitted_for(fit)``: a cache of models per reference). The traces never train the model, so its cost is
+    bounded by the reference, and a poisoned trace cannot vouch for others like it. NaN for a trace whose label the
+    reference does not hold."""
+    from cleanlab.rank import get_label_quality_scores
+
     quality = np.full(len(texts), np.nan)
+    classes = _quality_classes(ref_labels)
+    if classes is None:
+        return quality, None
+    index = {c: i for i, c in enumerate(classes)}
     known = [i for i, lab in enumerate(labels) if lab in index]
-    if known:
-        fitted = model.fit(ref_texts, y)
-        given = np.array([index[labels[i]] for i in known])
-        quality[known] = get_label_quality_scores(given, fitted.predict_proba([texts[i] for i in known]), method="self_confidence")
-    return reference_quality, quality
+    if not known:
+        return quality, None
+
+    def fit():
+        return _quality_model(seed).fit(ref_texts, np.array([index[lab] for lab in ref_labels]))
+    fitted, how = fitted_for(fit) if fitted_for is not None else (fit(), "fitted")
+    given = np.array([index[labels[i]] for i in known])
+    quality[known] = get_label_quality_scores(given, fitted.predict_proba([texts[i] for i in known]), method="self_confidence")
+    return quality, how
 
 
-def bounded_reference(parent: list[tuple[str, str]], verified: list[tuple[str, str]], bound: int, seed: int,
-                      record: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+SCORES_VERSION = f"conformal-bh/knn-k{d.TRIAGE_SUPPORT_K}/char-wb-2-4-lr-c5-5fold"  # cached scores of another version never mix
+
+
+def _pinned_reference(cache: Any, key: str | None, passing_now: dict[str, str], record: dict[str, Any]) -> dict[str, Any] | None:
+    """The reference an earlier preparation pinned for this parent, while every verified member still passes with the same
+    answer; None (and why, in ``record``) otherwise."""
+    if cache is None or not key:
+        return None
+    pin = cache.pinned(key)
+    if pin is None:
+        record["reuse"] = {"reference": "drawn now and pinned for the next preparation of this parent"}
+        return None
+    stale = sum(1 for _, label, trace in pin["members"] if trace is not None and passing_now.get(trace) != label)
+    if stale:
+        record["reuse"] = {"reference": f"drawn again: {stale} verified member(s) of the pinned reference no longer pass with the same answer"}
+        return None
+    record["reuse"] = {"reference": f"pinned at {pin['created_at']} ({len(pin['members'])} members), reused"}
+    return pin
+
+
+def bounded_reference(parent: list[tuple], verified: list[tuple], bound: int, seed: int,
+                      record: dict[str, Any]) -> tuple[list[tuple], int]:
     """The trusted reference: the parent's examples, then the verified passing traces; above ``bound`` a seeded uniform
     sample of both alike (their order kept). Returns (reference, how many of it are the parent's) and records the
     bound and the sizes it sampled from in ``record``."""
@@ -200,7 +249,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
            fdr: float = d.TRIAGE_FDR, runner_up: Callable[[list[str]], list[str | None]] | None = None,
-           reference_max: int = d.TRIAGE_REFERENCE_MAX) -> Triage:
+           reference_max: int = d.TRIAGE_REFERENCE_MAX, cache: Any = None, cache_key: str | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
@@ -227,10 +276,15 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     confusion the model nearly got right, not poison), recorded in ``taken_back``.
     An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
     fixable as corrected, a passing one is kept); it still counts as off-task traffic for the neighbourhood.
+
+    With ``cache`` (a :class:`pioneer.traces.triage_cache.TriageCache`) and ``cache_key`` (the parent, seed, bound and
+    embedding space), the reference drawn the first time is pinned and reused while every verified member still
+    passes with the same answer, and each trace's scores against it are computed once: a later preparation scores only
+    its new traces (and fits the label-quality model only when there are new failures). BH always runs on all of them.
     """
     out = Triage()
     out.calibration = {"level": fdr, "procedure": "conformal p-values, Benjamini-Hochberg"}
-    reference = [(t, y) for t, y in (reference or []) if y in labels]
+    parent_members = [(t, y, None) for t, y in (reference or []) if y in labels]
     traces = failures + passing
     nf = len(failures)
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
@@ -245,8 +299,18 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     tested_pass = [i for i in tested if i >= nf]
     # the trusted reference: the parent's training data and the passing traces the detectors let through (verified
     # answers of the same traffic, so the checks compare failures with what this deployment really sees)
-    verified = [(traces[i]["text"], checked[i]) for i in tested_pass if checked[i] in labels]
-    reference, parent_reference = bounded_reference(reference, verified, reference_max, seed, out.calibration)
+    verified = [(traces[i]["text"], checked[i], traces[i]["id"]) for i in tested_pass if checked[i] in labels]
+    pin = _pinned_reference(cache, cache_key, {traces[i]["id"]: checked[i] for i in tested_pass}, out.calibration)
+    if pin is not None:
+        members, parent_reference = [tuple(m) for m in pin["members"]], pin["parent_examples"]
+    else:
+        members, parent_reference = bounded_reference(parent_members, verified, reference_max, seed, out.calibration)
+    reference = [(t, y) for t, y, _ in members]
+    digest = None
+    if cache is not None and cache_key:
+        from pioneer.traces.triage_cache import digest_of
+
+        digest = digest_of([list(m) for m in members], SCORES_VERSION)
     # what calibrates which family: never a trusted copy of a trace under test (a text an earlier revision trained on
     # would vouch for itself), and for passing traces the parent's examples alone where there are enough
     fail_texts = {traces[i]["text"] for i in tested_fail}
@@ -263,26 +327,56 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     margin = np.full(len(traces), np.nan)
     best: list[str | None] = [None] * len(traces)
     vectors = None
+    texts = [t["text"] for t in traces]
+    quality = np.full(len(traces), np.nan)
+    known = cache.scores(digest, list(zip(texts, checked))) if digest else {}
+    for i, pair in enumerate(zip(texts, checked)):
+        if pair in known:
+            domain[i], margin[i], best[i], quality[i] = known[pair]
+    todo = [i for i, pair in enumerate(zip(texts, checked)) if pair not in known]
     if len(reference) >= MIN_REFERENCE and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
-        checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference])
-        vectors = checker.embed([t["text"] for t in traces]) if traces else np.zeros((0, checker.matrix.shape[1]))
-        per_label, domain = checker.supports(vectors, [t["text"] for t in traces])
-        margin = checker.margins(per_label, checked)
-        best = checker.best_label(per_label)
+        own = None
+        if pin is not None:  # the pinned reference's own scores: not computed again
+            own = tuple(np.array([np.nan if x is None else x for x in pin["scores"][k]], dtype=float) for k in ("domain", "margin"))
+        checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference],
+                               own=own)
+        vectors = checker.embed(texts) if traces else np.zeros((0, checker.matrix.shape[1]))
+        if todo:
+            per_label, scored = checker.supports(vectors[todo], [texts[i] for i in todo])
+            domain[todo] = scored
+            margin[todo] = checker.margins(per_label, [checked[i] for i in todo])
+            for i, b in zip(todo, checker.best_label(per_label)):
+                best[i] = b
         # passing traces are calibrated on the parent's examples alone (they are under test here, and a poisoned
         # one that passed would make others like it look ordinary); failures below, on the whole reference
         p_domain = p_values(checker.reference_domain[parent_only], domain)
 
     p_quality = np.full(len(traces), np.nan)
-    quality = np.full(len(traces), np.nan)
     quality_reference: np.ndarray | None = None  # the trusted examples' own label quality
+    quality_model = None
     if confident_learning and tested_fail:
-        scores = _label_quality([t for t, _ in reference], [y for _, y in reference], [traces[i]["text"] for i in tested_fail],
-                                [checked[i] for i in tested_fail], seed)
-        if scores is not None:
-            quality_reference, quality[tested_fail] = scores
+        ref_texts, ref_labels = [t for t, _ in reference], [y for _, y in reference]
+        if pin is not None and pin["scores"].get("quality"):
+            quality_reference = np.array([np.nan if q is None else q for q in pin["scores"]["quality"]], dtype=float)
+        else:
+            quality_reference = _reference_quality(ref_texts, ref_labels, seed)
+        if quality_reference is not None:
+            in_reference = set(ref_labels)
+            ask = [i for i in tested_fail if (texts[i], checked[i]) not in known or (np.isnan(quality[i]) and checked[i] in in_reference)]
+            if ask:
+                quality[ask], quality_model = _trace_quality(ref_texts, ref_labels, [texts[i] for i in ask], [checked[i] for i in ask], seed,
+                                                             (lambda fit: cache.fitted(digest, fit)) if digest else None)
+            todo = sorted(set(todo) | set(ask))
+    if digest:
+        cache.put_scores(digest, [(texts[i], checked[i], domain[i], margin[i], best[i], quality[i]) for i in todo])
+        if pin is None and checker is not None:
+            cache.pin(cache_key, digest, [list(m) for m in members], parent_reference,
+                      {"domain": checker.reference_domain.tolist(), "margin": checker.reference_margin.tolist(),
+                       "quality": [] if quality_reference is None else quality_reference.tolist()}, now())
+        out.calibration["reuse"] = {**out.calibration.get("reuse", {}), "scored": len(todo), "reused": len(known),
+                                    "label_quality_model": quality_model or "not needed (no new failure to score)", **cache.record()}
 
     # one p-value per failing trace: its checks' smallest, calibrated on the trusted examples' own smallest. Failures
     # are harder than clean traffic by selection (the deployed model got them wrong), so each is compared with the

@@ -40,7 +40,7 @@ from pioneer.layout import (
     reopen,
 )
 from pioneer.production import ner_repair
-from pioneer.production.diagnosis import confirm, taxonomy, triage
+from pioneer.production.diagnosis import SCORES_VERSION, confirm, taxonomy, triage
 from pioneer.store import ArtifactStore, split_uri, write_json, write_jsonl
 from pioneer.traces import store as trace_store
 
@@ -87,18 +87,18 @@ def _embedder(base_model: str, engine: sa.Engine):
 
 
 def _deployed_model(model_uri: str):
-    """The deployed model as a function texts -> answers (label, confidence, runner-up), loaded once on first use,
-    with its own preprocessing: the live confirmation probes and the triage's second look ask it."""
+    """The deployed model as a function texts -> answers ({output, runner_up}), loaded once on first use, with its own
+    preprocessing: the live confirmation probes and the triage's second look ask it."""
     loaded = []
 
-    def answer(texts: list[str]):
+    def answer(texts: list[str]) -> list[dict]:
         from pioneer import inference
 
         if not loaded:
             store, key = split_uri(model_uri)
             local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
             loaded.append(inference.load(local))
-        return loaded[0].predict(texts)
+        return [{"output": a.output, "runner_up": a.runner_up} for a in loaded[0].predict(texts)]
     return answer
 
 
@@ -169,18 +169,23 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         for p in tri.kept_passing:  # the regression set keeps the share of sentences with and without entities
             p["stratum"] = "entity-free" if set(p["prediction"].split(" ")) == {"O"} else "with entities"
     else:
-        deployed_model = _deployed_model(current.model_uri)
+        from pioneer.traces.triage_cache import TriageCache, reference_key
+
+        cache = TriageCache(engine)
+        deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri))
         embed = _embedder(spec.hyperparameters.base_model, engine) if parent_train or passing else None
-        tri = triage(failures, passing, labels, spec.search.seed, reference=[(ex.text, ex.label) for ex in parent_train],
+        seed, bound = spec.search.seed, spec.production.triage.reference_max
+        key = reference_key(current.model_sha256, seed, bound, embed.space, SCORES_VERSION) if embed is not None and current.model_sha256 else None
+        tri = triage(failures, passing, labels, seed, reference=[(ex.text, ex.label) for ex in parent_train],
                      embed=embed,
-                     out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr,
-                     reference_max=spec.production.triage.reference_max,
-                     runner_up=lambda texts: [a.runner_up for a in deployed_model(texts)])
+                     out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr, reference_max=bound,
+                     runner_up=lambda texts: [a["runner_up"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key)
         if embed is not None:
             tri.calibration["embeddings"] = {"space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
         if spec.production.triage.llm:
             disagreements = _llm_review(spec, store, tri, labels)
-        clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a.output for a in deployed_model(texts)])
+        clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a["output"] for a in deployed_model(texts)])
+        tri.calibration["model_answers"] = {k: v for k, v in cache.record().items() if k.startswith("answers") or k == "write_error"}
     passing = tri.kept_passing
     # what this triage sets aside is not replayed either, even where an earlier revision trained on it
     set_aside = {example_id(t["text"]) for t in tri.external + tri.screened}

@@ -1,0 +1,207 @@
+"""What a preparation computed about traces, kept in the trace store so the next repair of the same parent reuses it.
+
+Four tables beside the traces:
+
+- ``triage_reference``: the trusted reference a triage drew for one parent (model hash, seed, bound, embedding
+  space), pinned with its members (text, label, the verified trace's id) and the members' own calibration
+  scores. The next preparation for that parent tests its new traces against the same reference, as long as
+  every verified member is still a passing trace with the same answer (a person's override voids it).
+- ``triage_scores``: per reference digest, text and checked label, the scores a trace got against it (domain
+  similarity, label margin, best label, label quality). A trace scored once is not scored again.
+- ``triage_models``: per reference digest, the label-quality model fitted on it (skops, which loads only the types it
+  trusts: no pickle), so a later preparation scores its new failures without fitting it again.
+- ``model_answers``: per deployed model (content hash) and text, the model's answer (the live probes and the
+  second look ask the same model the same texts again).
+
+The decisions themselves (Benjamini-Hochberg over every trace) are always taken again: a p-value depends on
+the whole family. A store the preparation may only read serves what it has; what it cannot write is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from pioneer import defaults as d
+from pioneer.traces.embedding_cache import text_key
+from pioneer.traces.store import insert_ignoring_duplicates
+
+metadata = sa.MetaData()
+references = sa.Table(
+    "triage_reference", metadata,
+    sa.Column("key", sa.String(64), primary_key=True, doc="sha256 of (parent model hash, seed, bound, embedding space, method)"),
+    sa.Column("digest", sa.String(64), nullable=False, doc="sha256 of the members: what the scores are keyed by"),
+    sa.Column("members", sa.JSON, nullable=False, doc="[text, label, verified trace id or null (the parent's example)]"),
+    sa.Column("parent_examples", sa.Integer, nullable=False),
+    sa.Column("scores", sa.JSON, nullable=False, doc="the members' own scores: domain, margin, quality (null = none)"),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+scores = sa.Table(
+    "triage_scores", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("text_sha256", sa.String(64), primary_key=True),
+    sa.Column("label", sa.String(256), primary_key=True, doc="the label checked: a failure's correction, a passing answer"),
+    sa.Column("domain", sa.Float), sa.Column("margin", sa.Float), sa.Column("best", sa.String(256)), sa.Column("quality", sa.Float),
+)
+models = sa.Table(
+    "triage_models", metadata,
+    sa.Column("digest", sa.String(64), primary_key=True, doc="the reference the model was fitted on"),
+    sa.Column("model", sa.LargeBinary, nullable=False, doc="the fitted label-quality model, skops format (no pickle)"),
+)
+answers = sa.Table(
+    "model_answers", metadata,
+    sa.Column("model_sha256", sa.String(64), primary_key=True),
+    sa.Column("text_sha256", sa.String(64), primary_key=True),
+    sa.Column("answer", sa.JSON, nullable=False),
+)
+SCORE_FIELDS = ("domain", "margin", "best", "quality")
+
+
+def _finite(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _nan(x: Any) -> Any:
+    return math.nan if x is None else x
+
+
+def digest_of(members: list[list[Any]], method: str) -> str:
+    return hashlib.sha256(json.dumps([method, members], ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def reference_key(parent_sha256: str, seed: int, bound: int, space: str, method: str) -> str:
+    return hashlib.sha256(json.dumps([parent_sha256, seed, bound, space, method]).encode()).hexdigest()
+
+
+class TriageCache:
+    """The three tables of one trace store (any SQLAlchemy engine); counts what it served and stored."""
+
+    def __init__(self, engine: sa.Engine, chunk: int = d.EMBEDDING_CACHE_CHUNK):
+        self.engine, self.chunk = engine, chunk
+        self.counts = {"scores_reused": 0, "scores_stored": 0, "answers_reused": 0, "answers_stored": 0}
+        self.write_error: str | None = None
+        try:
+            metadata.create_all(engine)
+        except sa.exc.SQLAlchemyError as exc:  # a read-only role: read what is there, store nothing
+            self.write_error = str(getattr(exc, "orig", exc)).splitlines()[0]
+
+    def _write(self, do: Callable[[Any], None]) -> None:
+        if self.write_error:
+            return
+        try:
+            with self.engine.begin() as conn:
+                do(conn)
+        except (sa.exc.SQLAlchemyError, ValueError) as exc:
+            self.write_error = str(getattr(exc, "orig", exc)).splitlines()[0]
+
+    def _read(self, query) -> list:
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(query))
+        except sa.exc.SQLAlchemyError:  # no table (a read-only store that never had one): nothing cached
+            return []
+
+    # --- the pinned reference --------------------------------------------------------------------------------------
+    def pinned(self, key: str) -> dict[str, Any] | None:
+        rows = self._read(sa.select(references).where(references.c.key == key))
+        return dict(rows[0]._mapping) if rows else None
+
+    def pin(self, key: str, digest: str, members: list[list[Any]], parent_examples: int, own: dict[str, list], at: str) -> None:
+        own = {k: [_finite(float(x)) for x in v] for k, v in own.items()}
+
+        def do(conn):
+            conn.execute(references.delete().where(references.c.key == key))
+            conn.execute(references.insert().values(key=key, digest=digest, members=members, parent_examples=parent_examples,
+                                                    scores=own, created_at=at))
+        self._write(do)
+
+    # --- per-trace scores ------------------------------------------------------------------------------------------
+    def scores(self, digest: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
+        """{(text, label): (domain, margin, best, quality)} of the pairs scored against this reference before."""
+        by_key: dict[tuple[str, str], tuple[str, str]] = {(text_key(t), lab): (t, lab) for t, lab in pairs}
+        found: dict[tuple[str, str], tuple] = {}
+        keys = list({k for k, _ in by_key})
+        for part in _chunks(keys, self.chunk):
+            for r in self._read(sa.select(scores).where(scores.c.digest == digest, scores.c.text_sha256.in_(part))):
+                if (pair := by_key.get((r.text_sha256, r.label))) is not None:
+                    found[pair] = (_nan(r.domain), _nan(r.margin), r.best, _nan(r.quality))
+        self.counts["scores_reused"] += len(found)
+        return found
+
+    def put_scores(self, digest: str, rows: list[tuple[str, str, float, float, str | None, float]]) -> None:
+        values = [{"digest": digest, "text_sha256": text_key(t), "label": lab, "domain": _finite(float(dm)), "margin": _finite(float(mg)),
+                   "best": best, "quality": _finite(float(q))} for t, lab, dm, mg, best, q in rows]
+
+        def do(conn):
+            for part in _chunks(values, self.chunk):
+                conn.execute(insert_ignoring_duplicates(self.engine, scores), part)
+        if values:
+            self._write(do)
+            if not self.write_error:
+                self.counts["scores_stored"] += len(values)
+
+    # --- the label-quality model fitted on a reference -------------------------------------------------------------
+    def fitted(self, digest: str, fit: Callable[[], Any]) -> tuple[Any, str]:
+        """(the model stored for this reference, or ``fit()``'s, then stored; how it was obtained)."""
+        import zipfile
+
+        import skops.io
+
+        rows = self._read(sa.select(models.c.model).where(models.c.digest == digest))
+        if rows:
+            try:
+                return skops.io.loads(rows[0][0], trusted=[]), "reused from the trace store"
+            except Exception as exc:  # an unreadable or untrusted blob is a miss: fit again
+                why = f"stored model unreadable ({type(exc).__name__}): fitted again"
+        else:
+            why = "fitted and stored"
+        model = fit()
+        blob = skops.io.dumps(model, compression=zipfile.ZIP_DEFLATED)
+
+        def do(conn):
+            conn.execute(models.delete().where(models.c.digest == digest))
+            conn.execute(models.insert().values(digest=digest, model=blob))
+        self._write(do)
+        return model, why if not self.write_error else f"fitted (not stored: {self.write_error})"
+
+    # --- the deployed model's answers ------------------------------------------------------------------------------
+    def memoized_answers(self, model_sha256: str | None, answer: Callable[[list[str]], list[dict[str, Any]]]):
+        """``answer`` (texts -> JSON-able answers) asked only for texts this model has not answered before."""
+        if not model_sha256:
+            return answer
+
+        def call(texts: list[str]) -> list[dict[str, Any]]:
+            keys = {text_key(t): t for t in texts}
+            known: dict[str, dict[str, Any]] = {}
+            for part in _chunks(list(keys), self.chunk):
+                for r in self._read(sa.select(answers.c.text_sha256, answers.c.answer)
+                                    .where(answers.c.model_sha256 == model_sha256, answers.c.text_sha256.in_(part))):
+                    known[keys[r.text_sha256]] = r.answer
+            self.counts["answers_reused"] += sum(t in known for t in texts)
+            todo = list(dict.fromkeys(t for t in texts if t not in known))
+            if todo:
+                fresh = dict(zip(todo, answer(todo)))
+                known.update(fresh)
+                rows = [{"model_sha256": model_sha256, "text_sha256": text_key(t), "answer": a} for t, a in fresh.items()]
+
+                def do(conn):
+                    for part in _chunks(rows, self.chunk):
+                        conn.execute(insert_ignoring_duplicates(self.engine, answers), part)
+                self._write(do)
+                if not self.write_error:
+                    self.counts["answers_stored"] += len(rows)
+            return [known[t] for t in texts]
+        return call
+
+    def record(self) -> dict[str, Any]:
+        return {**self.counts, **({"write_error": self.write_error} if self.write_error else {})}
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
