@@ -23,3 +23,25 @@ def test_tfidf_logreg_refuses_a_metric_it_would_score_for_the_wrong_class():
         tfidf_logreg(texts, labels, ["x"], "f1", "ham")
     with pytest.raises(ValueError, match="no scorer"):
         tfidf_logreg(texts, labels, ["x"], "rougeL")
+
+
+def test_a_plain_token_classification_fine_tune_tags_words_by_their_first_sub_token(tmp_path):
+    import random
+
+    from pioneer.bench.baselines import plain_token_finetune
+    from pioneer.trainer.ner_metrics import ner_metrics
+
+    rng = random.Random(0)
+    people, cities = ["Anna Berg", "Tom Hale", "Rita Moss", "Ivo Lind"], ["Paris", "Lagos", "Quito", "Oslo"]
+
+    def sentence():
+        first, last = rng.choice(people).split()
+        return [first, last, "visited", rng.choice(cities), "today", "."], ["B-PER", "I-PER", "O", "B-LOC", "O", "O"]
+    train = [sentence() for _ in range(160)]
+    test = [(["Tom", "Hale", "visited", "Oslo", "today", "."], ["B-PER", "I-PER", "O", "B-LOC", "O", "O"]),
+            (["Nobody", "visited", "Quito", "."], ["O", "O", "B-LOC", "O"])]
+    predictions, facts = plain_token_finetune("minilm", train, [w for w, _ in test], tmp_path)
+    assert [len(p) for p in predictions] == [6, 4]  # one tag per word, whatever the sub-tokens
+    assert ner_metrics([t for _, t in test], predictions)["score"] == 1.0
+    # every TrainingArguments value at its default: 3 epochs of batch 8 over 160 sentences
+    assert (facts["epochs"], facts["batch_size"], facts["steps"], facts["n_train"]) == (3.0, 8, 60, 160)

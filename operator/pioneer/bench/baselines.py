@@ -6,6 +6,7 @@
 - :func:`plain_finetune`: a plain ``transformers`` ``Trainer`` fine-tune of the same base model on all the training
   data the agent had, every ``TrainingArguments`` value at its library default (learning rate, epochs, batch,
   schedule, weight decay); only the output folder, the seed and "no checkpoints, no reporting" are set.
+- :func:`plain_token_finetune`: the same for NER, token classification with the transformers recipe.
 
 Each returns (predictions on the test texts, facts about how it was trained), so every benchmark scores them with
 its own metric, exactly as it scores the agent's best model.
@@ -76,6 +77,64 @@ def plain_finetune(base_model: str, train_texts: list[str], train_labels: list[s
     limit = min(tokenizer.model_max_length, trainer.model.config.max_position_embeddings)
     predictions, _ = predict(trainer.model, tokenizer, test_texts, max_length=limit)
     return predictions, {"method": "plain_trainer_finetune", "base_model": base_model, "n_train": len(train_texts),
+                         "learning_rate": args.learning_rate, "epochs": args.num_train_epochs,
+                         "batch_size": args.per_device_train_batch_size, "steps": result.global_step,
+                         "final_mean_loss": round(float(result.training_loss), 4), "train_seconds": round(train_seconds, 1),
+                         "seconds": round(time.monotonic() - started, 1)}
+
+
+def plain_token_finetune(base_model: str, train: list[tuple[list[str], list[str]]], test_words: list[list[str]], workdir: Path,
+                         seed: int = 0) -> tuple[list[list[str]], dict[str, Any]]:
+    """Fine-tune ``base_model`` for token classification with ``Trainer`` at default ``TrainingArguments``, the
+    transformers recipe: each word's tag on its first sub-token, the others ignored (-100); predictions read from
+    each word's first sub-token by argmax (no decoding constraints), words past the model's length tagged O."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
+
+    from pioneer.trainer.base_models import resolve
+    from pioneer.trainer.fit import ListDataset, pick_device
+
+    started = time.monotonic()
+    set_seed(seed)
+    tags = sorted({t for _, ts in train for t in ts})
+    tag_id = {t: i for i, t in enumerate(tags)}
+    source = resolve(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForTokenClassification.from_pretrained(source, num_labels=len(tags), id2label=dict(enumerate(tags)),
+                                                            label2id=tag_id, ignore_mismatched_sizes=True)
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+
+    def encoded(words: list[str]):
+        return tokenizer(words, is_split_into_words=True, truncation=True, max_length=limit)
+
+    items = []
+    for words, ts in train:
+        enc = encoded(words)
+        ids, previous, labels = enc.word_ids(), None, []
+        for w in ids:
+            labels.append(-100 if w is None or w == previous else tag_id[ts[w]])
+            previous = w
+        items.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    args = TrainingArguments(output_dir=str(workdir / "checkpoints"), save_strategy="no", report_to=[], seed=seed,
+                             disable_tqdm=True, use_cpu=pick_device() == "cpu")
+    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(items), data_collator=DataCollatorForTokenClassification(tokenizer))
+    result = trainer.train()
+    train_seconds = time.monotonic() - started
+    trained = trainer.model.eval()
+    device = next(trained.parameters()).device
+    predictions = []
+    with torch.inference_mode():
+        for words in test_words:
+            enc = encoded(words)
+            logits = trained(**{k: torch.tensor([v], device=device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}).logits[0]
+            best = np.asarray(logits.argmax(-1).cpu())
+            first: dict[int, str] = {}
+            for position, w in enumerate(enc.word_ids()):
+                if w is not None and w not in first:
+                    first[w] = tags[int(best[position])]
+            predictions.append([first.get(i, "O") for i in range(len(words))])
+    return predictions, {"method": "plain_trainer_token_finetune", "base_model": base_model, "n_train": len(train),
                          "learning_rate": args.learning_rate, "epochs": args.num_train_epochs,
                          "batch_size": args.per_device_train_batch_size, "steps": result.global_step,
                          "final_mean_loss": round(float(result.training_loss), 4), "train_seconds": round(train_seconds, 1),

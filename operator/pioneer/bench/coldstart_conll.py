@@ -64,6 +64,21 @@ def test_scores(model_dir: str, sentences: list[tuple[list[str], list[str]]]) ->
     return {"threshold": threshold, **{k: m[k] for k in keep}}
 
 
+def baselines(train: list[tuple[list[str], list[str]]], test: list[tuple[list[str], list[str]]], work: Path, seed: int) -> dict:
+    """The user's alternative on the same test file: a plain Trainer token-classification fine-tune of the default base
+    model on all of train.txt (more than the agent trains on: it holds out its evaluation set)."""
+    from pioneer import defaults
+    from pioneer.bench.baselines import plain_token_finetune
+    from pioneer.trainer.ner_metrics import ner_metrics
+
+    predictions, facts = plain_token_finetune(defaults.BASE_MODEL, train, [w for w, _ in test], work / "baseline-plain", seed)
+    m = ner_metrics([t for _, t in test], predictions)
+    keep = ("score", "precision", "recall", "true_positives", "false_positives", "false_negatives", "per_label")
+    out = {"plain_token_finetune": {**{k: m[k] for k in keep}, **facts}}
+    print(f"coldstart-conll: baseline plain_token_finetune test F1 {m['score']:.4f}", file=sys.stderr)
+    return out
+
+
 def conll_folder(data_dir: str, benchmark: str) -> Path | None:
     """The shared CoNLL-2003 folder (train.txt, test.txt), or None after saying on stderr what is missing."""
     folder = Path(data_dir) / "conll2003"
@@ -104,9 +119,12 @@ def run(args: argparse.Namespace) -> int:
     if best is not None and best.status.model_uri:
         result["best_test"] = scores = test_scores(best.status.model_uri, test)
         result.update(best_f1=scores["score"], precision=scores["precision"], recall=scores["recall"], threshold=scores["threshold"])
+    result["baselines"] = baselines(read_split(folder, "train"), test, work, args.seed) if args.baselines else {
+        "skipped": "--no-baselines"}
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("backend", "baseline_f1", "best_f1", "precision", "recall", "threshold", "attempts", "wall_seconds")}))
+    print(json.dumps({**{k: result[k] for k in ("backend", "baseline_f1", "best_f1", "precision", "recall", "threshold", "attempts", "wall_seconds")},
+                      **{f"{name}_f1": b["score"] for name, b in result["baselines"].items() if isinstance(b, dict)}}))
     return 0 if result["best_f1"] is not None else 1
