@@ -187,7 +187,11 @@ def test_the_loop_repairs_once_then_refuses_a_regressing_candidate_with_no_one_a
             second = drive_to_completion(api, "lights-r2-1", timeout=400)
             dm = get(api, "deployedmodels", "lights")["status"]
             assert second["status"]["phase"] == "Succeeded" and dm["lastVerdict"]["passed"] is False
-            assert "regressions on previously passing traces > epsilon 10" in dm["lastVerdict"]["reason"]
+            # refused for what it broke: the passing traces, the previous checkpoint's set, or both (which one trips varies
+            # from run to run: trace ids are random, so the regression sample and the curriculum's order do too)
+            failed = {c["name"] for c in dm["lastVerdict"]["checks"] if not c["passed"]}
+            assert failed and failed <= {"regressions", "crossCheckpoint"}, dm["lastVerdict"]["reason"]
+            assert "> epsilon 10" in dm["lastVerdict"]["reason"]
             assert dm["currentRevision"] == 2 and [r["revision"] for r in dm["revisions"]] == [1, 2]
             assert kubelet.sync() == "2"
             time.sleep(5)  # later checks: the refused repair is finished, and no third one starts without a cool-down breach
