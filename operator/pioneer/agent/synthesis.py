@@ -216,15 +216,8 @@ def fill(spec: ModelAdaptationSpec, store: ArtifactStore, api_key: str, examples
     record = {"model": syn.model, "real": have,
               "written": {lab: sum(lab in label_names(ex, spec.task.type) for ex in added) for lab in labels},
               "evaluation": "synthesized batch" if evaluation else "held out from the pool", "usage": _usage(calls),
-              "rejected": sum(c.get("rejected", 0) for c in calls), "rejectedBy": _sum_counts(c.get("rejectedBy", {}) for c in calls)}
+              "rejected": sum(c.get("rejected", 0) for c in calls), "rejectedBy": dict(sum((Counter(c.get("rejectedBy", {})) for c in calls), Counter()))}
     return added, evaluation, record
-
-
-def _sum_counts(counts) -> dict[str, int]:
-    total: Counter = Counter()
-    for c in counts:
-        total.update(c)
-    return dict(total)
 
 
 # --- generation: chain-of-thought rationales for the pool's examples ------------------------------------------------

@@ -339,7 +339,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
 
         own = None
         if pin is not None:  # the pinned reference's own scores: not computed again
-            own = tuple(np.array([np.nan if x is None else x for x in pin["scores"][k]], dtype=float) for k in ("domain", "margin"))
+            own = tuple(np.array(pin["scores"][k], dtype=float) for k in ("domain", "margin"))  # JSON null -> NaN
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference],
                                own=own)
         vectors = checker.embed(texts) if traces else np.zeros((0, checker.matrix.shape[1]))
@@ -359,7 +359,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     if confident_learning and tested_fail:
         ref_texts, ref_labels = [t for t, _ in reference], [y for _, y in reference]
         if pin is not None and pin["scores"].get("quality"):
-            quality_reference = np.array([np.nan if q is None else q for q in pin["scores"]["quality"]], dtype=float)
+            quality_reference = np.array(pin["scores"]["quality"], dtype=float)
         else:
             quality_reference = _reference_quality(ref_texts, ref_labels, seed)
         if quality_reference is not None:

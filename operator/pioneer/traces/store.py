@@ -376,7 +376,8 @@ class PlainTrace(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _JSON_COLUMNS = [c.name for c in traces.columns if isinstance(c.type, sa.JSON)]
-_COLUMNS = list(PlainTrace.__struct_fields__) + _JSON_COLUMNS  # the bulk insert's column order
+_PLAIN_COLUMNS = list(PlainTrace.__struct_fields__)
+_COLUMNS = _PLAIN_COLUMNS + _JSON_COLUMNS  # the bulk insert's column order
 assert set(_COLUMNS) == FIELDS, "PlainTrace must name every non-JSON column of the traces table"
 _NO_JSON = ("null",) * len(_JSON_COLUMNS)  # SQLAlchemy's JSON type stores None as JSON null
 _plain_line = msgspec.json.Decoder(PlainTrace)
@@ -393,7 +394,7 @@ def _plain_values(row: Any) -> tuple | None:
 
 def _stored_values(row: dict[str, Any]) -> tuple:
     """A cleaned row (:func:`_clean`) as the bulk insert takes it, JSON columns serialised as SQLAlchemy's JSON type does."""
-    return tuple(row[c] for c in _COLUMNS[:-len(_JSON_COLUMNS)]) + tuple(
+    return tuple(row[c] for c in _PLAIN_COLUMNS) + tuple(
         "null" if row[c] is None else json.dumps(row[c]) for c in _JSON_COLUMNS)
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
 from pioneer import defaults as d
-from pioneer.traces.embedding_cache import text_key
+from pioneer.traces.embedding_cache import _chunks, text_key
 from pioneer.traces.store import insert_ignoring_duplicates
 
 metadata = sa.MetaData()
@@ -201,7 +201,3 @@ class TriageCache:
     def record(self) -> dict[str, Any]:
         return {**self.counts, **({"write_error": self.write_error} if self.write_error else {})}
 
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
