@@ -292,3 +292,16 @@ def test_among_equal_scores_the_attempt_that_broke_less_is_best():
     assert Graph.of([a, b]).best().metadata.name == b.metadata.name
     b.status.cross_checkpoint_regressions = 2
     assert Graph.of([a, b]).best().metadata.name == a.metadata.name  # a tie on both: the earlier attempt
+
+
+def test_the_specs_strategy_is_the_first_attempts_strategy():
+    from pioneer.api.models import ModelAdaptationSpec
+
+    spec = ModelAdaptationSpec.model_validate({
+        **tiny_adaptation()["spec"], "mode": "production", "deployedModel": "intents",
+        "data": {"sources": [{"traces": "traces.db"}]}, "strategy": {"confidenceReplay": 2.0, "interpolation": True}})
+    plan = reconcile("r", spec, [], pool_size=200)
+    trained = [n for n in plan.create if not n.name.endswith("-baseline")]
+    assert trained and trained[0].pipeline.strategy.confidence_replay == 2.0 and trained[0].pipeline.strategy.interpolation
+    default = reconcile("r", spec.model_copy(update={"strategy": type(spec.strategy)()}), [], pool_size=200)
+    assert [n for n in default.create if not n.name.endswith("-baseline")][0].pipeline.strategy.preserving() == []
