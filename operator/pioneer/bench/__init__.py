@@ -80,11 +80,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=int, default=2, help="gate: sentences allowed to regress among previously passing traces")
     p.add_argument("--max-attempts", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("serve", help="load test of `pioneer serve` on loopback with trace logging: requests/s, p50/p99, traces vs 2xx")
+    p = sub.add_parser("serve", help="load test of `pioneer serve` on loopback with trace logging: an open loop at --rate requests/s "
+                                     "and a closed loop at --concurrency; p50/p99, traces vs 2xx")
     p.add_argument("--out", required=True, help="JSON file for the results")
     p.add_argument("--workdir", default=None, help="working folder (default: next to --out; recreated)")
-    p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--requests", type=int, default=4000, help="requests of each phase")
+    p.add_argument("--rate", type=float, default=200, help="open loop: requests sent per second on a fixed schedule (0: skip)")
+    p.add_argument("--p99-target-ms", type=float, default=200, help="open loop: the p99 latency the rate must be held under")
+    p.add_argument("--concurrency", type=int, default=32, help="closed loop: requests always in flight (0: skip)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--server-threads", type=int, default=0, help="torch threads of the server process (0: torch's default)")
     p = sub.add_parser("trainer-overhead", help="the trainer program vs. a bare torch loop on the same model, data, batches and steps: "
