@@ -19,6 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("PIONEER_RECONCILE_SECONDS", "1")  # the operator reconciles every second in tests
 os.environ.setdefault("PIONEER_IMPROVEMENT_SECONDS", "2")  # ... and looks at improvement triggers every 2 s (read at import)
+# two pytest workers each start trainers with one OpenMP thread per core: idle OpenMP threads sleep instead of spinning
+# against the other worker's (a GLiNER2 training of 164 s alone took over 600 s beside another training)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def tiny_adaptation(name: str = "tiny", **spec_overrides) -> dict:
