@@ -100,3 +100,21 @@ def test_the_deployed_models_answers_are_asked_once_per_model_and_text(tmp_path)
     other = TriageCache(engine).memoized_answers("sha-b", model)  # another model's answers are its own
     other(["x"])
     assert asked[-1] == ["x"]
+
+
+def test_a_stored_answer_without_a_field_the_caller_needs_is_asked_again_and_replaced(tmp_path):
+    from pioneer.traces.triage_cache import TriageCache
+
+    asked: list[list[str]] = []
+    engine = trace_store.connect(tmp_path / "t.db")
+    old = TriageCache(engine).memoized_answers("sha-a", lambda texts: [{"output": t.upper()} for t in texts])
+    old(["x", "y"])  # answers stored before they carried the ranking
+
+    def model(texts):
+        asked.append(list(texts))
+        return [{"output": t.upper(), "ranked": [t.upper(), "OTHER"]} for t in texts]
+
+    answer = TriageCache(engine).memoized_answers("sha-a", model, fields=("output", "ranked"))
+    assert [a["ranked"] for a in answer(["x", "y"])] == [["X", "OTHER"], ["Y", "OTHER"]] and asked == [["x", "y"]]
+    again = TriageCache(engine).memoized_answers("sha-a", model, fields=("output", "ranked"))
+    assert again(["x"])[0]["ranked"] == ["X", "OTHER"] and asked == [["x", "y"]]  # replaced in the store, not asked again

@@ -121,3 +121,51 @@ def test_a_later_triage_scores_only_new_traces_against_the_pinned_reference_and_
     changed = [{**p, "prediction": next(x for x in smart_home.LABELS if x != p["prediction"])} if p is member else p for p in passing]
     redrawn = run_with(store, failures, changed)
     assert redrawn.calibration["reuse"]["reference"].startswith("drawn again: 1 verified member")
+
+
+def deployed_model(predicted: dict[str, str], right: dict[str, str], asked: list[str]):
+    """A deployed model's ranking of the labels per input: its answer first, then the input's right label, then the
+    rest (what it was asked is recorded in ``asked``)."""
+    def ranked(texts: list[str]) -> list[list[str]]:
+        asked.extend(texts)
+        return [[predicted[t]] + ([right[t]] if t in right and right[t] != predicted[t] else [])
+                + [x for x in smart_home.LABELS if x not in (predicted[t], right.get(t))] for t in texts]
+    return ranked
+
+
+def test_a_borderline_label_doubt_is_taken_back_when_the_deployed_model_ranks_the_correction_near_the_top():
+    """The second look: a borderline flag that doubts a correction is taken back when the deployed model ranks the
+    correction in its top labels (the right label of a confusion), and stands when it does not (a flipped label).
+    An input flagged as unlike the task is not asked about: the model's ranking cannot vouch for a label there."""
+    from pioneer.production.diagnosis import LABEL_DOUBTS, second_look_rank
+
+    assert [second_look_rank(n) for n in (2, 3, 16, 30, 150)] == [2, 2, 2, 4, 19]
+    taken, kept_flags = [], 0
+    for seed in range(20):
+        failures, passing = traffic(seed)
+        rng = random.Random(seed)
+        right = {f["text"]: f["corrected"] for f in failures}
+        flipped = set()
+        for f in rng.sample(failures, 12):  # label flips to neither the right label nor the model's answer
+            f["corrected"] = rng.choice([x for x in smart_home.LABELS if x not in (f["corrected"], f["prediction"])])
+            flipped.add(f["id"])
+        off = [{"id": f"x{i}", "text": t, "prediction": "weather", "corrected": rng.choice(smart_home.LABELS)}
+               for i, t in enumerate(smart_home.off_domain(8, seed))]
+        failures += off
+        asked: list[str] = []
+        ranked = deployed_model({f["text"]: f["prediction"] for f in failures}, right, asked)
+        plain = run(seed, failures, passing)
+        looked = triage(failures, passing, smart_home.LABELS, seed=seed, reference=smart_home.sample(200, seed=seed), fdr=LEVEL,
+                        ranked=ranked)
+        by_id = {t["id"]: t for t in plain.external}
+        bar = plain.calibration["borderline_above"]
+        borderline = {i for i, t in by_id.items() if t["reason"] in LABEL_DOUBTS and t["adjusted_p"] > bar}
+        assert {t["text"] for t in failures if t["id"] in borderline} == set(asked)  # no other flag was asked about
+        back = {t["id"] for t in looked.taken_back}
+        assert back == borderline - flipped  # every clean one taken back, no flipped label
+        assert {t["id"] for t in looked.external} == set(by_id) - back
+        for t in looked.taken_back:
+            assert t["rule"] == "ranked-near-the-top" and t["rank"] == 2 and "ranks the correction" in t["evidence"]
+        taken += sorted(back)
+        kept_flags += len(borderline & flipped)
+    assert taken and kept_flags, (taken, kept_flags)  # both sides happen: clean doubts taken back, flipped labels kept flagged

@@ -63,7 +63,14 @@ class Answer:
 
     output: str
     confidence: float
-    runner_up: str | None = None  # classification: the label the model ranked second (the triage's second look reads it)
+    runner_up: str | None = None  # classification: the label the model ranked second
+    ranked: tuple[str, ...] = ()  # classification: every label, most probable first (the triage's second look reads it)
+
+
+def _classified(label: str, probs, names: list[str]) -> Answer:
+    """A classification answer from the label chosen and every label's probability."""
+    order = [names[int(j)] for j in probs.argsort()[::-1]]
+    return Answer(label, float(probs.max()), order[1] if len(order) > 1 else None, tuple(order))
 
 
 class Predictor:
@@ -111,7 +118,7 @@ class Predictor:
 
         labels, probs = predict(self.model, self.tokenizer, texts, n)
         names = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        return [Answer(lab, float(p.max()), names[int(p.argsort()[-2])] if len(p) > 1 else None) for lab, p in zip(labels, probs)]
+        return [_classified(lab, p, names) for lab, p in zip(labels, probs)]
 
     def _predict_gliner2(self, texts: list[str], n: int) -> list[Answer]:
         labels = self.preprocessing.labels
@@ -122,7 +129,7 @@ class Predictor:
         from pioneer.trainer.gliner2_classification import predict
 
         chosen, probs = predict(self.model, texts, labels, n)
-        return [Answer(lab, float(p.max()), labels[int(p.argsort()[-2])] if len(p) > 1 else None) for lab, p in zip(chosen, probs)]
+        return [_classified(lab, p, labels) for lab, p in zip(chosen, probs)]
 
     def describe(self) -> dict[str, Any]:
         return {"task_type": self.preprocessing.task_type, "backend": self.preprocessing.backend, "max_length": self.preprocessing.max_length,

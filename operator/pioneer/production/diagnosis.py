@@ -9,6 +9,7 @@ on out-of-fold predictions of a TF-IDF model to catch wrong corrections.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -53,6 +54,7 @@ def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
 # reasons that say the *input* is not a request for the task (as opposed to a wrong correction of a good input)
 OFF_TASK_REASONS = ("adversarial-or-malformed-input", "off-domain-input", "off-task-neighbourhood")
 STATISTICAL_REASONS = ("off-domain-input", "unsupported-correction", "suspected-label-error", "off-task-neighbourhood")
+LABEL_DOUBTS = ("unsupported-correction", "suspected-label-error")  # flags that doubt the correction, not the input
 MIN_REFERENCE = 20  # trusted examples needed before the embedding checks run
 BLOCK_ROWS = 512  # similarity rows computed at a time (memory is BLOCK_ROWS x reference size, never N x N)
 
@@ -248,7 +250,7 @@ def bounded_reference(parent: list[tuple], verified: list[tuple], bound: int, se
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
-           fdr: float = d.TRIAGE_FDR, runner_up: Callable[[list[str]], list[str | None]] | None = None,
+           fdr: float = d.TRIAGE_FDR, ranked: Callable[[list[str]], list[list[str]]] | None = None,
            reference_max: int = d.TRIAGE_REFERENCE_MAX, cache: Any = None, cache_key: str | None = None) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
@@ -269,11 +271,12 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     A flagged failure is off-domain when its domain p-value is the smaller, or (with ``out_of_scope_label``)
     when the trusted out-of-scope examples support it best; an unsupported correction or a suspected label
     error otherwise. Once the flags hold enough off-task traffic (detectors and off-domain), a second BH pass
-    at the same level asks of every failure still kept whether it sits closer to that traffic than trusted
+    at ``fdr * TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION`` asks of every failure still kept whether it sits closer to that traffic than trusted
     examples do (off-task neighbourhood). A discovery whose adjusted p-value is above ``fdr *
-    TRIAGE_BORDERLINE_FRACTION`` is borderline: with ``runner_up`` (the deployed model's second choice per
-    input) a borderline failure whose correction is that second choice is taken back as fixable (a
-    confusion the model nearly got right, not poison), recorded in ``taken_back``.
+    TRIAGE_BORDERLINE_FRACTION`` is borderline: with ``ranked`` (the deployed model's labels per input, most
+    probable first) a borderline label doubt whose correction the model ranks near the top is taken back as
+    fixable (a confusion the model nearly got right, not a wrong label), recorded in ``taken_back``
+    (see :func:`_second_look`).
     An off-task trace whose logged answer already is ``out_of_scope_label`` is kept as it is (a failing one is
     fixable as corrected, a passing one is kept); it still counts as off-task traffic for the neighbourhood.
 
@@ -453,7 +456,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
         in_scope = parent_only & fc & np.array([y != out_of_scope_label for _, y in reference], dtype=bool)
         reasons.update(_off_task_neighbourhood(reasons, vectors, checker, domain, nf, fdr,
                                                in_scope if in_scope.sum() >= MIN_REFERENCE else parent_only))
-    _second_look(out, reasons, traces, checked, nf, fdr, runner_up)
+    _second_look(out, reasons, traces, checked, nf, fdr, ranked, len(labels))
     # off-task traces already answered with the out-of-scope label: kept as they are
     answered = {i for i, r in reasons.items() if r["reason"] in OFF_TASK_REASONS and out_of_scope_label and checked[i] == out_of_scope_label}
     for i, t in enumerate(traces):
@@ -466,27 +469,43 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     return out
 
 
+def second_look_rank(labels: int) -> int:
+    """How high the deployed model must rank a correction for a borderline label doubt to be taken back: its top
+    ``TRIAGE_SECOND_LOOK_SHARE`` of the labels, and never fewer than its top two (its answer and its runner-up)."""
+    return max(2, math.ceil(d.TRIAGE_SECOND_LOOK_SHARE * labels))
+
+
 def _second_look(out: Triage, reasons: dict[int, dict[str, Any]], traces: list[dict[str, Any]], checked: list[str], nf: int,
-                 fdr: float, runner_up: Callable[[list[str]], list[str | None]] | None) -> None:
-    """Take back borderline statistical flags on failures whose correction is the deployed model's second choice."""
+                 fdr: float, ranked: Callable[[list[str]], list[list[str]]] | None, labels: int) -> None:
+    """Take back borderline label doubts on failures whose correction the deployed model ranks near the top.
+
+    A label flip puts a label drawn without regard to the input in the log, so the model ranks it near the top about
+    as often as chance (the top eighth of the labels: one time in eight); the right label of a confusion is
+    mostly its runner-up or close behind. Only flags that doubt the correction get this look: an input flagged as
+    unlike the task has no right label for the model's ranking to vouch for (an off-domain request with a random
+    logged answer is its runner-up by chance as often as any other)."""
     bar = fdr * d.TRIAGE_BORDERLINE_FRACTION
-    borderline = sorted(i for i, r in reasons.items() if i < nf and r["reason"] in STATISTICAL_REASONS and r.get("adjusted_p", 0.0) > bar)
+    top = second_look_rank(labels)
+    borderline = sorted(i for i, r in reasons.items() if i < nf and r["reason"] in LABEL_DOUBTS and r.get("adjusted_p", 0.0) > bar)
     out.calibration["borderline_above"] = bar
-    if not borderline or runner_up is None:
+    out.calibration["second_look_top"] = top
+    if not borderline or ranked is None:
         return
     try:
-        seconds = runner_up([traces[i]["text"] for i in borderline])
+        orders = ranked([traces[i]["text"] for i in borderline])
     except (OSError, ValueError) as exc:  # the deployed model cannot answer: the flags stand, and the record says why
         out.calibration["second_look_skipped"] = f"the deployed model could not be asked: {str(exc)[:200]}"
         return
-    for i, second in zip(borderline, seconds):
-        if second is not None and second == checked[i]:
+    for i, order in zip(borderline, orders):
+        order = list(order or [])
+        if checked[i] in order[:top]:
             r = reasons.pop(i)
+            rank = order.index(checked[i]) + 1
             out.taken_back.append({"id": traces[i]["id"], "text": traces[i]["text"][:200], "flagged_as": r["reason"],
-                                   "adjusted_p": r["adjusted_p"], "rule": "runner-up", "evidence": (
+                                   "adjusted_p": r["adjusted_p"], "rule": "ranked-near-the-top", "rank": rank, "evidence": (
                                        f"borderline flag (BH-adjusted p {r['adjusted_p']:.4f} > {bar:g}) taken back: the deployed "
-                                       f"model's second choice for this input is the correction {checked[i]!r}, a confusion it "
-                                       f"nearly resolved, not a wrong label")})
+                                       f"model ranks the correction {checked[i]!r} number {rank} of {labels} for this input (top "
+                                       f"{top}), a confusion it nearly resolved, not a wrong label")})
 
 
 def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndarray, checker: LabelSupport, domain: np.ndarray,

@@ -87,7 +87,7 @@ def _embedder(base_model: str, engine: sa.Engine):
 
 
 def _deployed_model(model_uri: str):
-    """The deployed model as a function texts -> answers ({output, runner_up}), loaded once on first use, with its own
+    """The deployed model as a function texts -> answers ({output, ranked}), loaded once on first use, with its own
     preprocessing: the live confirmation probes and the triage's second look ask it."""
     loaded = []
 
@@ -98,7 +98,7 @@ def _deployed_model(model_uri: str):
             store, key = split_uri(model_uri)
             local = model_uri if not model_uri.startswith("s3://") else str(store.download_dir(key, Path("/tmp/pioneer-parent") / key))
             loaded.append(inference.load(local))
-        return [{"output": a.output, "runner_up": a.runner_up} for a in loaded[0].predict(texts)]
+        return [{"output": a.output, "ranked": list(a.ranked)} for a in loaded[0].predict(texts)]
     return answer
 
 
@@ -172,14 +172,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         from pioneer.traces.triage_cache import TriageCache, reference_key
 
         cache = TriageCache(engine)
-        deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri))
+        deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri), fields=("output", "ranked"))
         embed = _embedder(spec.hyperparameters.base_model, engine) if parent_train or passing else None
         seed, bound = spec.search.seed, spec.production.triage.reference_max
         key = reference_key(current.model_sha256, seed, bound, embed.space, SCORES_VERSION) if embed is not None and current.model_sha256 else None
         tri = triage(failures, passing, labels, seed, reference=[(ex.text, ex.label) for ex in parent_train],
                      embed=embed,
                      out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr, reference_max=bound,
-                     runner_up=lambda texts: [a["runner_up"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key)
+                     ranked=lambda texts: [a["ranked"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key)
         if embed is not None:
             tri.calibration["embeddings"] = {"space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
         if spec.production.triage.llm:
@@ -228,9 +228,9 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
                        "p-values, Benjamini-Hochberg)" if tri.calibration else ": input detectors, alignment, word-level confident learning"),
                    "before": len(failures), "after": len(tri.fixable),
                    "details": {"external": dict(Counter(e["reason"] for e in tri.external)), "calibration": tri.calibration}},
-                  {"rule": "take-back-borderline", "description": ("borderline flags (BH-adjusted p above "
-                                                                   f"{tri.calibration.get('borderline_above', 0):g}) on failures whose correction is the "
-                                                                   "deployed model's second choice, kept fixable"),
+                  {"rule": "take-back-borderline", "description": ("borderline label doubts (BH-adjusted p above "
+                                                                   f"{tri.calibration.get('borderline_above', 0):g}) on failures whose correction the "
+                                                                   f"deployed model ranks in its top {tri.calibration.get('second_look_top', 2)}, kept fixable"),
                    "before": len(tri.fixable) - len(tri.taken_back), "after": len(tri.fixable),
                    "details": {"taken_back": tri.taken_back[:50]}},
                   {"rule": "screen-passing", "description": "passing traces set aside by the same input detectors (not trained on)",

@@ -170,8 +170,10 @@ class TriageCache:
         return model, why if not self.write_error else f"fitted (not stored: {self.write_error})"
 
     # --- the deployed model's answers ------------------------------------------------------------------------------
-    def memoized_answers(self, model_sha256: str | None, answer: Callable[[list[str]], list[dict[str, Any]]]):
-        """``answer`` (texts -> JSON-able answers) asked only for texts this model has not answered before."""
+    def memoized_answers(self, model_sha256: str | None, answer: Callable[[list[str]], list[dict[str, Any]]],
+                         fields: tuple[str, ...] = ()):
+        """``answer`` (texts -> JSON-able answers) asked only for texts this model has not answered before. A stored
+        answer that lacks one of ``fields`` (written before the answer carried it) is asked again and replaced."""
         if not model_sha256:
             return answer
 
@@ -181,7 +183,8 @@ class TriageCache:
             for part in _chunks(list(keys), self.chunk):
                 for r in self._read(sa.select(answers.c.text_sha256, answers.c.answer)
                                     .where(answers.c.model_sha256 == model_sha256, answers.c.text_sha256.in_(part))):
-                    known[keys[r.text_sha256]] = r.answer
+                    if all(f in r.answer for f in fields):
+                        known[keys[r.text_sha256]] = r.answer
             self.counts["answers_reused"] += sum(t in known for t in texts)
             todo = list(dict.fromkeys(t for t in texts if t not in known))
             if todo:
@@ -191,6 +194,9 @@ class TriageCache:
 
                 def do(conn):
                     for part in _chunks(rows, self.chunk):
+                        if fields:  # an older answer of the same text, without the fields, gives way
+                            conn.execute(answers.delete().where(answers.c.model_sha256 == model_sha256,
+                                                                answers.c.text_sha256.in_([r["text_sha256"] for r in part])))
                         conn.execute(insert_ignoring_duplicates(self.engine, answers), part)
                 self._write(do)
                 if not self.write_error:
