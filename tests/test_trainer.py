@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def attempt(tmp_path: Path, *, epochs: float = 2, method: str = "full", train_by
 def run_trainer(python: str, folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run([python, "-m", "pioneer.trainer", str(folder / "attempt.json"), "--threads", "1"], check=False,
                           capture_output=True, text=True, timeout=300)
+
+
+def test_idle_openmp_threads_sleep_unless_the_user_chose_otherwise(tmp_path, python):
+    """Trainers that share cores (parallel attempts, two runs on one machine, a throttled pod) must not spin on them:
+    the program sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP, a value in the environment wins, the log says which."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    absent = str(tmp_path / "absent.json")  # the program says how it shares the CPU before it reads the spec
+    default = subprocess.run([python, "-m", "pioneer.trainer", absent, "--threads", "1"], check=False, env=env, capture_output=True, text=True, timeout=120)
+    chosen = subprocess.run([python, "-m", "pioneer.trainer", absent, "--threads", "1"], check=False,
+                            env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True, timeout=120)
+    assert default.returncode == chosen.returncode == 2, default.stderr[-2000:]
+    assert "CPU threads 1, idle OpenMP threads PASSIVE" in default.stdout
+    assert "idle OpenMP threads ACTIVE" in chosen.stdout and "PASSIVE" not in chosen.stdout
 
 
 def test_trains_and_writes_a_loadable_model_metrics_and_predictions(tmp_path, python):

@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from pioneer import defaults as d
 from pioneer.bench.common import fresh_workdir, run_adaptation, run_trainer
 
 SPEC = """
@@ -107,8 +108,10 @@ def bare_process(rows: list[dict], labels: list[str], hp, seed: int, steps: int,
     import multiprocessing
 
     path = work / "bare.json"
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM")}
-    os.environ.update(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "OMP_WAIT_POLICY")}
+    # the trainer program sets the OpenMP wait policy itself (a value in the environment wins): the bare loop gets the same
+    os.environ.update(OMP_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
+                      OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY") or d.TRAINER_OMP_WAIT_POLICY)
     try:
         proc = multiprocessing.get_context("spawn").Process(target=_bare_child, args=(rows, labels, hp.model_dump_json(), seed, steps,
                                                                                        threads, str(path)))

@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    # the log says how the trainer shares the CPU: a slow training beside another one is told apart here
+    print(f"pioneer-trainer: CPU threads {args.threads or 'torch default'}, idle OpenMP threads "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'ACTIVE (OpenMP default)')}", flush=True)
 
     store, spec_key = split_uri(args.attempt_uri)
     from pioneer import preparation
