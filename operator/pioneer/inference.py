@@ -63,14 +63,17 @@ class Answer:
 
     output: str
     confidence: float
-    runner_up: str | None = None  # classification: the label the model ranked second
     ranked: tuple[str, ...] = ()  # classification: every label, most probable first (the triage's second look reads it)
+
+    @property
+    def runner_up(self) -> str | None:
+        """Classification: the label the model ranked second."""
+        return self.ranked[1] if len(self.ranked) > 1 else None
 
 
 def _classified(label: str, probs, names: list[str]) -> Answer:
     """A classification answer from the label chosen and every label's probability."""
-    order = [names[int(j)] for j in probs.argsort()[::-1]]
-    return Answer(label, float(probs.max()), order[1] if len(order) > 1 else None, tuple(order))
+    return Answer(label, float(probs.max()), tuple(names[int(j)] for j in probs.argsort()[::-1]))
 
 
 class Predictor:

@@ -180,11 +180,14 @@ class TriageCache:
         def call(texts: list[str]) -> list[dict[str, Any]]:
             keys = {text_key(t): t for t in texts}
             known: dict[str, dict[str, Any]] = {}
+            stale: list[str] = []  # stored answers without one of the fields: replaced below
             for part in _chunks(list(keys), self.chunk):
                 for r in self._read(sa.select(answers.c.text_sha256, answers.c.answer)
                                     .where(answers.c.model_sha256 == model_sha256, answers.c.text_sha256.in_(part))):
                     if all(f in r.answer for f in fields):
                         known[keys[r.text_sha256]] = r.answer
+                    else:
+                        stale.append(r.text_sha256)
             self.counts["answers_reused"] += sum(t in known for t in texts)
             todo = list(dict.fromkeys(t for t in texts if t not in known))
             if todo:
@@ -193,10 +196,9 @@ class TriageCache:
                 rows = [{"model_sha256": model_sha256, "text_sha256": text_key(t), "answer": a} for t, a in fresh.items()]
 
                 def do(conn):
+                    for part in _chunks(stale, self.chunk):
+                        conn.execute(answers.delete().where(answers.c.model_sha256 == model_sha256, answers.c.text_sha256.in_(part)))
                     for part in _chunks(rows, self.chunk):
-                        if fields:  # an older answer of the same text, without the fields, gives way
-                            conn.execute(answers.delete().where(answers.c.model_sha256 == model_sha256,
-                                                                answers.c.text_sha256.in_([r["text_sha256"] for r in part])))
                         conn.execute(insert_ignoring_duplicates(self.engine, answers), part)
                 self._write(do)
                 if not self.write_error:
