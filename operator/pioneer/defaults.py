@@ -100,8 +100,12 @@ SYNTHESIS_RATIONALE_MAX_CHARS = 2000  # a longer rationale is dropped
 SYNTHESIS_RATIONALE_BATCH = 10  # generation examples explained per teacher call
 TRIAGE_NEIGHBOURHOOD_LEVEL_FRACTION = 0.5  # the neighbourhood pass, a second BH over what is left, runs at this share of the level (at the full level it set aside 9 clean failures carrying typos or preambles in adaptft clinc150's first stage, against 9 templated false premises caught on repair-clinc150 --poison 0.15)
 TRIAGE_REFERENCE_MAX = 20_000  # production.triage.referenceMax: trusted examples above it are sampled (seeded)
+TRIAGE_EMBEDDING_PRECISION = "float32"  # production.triage.embeddingPrecision: what the encoder computes triage embeddings in (bfloat16: about 3x faster on a CPU with native bfloat16)
+TRIAGE_SCORE_CHUNK = 32_768  # traces embedded and scored at a time in a preparation (their vectors are let go after)
+TRIAGE_FIT_PROCESSES = 1  # processes for the label-quality fits (5 folds and the model); each holds one fit, about 1.5 GB at a 20,000-example reference with 150 labels
 CONFIRM_CLUSTERS = 100  # live probes go to the largest fixable failure clusters, this many at most
 TRACE_IMPORT_BATCH = 5000  # traces per bulk insert (one COPY on PostgreSQL, one executemany on SQLite)
+TRACE_READ_CHUNK = 20_000  # judged traces a preparation reads from the store at a time (streamed, never one result list)
 EMBEDDING_CACHE_CHUNK = 500  # texts per cache query or insert (under every database's bound-parameter limit)
 TRIAGE_LLM = False  # production.triage.llm: Claude reviews failing traces beside the statistics
 

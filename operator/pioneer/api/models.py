@@ -317,6 +317,15 @@ class TriagePolicy(ApiModel):
         "Most trusted examples (the parent's training data and verified passing traces) the checks compare traces with "
         "and calibrate on; above it a seeded uniform sample is taken, and the preparation records the bound and what it "
         "sampled from. It bounds the cost per trace, so a preparation grows linearly with the log."))
+    fit_processes: int = Field(default=d.TRIAGE_FIT_PROCESSES, ge=1, description=(
+        "Processes that fit the label-quality model (TF-IDF + logistic regression: five folds on the trusted examples and "
+        "one on all of them), at most one per CPU the preparation may use. Each holds one fit in memory (about 1.5 GB at "
+        "a 20,000-example reference with 150 labels), so more processes trade memory for time; decisions do not depend on it."))
+    embedding_precision: Literal["float32", "bfloat16"] = Field(default=d.TRIAGE_EMBEDDING_PRECISION, description=(
+        "What the base model computes triage embeddings in. bfloat16 is about 3x faster on a CPU with native bfloat16 "
+        "(AMX or AVX-512 BF16) and on most GPUs, with vectors whose cosine similarity to float32's is above 0.9997, but "
+        "about 8x slower on a CPU without it (AVX2 only); float32 is exact. Vectors are cached per precision: a change of "
+        "precision embeds again and draws a new reference."))
 
 
 class Production(ApiModel):

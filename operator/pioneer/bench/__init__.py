@@ -111,6 +111,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--poison", type=float, default=0.05, help="share of the traffic poisoned (Table 12's types at their relative rates)")
     p.add_argument("--postgres-url", default=None, help="also time the import into this PostgreSQL database (its traces table is emptied)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one N may take before it is recorded as failed")
+    p.add_argument("--embedding-precision", choices=["float32", "bfloat16"], default="float32",
+                   help="the repairs' production.triage.embeddingPrecision (bfloat16 pays only on a CPU or GPU with native bfloat16)")
+    p.add_argument("--fit-processes", type=int, default=1,
+                   help="the repairs' production.triage.fitProcesses (each process holds one label-quality fit in memory)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
     p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")

@@ -11,22 +11,32 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pioneer import defaults as d
+
 Embedder = Callable[[list[str]], np.ndarray]
 
 
-def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64) -> Embedder:
+PRECISIONS = ("float32", "bfloat16")
+
+
+def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64, precision: str = d.TRIAGE_EMBEDDING_PRECISION) -> Embedder:
     """texts -> L2-normalised mean-pooled embeddings from ``model_ref`` (alias, directory or hub id).
 
-    Batches are formed by text length (far less padding); the result keeps the input order. The function's
-    ``space`` attribute names the embedding space (model, truncation, pooling): what a cache keys vectors by."""
+    Batches are formed by text length (far less padding); the result keeps the input order (float32 whatever the
+    ``precision`` the encoder computes in: ``bfloat16`` weights run about 3x faster on a CPU with native bfloat16,
+    with cosine similarity above 0.9997 to the float32 vectors, and about 8x slower on one without). The function's ``space`` attribute names the
+    embedding space (model, truncation, pooling, precision): what a cache keys vectors by, so vectors of two
+    precisions never mix."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from pioneer.trainer.base_models import resolve
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"embedding precision {precision!r} is not one of {PRECISIONS}")
     path = resolve(model_ref)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval()
+    model = AutoModel.from_pretrained(path, dtype=getattr(torch, precision)).eval()
 
     def embed(texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
@@ -34,40 +44,48 @@ def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64)
         for i in range(0, len(texts), batch_size):
             idx = order[i:i + batch_size]
             batch = tokenizer([texts[j] or " " for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            with torch.no_grad():
-                hidden = model(**batch).last_hidden_state
+            with torch.inference_mode():
+                hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             out[idx] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1).numpy()
         return out
-    embed.space = f"{model_ref}|max_length={max_length}|mean-pooled|l2"  # type: ignore[attr-defined]
+    # float32 keeps the space's name of the vectors cached before the precision was a choice
+    embed.space = f"{model_ref}|max_length={max_length}|mean-pooled|l2" + ("" if precision == "float32" else f"|{precision}")  # type: ignore[attr-defined]
     return embed
 
 
 def memoized(embed: Embedder, cache=None) -> Embedder:
     """``embed`` that computes each distinct text once per process and, with ``cache`` (an
     :class:`~pioneer.traces.embedding_cache.EmbeddingCache`) and an embedder that names its ``space``, once per
-    trace store: vectors already stored are read, new ones are stored."""
+    trace store: vectors already stored are read, new ones are stored. With a store, the process keeps no vectors
+    between calls (a million traces' vectors are 1.5 GB): the store is the memory."""
     memory: dict[str, np.ndarray] = {}
     space = getattr(embed, "space", None)
+    stored = cache is not None and bool(space)
     counts = {"texts": 0, "distinct": 0, "computed": 0}
 
     def call(texts: list[str]) -> np.ndarray:
         if not texts:
             return np.asarray(embed([]), dtype=np.float32)
         distinct = list(dict.fromkeys(texts))
-        missing = [t for t in distinct if t not in memory]
-        if missing and cache is not None and space:
-            memory.update(cache.get(space, missing))
-            missing = [t for t in missing if t not in memory]
+        found = {t: memory[t] for t in distinct if t in memory}
+        if stored and len(found) < len(distinct):
+            found.update(cache.get(space, [t for t in distinct if t not in found]))
+        missing = [t for t in distinct if t not in found]
         if missing:
             vectors = np.asarray(embed(missing), dtype=np.float32)
-            memory.update(zip(missing, vectors))
-            if cache is not None and space:
+            found.update(zip(missing, vectors))
+            if stored:
                 cache.put(space, missing, vectors)
+            if not stored or cache.write_error:  # a store that cannot keep them: the process does
+                memory.update(zip(missing, vectors))
         counts["texts"] += len(texts)
         counts["distinct"] += len(distinct)
         counts["computed"] += len(missing)
-        return np.stack([memory[t] for t in texts])
+        out = np.empty((len(texts), len(next(iter(found.values())))), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = found[t]
+        return out
     call.space = space  # type: ignore[attr-defined]
     call.counts = counts  # type: ignore[attr-defined]
     call.cache_record = (lambda: cache.record()) if cache is not None else (lambda: None)  # type: ignore[attr-defined]

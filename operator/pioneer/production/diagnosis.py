@@ -64,10 +64,25 @@ def _top_k_mean(sims: np.ndarray, k: int) -> np.ndarray:
     if sims.shape[1] == 0:
         return np.full(sims.shape[0], np.nan)
     k = min(k, sims.shape[1])
-    top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+    # sorted: the mean does not depend on the columns' order (the same neighbours give the same float, bit for bit)
+    top = np.sort(np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:], axis=1)
     finite = np.isfinite(top)
     with np.errstate(invalid="ignore"):
         return np.where(finite.any(axis=1), np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1), np.nan)
+
+
+def top_k_similar(queries: np.ndarray, keys: np.ndarray, k: int, exclude: Callable[[int, int], list[list[int]]] | None = None,
+                  block: int = BLOCK_ROWS) -> np.ndarray:
+    """Mean similarity of each query to its k most similar keys, exact, ``block`` queries at a time (memory is block x
+    keys, never queries x keys). ``exclude(start, stop)`` lists, per query of the block, the keys it may not count."""
+    out = np.full(len(queries), np.nan)
+    for start in range(0, len(queries), block):
+        sims = np.asarray(queries[start:start + block], dtype=np.float32) @ keys.T
+        if exclude is not None:
+            for row, cols in enumerate(exclude(start, start + len(sims))):
+                sims[row, cols] = -np.inf
+        out[start:start + len(sims)] = _top_k_mean(sims, k)
+    return out
 
 
 @dataclass
@@ -79,7 +94,9 @@ class LabelSupport:
     minus the best other label's. The trusted examples score themselves leave-one-out (an example, and any
     copy of its text, never votes for itself), which gives each score's distribution on clean data: a trace's
     p-value is the share of trusted examples whose score is at least as low as the trace's.
-    Similarities are computed ``BLOCK_ROWS`` rows at a time: memory grows with the reference, not its square.
+    The k-NN is exact: similarities are computed ``BLOCK_ROWS`` rows at a time against the reference (memory grows
+    with the reference, not with the traces, never with their square); each label's examples are one contiguous
+    block of the reference's columns.
     """
 
     embed: Callable[[list[str]], np.ndarray]
@@ -91,45 +108,65 @@ class LabelSupport:
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.embed(self.texts), dtype=np.float32)
         self.classes = sorted(set(self.labels))
-        self.columns = [np.flatnonzero(np.asarray(self.labels) == c) for c in self.classes]
+        # the reference's columns grouped by label (stable): a label's support is a slice, not a gather
+        index = {c: i for i, c in enumerate(self.classes)}
+        codes = np.array([index[y] for y in self.labels], dtype=int)
+        order = np.argsort(codes, kind="stable")
+        self._by_label = self.matrix[order]
+        bounds = np.searchsorted(codes[order], np.arange(len(self.classes) + 1))
+        self.columns = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        where = np.empty(len(order), dtype=int)
+        where[order] = np.arange(len(order))
         self._positions: dict[str, list[int]] = {}
         for j, t in enumerate(self.texts):
-            self._positions.setdefault(t, []).append(j)
+            self._positions.setdefault(t, []).append(int(where[j]))
         if self.own is not None:
             self.reference_domain, self.reference_margin = self.own
         else:
             per_label, self.reference_domain = self.supports(self.matrix, self.texts)
             self.reference_margin = self.margins(per_label, self.labels)
 
-    def supports(self, vectors: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def supports(self, vectors: np.ndarray, texts: list[str], per_label_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(support of each input by each class, n x len(classes); similarity of each input to the domain).
         A trusted example with the same text as the input does not vote (an input an earlier revision trained on
-        cannot vouch for itself)."""
+        cannot vouch for itself). ``per_label_rows`` (a boolean mask) limits the per-class supports to those rows (the
+        others get NaN): a passing trace needs only its domain similarity."""
         n = len(vectors)
         per_label = np.full((n, len(self.classes)), np.nan)
         domain = np.full(n, np.nan)
+        wanted = np.ones(n, dtype=bool) if per_label_rows is None else per_label_rows
         for start in range(0, n, BLOCK_ROWS):
-            sims = np.asarray(vectors[start:start + BLOCK_ROWS], dtype=np.float32) @ self.matrix.T
+            sims = np.asarray(vectors[start:start + BLOCK_ROWS], dtype=np.float32) @ self._by_label.T
             for row, t in enumerate(texts[start:start + BLOCK_ROWS]):
                 sims[row, self._positions.get(t, [])] = -np.inf
-            for c, cols in enumerate(self.columns):
-                per_label[start:start + len(sims), c] = _top_k_mean(sims[:, cols], self.k)
             domain[start:start + len(sims)] = _top_k_mean(sims, self.k)
+            rows = np.flatnonzero(wanted[start:start + len(sims)])
+            if len(rows):
+                some = sims if len(rows) == len(sims) else sims[rows]
+                for c, cols in enumerate(self.columns):
+                    per_label[start + rows, c] = _top_k_mean(some[:, cols], self.k)
         return per_label, domain
 
     def margins(self, per_label: np.ndarray, labels: list[str]) -> np.ndarray:
-        """Support of each row's label minus the best other label's; NaN where the label has no trusted example."""
+        """Support of each row's label minus the best other label's (0 when no other label has support); NaN where the
+        label has no trusted example."""
         index = {c: i for i, c in enumerate(self.classes)}
-        out = np.full(len(labels), np.nan)
-        for i, lab in enumerate(labels):
-            if (c := index.get(lab)) is None or not np.isfinite(per_label[i, c]):
-                continue
-            others = np.delete(per_label[i], c)
-            out[i] = per_label[i, c] - (np.nanmax(others) if np.isfinite(others).any() else 0.0)
-        return out
+        rows = np.arange(len(labels))
+        cls = np.array([index.get(lab, -1) for lab in labels], dtype=int)
+        known = cls >= 0
+        own = np.full(len(labels), np.nan)
+        own[known] = per_label[rows[known], cls[known]]
+        others = per_label.copy()
+        others[rows[known], cls[known]] = np.nan
+        finite = np.isfinite(others).any(axis=1) if others.shape[1] else np.zeros(len(labels), dtype=bool)
+        best_other = np.zeros(len(labels))
+        best_other[finite] = np.nanmax(others[finite], axis=1)
+        return np.where(np.isfinite(own), own - best_other, np.nan)
 
     def best_label(self, per_label: np.ndarray) -> list[str | None]:
-        return [self.classes[int(np.nanargmax(row))] if np.isfinite(row).any() else None for row in per_label]
+        finite = np.isfinite(per_label).any(axis=1) if per_label.shape[1] else np.zeros(len(per_label), dtype=bool)
+        top = np.argmax(np.where(np.isfinite(per_label), per_label, -np.inf), axis=1) if per_label.shape[1] else np.zeros(len(per_label), dtype=int)
+        return [self.classes[int(c)] if f else None for c, f in zip(top, finite)]
 
 
 @dataclass
@@ -170,26 +207,63 @@ def _quality_classes(ref_labels: list[str]) -> list[str] | None:
     return sorted(counts) if len(counts) >= 2 and min(counts.values()) >= 2 else None
 
 
-def _reference_quality(ref_texts: list[str], ref_labels: list[str], seed: int) -> np.ndarray | None:
+def _fold_probabilities(texts: list[str], y: np.ndarray, train: np.ndarray | None, test: np.ndarray | None, seed: int,
+                        classes: int) -> tuple[np.ndarray | None, Any]:
+    """One fit of the label-quality model: on ``train``, its probabilities on ``test`` (every class a column); with
+    ``train`` None, on every example (the model itself)."""
+    if train is None:
+        return None, _quality_model(seed).fit(texts, y)
+    model = _quality_model(seed).fit([texts[i] for i in train], y[train])
+    probs = np.zeros((len(test), classes))
+    probs[:, model.classes_] = model.predict_proba([texts[i] for i in test])
+    return probs, None
+
+
+def _fit_all(splits: list[tuple], texts: list[str], y: np.ndarray, seed: int, classes: int, processes: int) -> list[tuple]:
+    """``_fold_probabilities`` for every split, in order. With ``processes`` above 1, in a pool of fresh processes (no more
+    than the splits and the CPUs this process may use, cgroup quotas included) that is shut down before this returns,
+    so no idle worker outlives the triage or holds its exit."""
+    from joblib import cpu_count
+
+    jobs = min(len(splits), cpu_count(), processes)
+    if jobs <= 1:
+        return [_fold_probabilities(texts, y, train, test, seed, classes) for train, test in splits]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(splits)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_fold_probabilities, [texts] * n, [y] * n, [a for a, _ in splits], [b for _, b in splits], [seed] * n,
+                             [classes] * n))
+
+
+def _reference_quality(ref_texts: list[str], ref_labels: list[str], seed: int, fit_all: bool = False,
+                       processes: int = d.TRIAGE_FIT_PROCESSES) -> tuple[np.ndarray | None, Any]:
     """Label quality (cleanlab self-confidence) of each trusted example under a TF-IDF + logistic regression model that
     was not trained on it (out of 5 folds): the distribution a trace's label quality is compared with. Low where the
-    model doubts the label. None when the reference cannot be split (a label with fewer than 2 examples)."""
+    model doubts the label. None when the reference cannot be split (a label with fewer than 2 examples). With
+    ``fit_all``, also the model fitted on every trusted example (what scores the traces), fitted beside the folds.
+    The fits run in up to ``processes`` processes; the result does not depend on how many."""
     from cleanlab.rank import get_label_quality_scores
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
 
     classes = _quality_classes(ref_labels)
     if classes is None:
-        return None
+        return None, None
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[lab] for lab in ref_labels])
     folds = min(5, min(Counter(ref_labels).values()))
-    probs = cross_val_predict(_quality_model(seed), ref_texts, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                              method="predict_proba")
-    return get_label_quality_scores(y, probs, method="self_confidence")
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)) + ([(None, None)] if fit_all else [])
+    fitted = _fit_all(splits, ref_texts, y, seed, len(classes), processes)
+    probs = np.zeros((len(y), len(classes)))
+    for (_, test), (part, _) in zip(splits, fitted):
+        if test is not None:
+            probs[test] = part
+    return get_label_quality_scores(y, probs, method="self_confidence"), (fitted[-1][1] if fit_all else None)
 
 
 def _trace_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str], labels: list[str], seed: int,
-                   fitted_for: Callable[[Callable[[], Any]], tuple[Any, str]] | None = None) -> tuple[np.ndarray, str | None]:
+                   fitted_for: Callable[[Callable[[], Any]], tuple[Any, str]] | None = None, prefitted: Any = None) -> tuple[np.ndarray, str | None]:
     """Label quality of each (text, label) under the model fitted on all trusted examples, and how the model was
     obtained (``fitted_for(fit)``: a cache of models per reference). The traces never train the model, so its cost is
     bounded by the reference, and a poisoned trace cannot vouch for others like it. NaN for a trace whose label the
@@ -205,8 +279,8 @@ def _trace_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str]
     if not known:
         return quality, None
 
-    def fit():
-        return _quality_model(seed).fit(ref_texts, np.array([index[lab] for lab in ref_labels]))
+    def fit():  # ``prefitted``: fitted beside the reference's folds (the same model)
+        return prefitted if prefitted is not None else _quality_model(seed).fit(ref_texts, np.array([index[lab] for lab in ref_labels]))
     fitted, how = fitted_for(fit) if fitted_for is not None else (fit(), "fitted")
     given = np.array([index[labels[i]] for i in known])
     quality[known] = get_label_quality_scores(given, fitted.predict_proba([texts[i] for i in known]), method="self_confidence")
@@ -247,11 +321,40 @@ def bounded_reference(parent: list[tuple], verified: list[tuple], bound: int, se
     return [parent[i] if i < len(parent) else verified[i - len(parent)] for i in keep], from_parent
 
 
+def _score(checker: LabelSupport, todo: list[int], texts: list[str], checked: list[str], nf: int, domain: np.ndarray,
+           margin: np.ndarray, best: list[str | None]) -> None:
+    """Score the traces ``todo`` against the reference, in place: every trace's domain similarity; a failing trace's
+    (index below ``nf``) label margin and best label too. Each distinct text is embedded and compared once,
+    ``TRIAGE_SCORE_CHUNK`` texts at a time, and its vectors are let go after its chunk."""
+    rows_of: dict[str, list[int]] = {}
+    for i in todo:
+        rows_of.setdefault(texts[i], []).append(i)
+    distinct = list(rows_of)
+    for start in range(0, len(distinct), d.TRIAGE_SCORE_CHUNK):
+        part = distinct[start:start + d.TRIAGE_SCORE_CHUNK]
+        failing = np.array([rows_of[t][0] < nf for t in part], dtype=bool)  # todo is sorted: failures come first
+        per_label, similarity = checker.supports(checker.embed(part), part, per_label_rows=failing)
+        rows, of, labels = [], [], []
+        for j, t in enumerate(part):
+            for i in rows_of[t]:
+                domain[i] = similarity[j]
+                if i < nf:
+                    rows.append(i)
+                    of.append(j)
+                    labels.append(checked[i])
+        if rows:
+            supports = per_label[of]
+            margin[rows] = checker.margins(supports, labels)
+            for i, b in zip(rows, checker.best_label(supports)):
+                best[i] = b
+
+
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
            fdr: float = d.TRIAGE_FDR, ranked: Callable[[list[str]], list[list[str]]] | None = None,
-           reference_max: int = d.TRIAGE_REFERENCE_MAX, cache: Any = None, cache_key: str | None = None) -> Triage:
+           reference_max: int = d.TRIAGE_REFERENCE_MAX, cache: Any = None, cache_key: str | None = None,
+           fit_processes: int = d.TRIAGE_FIT_PROCESSES) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
     screen passing traces ({id, text, prediction}) with the same input checks: a passing verdict does not
     make an injection or an off-domain query good training data.
@@ -329,14 +432,13 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     domain = np.full(len(traces), np.nan)
     margin = np.full(len(traces), np.nan)
     best: list[str | None] = [None] * len(traces)
-    vectors = None
     texts = [t["text"] for t in traces]
     quality = np.full(len(traces), np.nan)
-    known = cache.scores(digest, list(zip(texts, checked))) if digest else {}
-    for i, pair in enumerate(zip(texts, checked)):
-        if pair in known:
+    known = cache.scores(digest, [(texts[i], checked[i]) for i in tested]) if digest else {}
+    for i in tested:
+        if (pair := (texts[i], checked[i])) in known:
             domain[i], margin[i], best[i], quality[i] = known[pair]
-    todo = [i for i, pair in enumerate(zip(texts, checked)) if pair not in known]
+    todo = [i for i in tested if (texts[i], checked[i]) not in known]
     if len(reference) >= MIN_REFERENCE and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
@@ -345,32 +447,29 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
             own = tuple(np.array(pin["scores"][k], dtype=float) for k in ("domain", "margin"))  # JSON null -> NaN
         checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference],
                                own=own)
-        vectors = checker.embed(texts) if traces else np.zeros((0, checker.matrix.shape[1]))
-        if todo:
-            per_label, scored = checker.supports(vectors[todo], [texts[i] for i in todo])
-            domain[todo] = scored
-            margin[todo] = checker.margins(per_label, [checked[i] for i in todo])
-            for i, b in zip(todo, checker.best_label(per_label)):
-                best[i] = b
+        # a pair stored from a passing trace holds its domain only: a failure with that text and label is scored again
+        classes = set(checker.classes)
+        todo = sorted(set(todo) | {i for i in tested_fail if np.isnan(margin[i]) and checked[i] in classes})
+        _score(checker, todo, texts, checked, nf, domain, margin, best)
         # passing traces are calibrated on the parent's examples alone (they are under test here, and a poisoned
         # one that passed would make others like it look ordinary); failures below, on the whole reference
         p_domain = p_values(checker.reference_domain[parent_only], domain)
 
     p_quality = np.full(len(traces), np.nan)
     quality_reference: np.ndarray | None = None  # the trusted examples' own label quality
-    quality_model = None
+    quality_model = prefitted = None
     if confident_learning and tested_fail:
         ref_texts, ref_labels = [t for t, _ in reference], [y for _, y in reference]
         if pin is not None and pin["scores"].get("quality"):
             quality_reference = np.array(pin["scores"]["quality"], dtype=float)
         else:
-            quality_reference = _reference_quality(ref_texts, ref_labels, seed)
+            quality_reference, prefitted = _reference_quality(ref_texts, ref_labels, seed, fit_all=True, processes=fit_processes)
         if quality_reference is not None:
             in_reference = set(ref_labels)
             ask = [i for i in tested_fail if (texts[i], checked[i]) not in known or (np.isnan(quality[i]) and checked[i] in in_reference)]
             if ask:
                 quality[ask], quality_model = _trace_quality(ref_texts, ref_labels, [texts[i] for i in ask], [checked[i] for i in ask], seed,
-                                                             (lambda fit: cache.fitted(digest, fit)) if digest else None)
+                                                             (lambda fit: cache.fitted(digest, fit)) if digest else None, prefitted)
             todo = sorted(set(todo) | set(ask))
     if digest:
         cache.put_scores(digest, [(texts[i], checked[i], domain[i], margin[i], best[i], quality[i]) for i in todo])
@@ -454,7 +553,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     if checker is not None:
         # the neighbourhood is calibrated on the parent's in-scope examples: its out-of-scope ones are off-task traffic
         in_scope = parent_only & fc & np.array([y != out_of_scope_label for _, y in reference], dtype=bool)
-        reasons.update(_off_task_neighbourhood(reasons, vectors, checker, domain, nf, fdr,
+        reasons.update(_off_task_neighbourhood(reasons, texts, checker, domain, nf, fdr,
                                                in_scope if in_scope.sum() >= MIN_REFERENCE else parent_only))
     _second_look(out, reasons, traces, checked, nf, fdr, ranked, len(labels))
     # off-task traces already answered with the out-of-scope label: kept as they are
@@ -508,7 +607,7 @@ def _second_look(out: Triage, reasons: dict[int, dict[str, Any]], traces: list[d
                                        f"{top}), a confusion it nearly resolved, not a wrong label")})
 
 
-def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndarray, checker: LabelSupport, domain: np.ndarray,
+def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], texts: list[str], checker: LabelSupport, domain: np.ndarray,
                             nf: int, fdr: float, calibration: np.ndarray) -> dict[int, dict[str, Any]]:
     """Failures that sit closer to the off-task traffic already found than trusted examples do: {index: reason}.
 
@@ -529,13 +628,15 @@ def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], vectors: np.ndar
         seeds = [i for i, r in flagged.items() if r["reason"] in OFF_TASK_REASONS]
         if len(seeds) < d.TRIAGE_NEIGHBOURHOOD_MIN:
             break
-        seed_vectors = vectors[seeds]
-        ref_score = checker.reference_domain[calibration] - _top_k_mean(checker.matrix[calibration] @ seed_vectors.T, k)
+        seed_vectors = checker.embed([texts[i] for i in seeds])
+        ref_score = checker.reference_domain[calibration] - top_k_similar(checker.matrix[calibration], seed_vectors, k)
         new: dict[int, dict[str, Any]] = {}
         family = [i for i in range(nf) if i not in flagged or flagged[i]["reason"] == "unsupported-correction"]
         if not family:
             break
-        off = _top_k_mean(vectors[family] @ seed_vectors.T, k)
+        distinct = list(dict.fromkeys(texts[i] for i in family))  # each distinct input compared once
+        position = {t: j for j, t in enumerate(distinct)}
+        off = top_k_similar(checker.embed(distinct), seed_vectors, k)[[position[texts[i]] for i in family]]
         near = domain[family]
         p = p_values(ref_score, near - off)
         adj = adjusted(p)

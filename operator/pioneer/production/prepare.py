@@ -74,16 +74,39 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
-def _embedder(base_model: str, engine: sa.Engine):
+def _embedder(base_model: str, engine: sa.Engine, precision: str):
     """The base model's sentence embeddings for triage, each distinct text computed once and kept in the trace store
     (the next repair reads them); None (character n-grams) when the model cannot be loaded."""
     from pioneer.data.embeddings import encoder_embedder, memoized
     from pioneer.traces.embedding_cache import EmbeddingCache
 
     try:
-        return memoized(encoder_embedder(base_model), EmbeddingCache(engine))
+        return memoized(encoder_embedder(base_model, precision=precision), EmbeddingCache(engine))
     except (OSError, ValueError):
         return None
+
+
+def _judged_traces(engine: sa.Engine, model_id: str | None, fits) -> tuple[list[dict], list[dict], int]:
+    """(failing traces with a correction, passing traces whose answer fits the task, how many judged traces were read),
+    streamed from the store ``TRACE_READ_CHUNK`` rows at a time in id order (a million-trace log is never one result
+    list). Labels are shared strings: a million traces hold a few hundred distinct answers."""
+    failures: list[dict] = []
+    passing: list[dict] = []
+    shared: dict[str, str] = {}
+    judged = 0
+    query = sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces WHERE verdict IS NOT NULL"
+                    + trace_store.model_filter(model_id) + " ORDER BY id")
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=d.TRACE_READ_CHUNK).execute(query, trace_store.model_params(model_id))
+        for part in result.partitions():
+            judged += len(part)
+            for trace_id, text, prediction, corrected, verdict in part:
+                prediction = shared.setdefault(prediction, prediction) if prediction is not None else None
+                if verdict == "fail" and corrected:
+                    failures.append({"id": trace_id, "text": text, "prediction": prediction, "corrected": shared.setdefault(corrected, corrected)})
+                elif verdict == "pass" and prediction and fits(text, prediction):
+                    passing.append({"id": trace_id, "text": text, "prediction": prediction})
+    return failures, passing, judged
 
 
 def _deployed_model(model_uri: str):
@@ -148,12 +171,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         engine = trace_store.open_source(db_ref)
     except ValueError as exc:
         raise DataError(str(exc)) from None
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces "
-                                    "WHERE verdict IS NOT NULL" + trace_store.model_filter(source.model_id) + " ORDER BY id"),
-                            trace_store.model_params(source.model_id)).fetchall()
-    failures = [{"id": r[0], "text": r[1], "prediction": r[2], "corrected": r[3]} for r in rows if r[4] == "fail" and r[3]]
-    passing = [{"id": r[0], "text": r[1], "prediction": r[2]} for r in rows if r[4] == "pass" and r[2] and fits(r[1], r[2])]
+    failures, passing, judged = _judged_traces(engine, source.model_id, fits)
     if not failures:
         raise DataError(f"no failing traces with a correction in {db_ref}: nothing to repair")
 
@@ -173,13 +191,14 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
 
         cache = TriageCache(engine)
         deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri), fields=("output", "ranked"))
-        embed = _embedder(spec.hyperparameters.base_model, engine) if parent_train or passing else None
+        embed = _embedder(spec.hyperparameters.base_model, engine, spec.production.triage.embedding_precision) if parent_train or passing else None
         seed, bound = spec.search.seed, spec.production.triage.reference_max
         key = reference_key(current.model_sha256, seed, bound, embed.space, SCORES_VERSION) if embed is not None and current.model_sha256 else None
         tri = triage(failures, passing, labels, seed, reference=[(ex.text, ex.label) for ex in parent_train],
                      embed=embed,
                      out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr, reference_max=bound,
-                     ranked=lambda texts: [a["ranked"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key)
+                     ranked=lambda texts: [a["ranked"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key,
+                     fit_processes=spec.production.triage.fit_processes)
         if embed is not None:
             tri.calibration["embeddings"] = {"space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
         if spec.production.triage.llm:
@@ -216,7 +235,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     digest = sha256(eval_bytes)
     record = {
         "mode": "production", "deployed_model": spec.deployed_model, "parent_revision": current.revision,
-        "parent_model": current.model_uri, "parent_model_sha256": current.model_sha256, "parent_backend": parent_backend, "labels": labels, "traces": len(rows), "failing": len(failures),
+        "parent_model": current.model_uri, "parent_model_sha256": current.model_sha256, "parent_backend": parent_backend, "labels": labels, "traces": judged, "failing": len(failures),
         "passing": len(passing) + len(tri.screened), "passing_screened": len(tri.screened),
         "fixable": len(tri.fixable), "external": len(tri.external),
         "regression_set": len(regression), "cross_checkpoint_set": len(cross), "parent_train": len(parent_train),
