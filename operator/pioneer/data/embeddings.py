@@ -31,23 +31,26 @@ def encoder_embedder(model_ref: str, max_length: int = 64, batch_size: int = 64,
     from transformers import AutoModel, AutoTokenizer
 
     from pioneer.trainer.base_models import resolve
+    from pioneer.trainer.fit import pick_device
 
     if precision not in PRECISIONS:
         raise ValueError(f"embedding precision {precision!r} is not one of {PRECISIONS}")
     path = resolve(model_ref)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=getattr(torch, precision)).eval()
+    device = pick_device()  # a GPU where the preparation has one
+    model = AutoModel.from_pretrained(path, dtype=getattr(torch, precision)).to(device).eval()
 
     def embed(texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for i in range(0, len(texts), batch_size):
             idx = order[i:i + batch_size]
-            batch = tokenizer([texts[j] or " " for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            batch = tokenizer([texts[j] or " " for j in idx], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt").to(device)
             with torch.inference_mode():
                 hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            out[idx] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1).numpy()
+            out[idx] = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1).cpu().numpy()
         return out
     # float32 keeps the space's name of the vectors cached before the precision was a choice
     embed.space = f"{model_ref}|max_length={max_length}|mean-pooled|l2" + ("" if precision == "float32" else f"|{precision}")  # type: ignore[attr-defined]
