@@ -118,3 +118,12 @@ def test_a_stored_answer_without_a_field_the_caller_needs_is_asked_again_and_rep
     assert [a["ranked"] for a in answer(["x", "y"])] == [["X", "OTHER"], ["Y", "OTHER"]] and asked == [["x", "y"]]
     again = TriageCache(engine).memoized_answers("sha-a", model, fields=("output", "ranked"))
     assert again(["x"])[0]["ranked"] == ["X", "OTHER"] and asked == [["x", "y"]]  # replaced in the store, not asked again
+
+
+def test_bfloat16_embeddings_are_computed_in_bfloat16_close_to_float32_and_cached_in_their_own_space():
+    texts = ["what is my account balance", "play some jazz", "set an alarm for 7 am"]
+    exact, fast = encoder_embedder("minilm"), encoder_embedder("minilm", precision="bfloat16")
+    a, b = exact(texts), fast(texts)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # computed differently...
+    assert (a * b).sum(axis=1).min() > 0.999  # ...to nearly the same vectors
+    assert fast.space == exact.space + "|bfloat16"  # never served for float32 requests, nor the reverse

@@ -179,3 +179,25 @@ def test_the_preparation_streams_judged_traces_in_chunks_and_reads_each_once(tmp
     assert judged == 100 and len(failures) == 34 and len(passing) == 66
     assert [f["id"] for f in failures] == [f"t{i:03d}" for i in range(0, 100, 3)]
     assert failures[0] == {"id": "t000", "text": "text 0", "prediction": "b", "corrected": "b"}
+
+
+def test_the_spec_s_fit_processes_decide_how_many_processes_fit_the_label_quality_model(monkeypatch):
+    import concurrent.futures
+
+    started = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def counting(workers, **kwargs):
+        started.append(workers)
+        return real(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", counting)
+    reference = smart_home.sample(30, seed=2)
+    texts, labels = [t for t, _ in reference], [y for _, y in reference]
+    _reference_quality(texts, labels, seed=0, fit_all=True, processes=1)
+    assert started == []  # one process: fitted here
+    _reference_quality(texts, labels, seed=0, fit_all=True, processes=2)
+    from joblib import cpu_count
+
+    assert started == ([2] if cpu_count() >= 2 else [])  # never more processes than CPUs
+
