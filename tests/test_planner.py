@@ -305,3 +305,47 @@ def test_the_specs_strategy_is_the_first_attempts_strategy():
     assert trained and trained[0].pipeline.strategy.confidence_replay == 2.0 and trained[0].pipeline.strategy.interpolation
     default = reconcile("r", spec.model_copy(update={"strategy": type(spec.strategy)()}), [], pool_size=200)
     assert [n for n in default.create if not n.name.endswith("-baseline")][0].pipeline.strategy.preserving() == []
+
+
+def production_spec(max_attempts: int = 20):
+    doc = tiny_adaptation(search={"maxAttempts": max_attempts, "parallelism": 2})
+    doc["spec"].update(mode="production", deployedModel="lights", data={"sources": [{"traces": "t.db"}]})
+    return parse_resource(doc).spec
+
+
+def run_repair_iteration(spec, attempts, plan, outcomes):
+    """outcomes: (score, regressions) per new attempt, in order."""
+    for new, (s, regressions) in zip(plan.create, outcomes):
+        attempt = as_attempt(new, s, loss=0.01)
+        attempt.status.regressions, attempt.status.cross_checkpoint_regressions = regressions, 0
+        attempts.append(attempt)
+    return reconcile("t", spec, attempts, pool_size=500)
+
+
+def test_a_repair_whose_regressions_stop_falling_for_two_iterations_ends_with_the_counts_as_its_reason():
+    spec = production_spec()
+    attempts: list = []
+    plan = reconcile("t", spec, [], pool_size=500)
+    plan = run_repair_iteration(spec, attempts, plan, [(0.5, 0), (0.99, 6), (0.99, 5)])  # baseline, iteration 1: fewest 5
+    assert plan.create and plan.complete is None
+    plan = run_repair_iteration(spec, attempts, plan, [(0.99, 5), (0.99, 7)])  # iteration 2: no fewer than 5
+    assert plan.create and plan.complete is None  # one iteration without progress is not yet a stall
+    plan = run_repair_iteration(spec, attempts, plan, [(0.99, 6), (0.95, 1)])  # iteration 3: 1 regression, but below tau
+    done = plan.complete
+    assert done is not None and done.reason == "RegressionsStalled" and not plan.create
+    assert done.evidence["fewest_regressions_per_iteration"] == {"1": 5, "2": 5, "3": 6}
+    assert "iteration 3: 6" in done.message and "epsilon 2" in done.message
+    assert done.best == "t-i3-b"  # chosen as always, the best within epsilon first; the gate then refuses it below tau
+
+
+@pytest.mark.parametrize("iteration_3", [[(0.99, 4), (0.99, 9)], [(0.5, 0), (0.6, 0)]],
+                         ids=["fewer regressions than before", "no candidate reached tau"])
+def test_a_repair_that_still_gets_closer_or_has_nothing_within_tau_is_not_stalled(iteration_3):
+    spec = production_spec()
+    attempts: list = []
+    plan = reconcile("t", spec, [], pool_size=500)
+    plan = run_repair_iteration(spec, attempts, plan, [(0.5, 0), (0.99, 6), (0.99, 5)])
+    plan = run_repair_iteration(spec, attempts, plan, [(0.99, 5), (0.99, 7)])
+    plan = run_repair_iteration(spec, attempts, plan, iteration_3)
+    assert plan.complete is None and plan.create
+

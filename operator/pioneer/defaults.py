@@ -59,6 +59,7 @@ POLL_SECONDS = 1.0
 TRAINER_IMAGE = "ghcr.io/pioneer-dev/pioneer-trainer:0.1.0"
 TRAINER_TIMEOUT_SECONDS = 3600
 TRAINER_MAX_RETRIES = 2
+REGRESSION_STALL_ITERATIONS = 2  # production: iterations in a row whose candidates (reaching tau) break no fewer passing traces than before end the search
 MAX_REPLAY_SHARE = 0.9  # production mode: most of a curriculum that may be replay (noisy logs need a large share)
 UNDERFIT_LOSS = 0.05  # final training loss above which the planner treats a model as underfit
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pioneer import defaults as d
 from pioneer.api.models import ModelAdaptationSpec, Phase, Pipeline, TrainingAttempt
 from pioneer.core import advice, planner
 from pioneer.core import gate as gates
@@ -29,6 +30,7 @@ class Reason:
     STOPPED_AFTER_FAILURES = "StoppedAfterFailures"
     NOTHING_LEFT_TO_TRY = "NothingLeftToTry"
     SEARCH_EXHAUSTED = "SearchExhausted"
+    REGRESSIONS_STALLED = "RegressionsStalled"  # production: candidates reach tau but stop getting closer to epsilon
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,10 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
                        prefix=f"Iteration {latest} failed entirely ({'; '.join(m[:80] for m in messages[:2])}).")
         return Plan(create=tuple(created)) if created else _finish(graph, best is not None, Reason.NOTHING_LEFT_TO_TRY, "no pivot left after failures", pending)
 
+    stalled = _regressions_stalled(graph, gate.tau, gate.epsilon, latest) if production else None
+    if stalled:
+        return _finish(graph, best is not None, Reason.REGRESSIONS_STALLED, stalled["message"], pending, best, stalled)
+
     rollback = prev_best is not None and score(cur_best) < score(prev_best)
     if rollback:
         parent = prev_best
@@ -251,11 +257,40 @@ def _within_epsilon(a: TrainingAttempt, epsilon: int) -> bool:
     return st is not None and (st.regressions or 0) <= epsilon and (st.cross_checkpoint_regressions or 0) <= epsilon
 
 
-def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str], best: TrainingAttempt | None = None) -> Plan:
+def fewest_regressions(attempts: list[TrainingAttempt], tau: float) -> int | None:
+    """An iteration's closest approach to the regression checks: the fewest regressions (the worse of the regression set
+    and the previous checkpoint's set) among its candidates whose score reaches ``tau``; None when none reaches it."""
+    counts = [max(a.status.regressions or 0, a.status.cross_checkpoint_regressions or 0)
+              for a in attempts if a.status is not None and a.status.score is not None and a.status.score >= tau]
+    return min(counts) if counts else None
+
+
+def _regressions_stalled(graph: Graph, tau: float, epsilon: int, latest: int) -> dict[str, Any] | None:
+    """Production: the last ``REGRESSION_STALL_ITERATIONS`` iterations each had candidates reaching tau, none of which broke
+    fewer previously passing traces than the fewest before them, and that fewest is over epsilon. The preservation
+    moves are not closing the gap: end the search and say so, with the count per iteration (None: not stalled)."""
+    n = d.REGRESSION_STALL_ITERATIONS
+    if latest <= n:
+        return None
+    per = {i: fewest_regressions(graph.iteration(i), tau) for i in range(1, latest + 1)}
+    recent = [per[i] for i in range(latest - n + 1, latest + 1)]
+    earlier = [v for i, v in per.items() if i <= latest - n and v is not None]
+    if not earlier or any(v is None for v in recent) or min(earlier) <= epsilon or min(recent) < min(earlier):
+        return None
+    counts = ", ".join(f"iteration {i}: {'-' if v is None else v}" for i, v in per.items())
+    return {"message": f"for {n} iterations no candidate reaching tau {tau:g} broke fewer previously passing traces than "
+                       f"{min(earlier)}, the fewest before them (fewest per iteration, {counts}; epsilon {epsilon}): the "
+                       "preservation moves are not closing the gap, so the search ends and the deployed revision stays "
+                       "unless the gate passes",
+            "fewest_regressions_per_iteration": {str(i): v for i, v in per.items()}, "epsilon": epsilon, "tau": tau}
+
+
+def _finish(graph: Graph, ok: bool, reason: str, message: str, pending: list[str], best: TrainingAttempt | None = None,
+            evidence: dict[str, Any] | None = None) -> Plan:
     if pending:  # e.g. the baseline is still running: wait so the report has it
         return Plan(note=f"done searching ({reason}); waiting for {', '.join(pending)}")
     best = best or graph.best()
-    ev = {"scores": {a.metadata.name: score(a) for a in graph.trained}}
+    ev = {"scores": {a.metadata.name: score(a) for a in graph.trained}, **{k: v for k, v in (evidence or {}).items() if k != "message"}}
     if graph.baseline is not None:
         ev["baseline"] = score(graph.baseline)
     return Plan(complete=Completion(ok, reason, message, best.metadata.name if best else None, ev))
