@@ -213,7 +213,7 @@ def test_off_task_traces_already_answered_with_the_out_of_scope_label_are_kept_a
     assert [(e["id"], e["action"]) for e in res.excluded("oos")] == [("jb", "trained as 'oos'")]
 
 
-def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope_label(tmp_path):
+def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope_label(tmp_path, monkeypatch):
     import json
 
     from conftest import tiny_adaptation
@@ -249,10 +249,10 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
         {"id": "flip", "input": TRAFFIC["lights_on"][6], "prediction": "lights_on", "corrected": "weather", "verdict": "fail"},
         {"id": "ok", "input": "lights off in the garage please", "prediction": "lights_off", "verdict": "pass"}])
 
-    def run(production=None, **task):
+    def run(production=None, name="", **task):
         spec = parse_resource(tiny_adaptation("repair", mode="production", deployedModel="lights", production=production or {},
                                               data={"sources": [{"traces": "traces.db"}]}, task={"labels": labels, **task})).spec
-        store = LocalStore(tmp_path / "artifacts" / f"repair-{len(task)}-{bool(production)}")
+        store = LocalStore(tmp_path / "artifacts" / f"repair-{len(task)}-{bool(production)}{name}")
         prepare(spec, store, deploy.load(registry, "lights"), "test registry", base_dir=tmp_path)
         return store
 
@@ -281,3 +281,13 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
     assert "reference_sample" not in read_json(plain, PREPARATION_KEY)["triage"]
     bounded = read_json(run(production={"triage": {"referenceMax": 600}}), PREPARATION_KEY)["triage"]
     assert bounded["reference"] == 600 and bounded["reference_sample"]["bound"] == 600
+
+    # production.triage.embeddingPrecision and fitProcesses reach the triage: vectors of their own space, the fits' processes
+    from pioneer.production import prepare as preparation
+
+    asked, real = [], preparation.triage
+    monkeypatch.setattr(preparation, "triage", lambda *a, **kw: asked.append(kw["fit_processes"]) or real(*a, **kw))
+    fast = read_json(run(production={"triage": {"embeddingPrecision": "bfloat16", "fitProcesses": 2}}, name="-bf16"), PREPARATION_KEY)["triage"]
+    assert asked == [2]
+    assert fast["embeddings"]["space"] == bounded["embeddings"]["space"] + "|bfloat16"
+    assert fast["embeddings"]["computed"] > 0  # the float32 vectors already in the trace store are not served for it
