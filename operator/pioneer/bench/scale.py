@@ -86,7 +86,7 @@ def _peak_rss() -> int:
 
 class TreeRss(threading.Thread):
     """Samples the resident memory of this process and every process under it (the label-quality fits run in worker
-    processes) every ``interval`` seconds from /proc; ``peak`` is the largest sum seen."""
+    processes) every ``interval`` seconds with psutil; ``peak`` is the largest sum seen."""
 
     def __init__(self, interval: float = 0.25):
         super().__init__(daemon=True)
@@ -94,21 +94,14 @@ class TreeRss(threading.Thread):
 
     @staticmethod
     def _tree_rss(root: int) -> int:
-        parents: dict[int, int] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-        tree, frontier = {root}, [root]
-        while frontier:
-            frontier = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
-            tree.update(frontier)
+        import psutil
+
         total = 0
-        for pid in tree:
+        me = psutil.Process(root)
+        for proc in [me, *me.children(recursive=True)]:
             try:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            except (OSError, ValueError, IndexError):
+                total += proc.memory_info().rss
+            except psutil.Error:  # a worker that exited between the listing and the reading
                 continue
         return total
 
