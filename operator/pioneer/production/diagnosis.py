@@ -106,16 +106,16 @@ class LabelSupport:
     own: tuple[np.ndarray, np.ndarray] | None = None  # the reference's (domain, margin) from an earlier run (pinned)
 
     def __post_init__(self) -> None:
-        self.matrix = np.asarray(self.embed(self.texts), dtype=np.float32)
+        matrix = np.asarray(self.embed(self.texts), dtype=np.float32)  # in the reference's order: only while scoring it below
         self.classes = sorted(set(self.labels))
         # the reference's columns grouped by label (stable): a label's support is a slice, not a gather
         index = {c: i for i, c in enumerate(self.classes)}
         codes = np.array([index[y] for y in self.labels], dtype=int)
         order = np.argsort(codes, kind="stable")
-        self._by_label = self.matrix[order]
+        self._by_label = matrix[order]  # the one copy kept
         bounds = np.searchsorted(codes[order], np.arange(len(self.classes) + 1))
         self.columns = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        where = np.empty(len(order), dtype=int)
+        self._where = where = np.empty(len(order), dtype=int)  # an example's row in the grouped matrix
         where[order] = np.arange(len(order))
         self._positions: dict[str, list[int]] = {}
         for j, t in enumerate(self.texts):
@@ -123,7 +123,7 @@ class LabelSupport:
         if self.own is not None:
             self.reference_domain, self.reference_margin = self.own
         else:
-            per_label, self.reference_domain = self.supports(self.matrix, self.texts)
+            per_label, self.reference_domain = self.supports(matrix, self.texts)
             self.reference_margin = self.margins(per_label, self.labels)
 
     def supports(self, vectors: np.ndarray, texts: list[str], per_label_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +146,10 @@ class LabelSupport:
                 for c, cols in enumerate(self.columns):
                     per_label[start + rows, c] = _top_k_mean(some[:, cols], self.k)
         return per_label, domain
+
+    def vectors(self, mask: np.ndarray) -> np.ndarray:
+        """The embeddings of the reference examples ``mask`` selects, in the reference's order."""
+        return self._by_label[self._where[mask]]
 
     def margins(self, per_label: np.ndarray, labels: list[str]) -> np.ndarray:
         """Support of each row's label minus the best other label's (0 when no other label has support); NaN where the
@@ -629,7 +633,7 @@ def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], texts: list[str]
         if len(seeds) < d.TRIAGE_NEIGHBOURHOOD_MIN:
             break
         seed_vectors = checker.embed([texts[i] for i in seeds])
-        ref_score = checker.reference_domain[calibration] - top_k_similar(checker.matrix[calibration], seed_vectors, k)
+        ref_score = checker.reference_domain[calibration] - top_k_similar(checker.vectors(calibration), seed_vectors, k)
         new: dict[int, dict[str, Any]] = {}
         family = [i for i in range(nf) if i not in flagged or flagged[i]["reason"] == "unsupported-correction"]
         if not family:
