@@ -56,8 +56,8 @@ def test_a_whole_run_keeps_its_artifacts_on_s3(bucket, write_spec, tmp_path):
 
 
 class ToggledProxy:
-    """A TCP proxy on loopback in front of the S3 server. ``down()`` stops listening (connections are refused, as
-    during an outage), ``up()`` listens again on the same port."""
+    """A TCP proxy on loopback in front of the S3 server. ``down()`` stops listening and cuts the connections it
+    carries (new ones are refused, pooled ones break, as during an outage), ``up()`` listens again on the same port."""
 
     def __init__(self, target_port: int):
         import socket
@@ -69,6 +69,7 @@ class ToggledProxy:
             self.port = s.getsockname()[1]
         self.listener = None
         self.lock = threading.Lock()
+        self.open: list = []  # the sockets of the connections it carries
         self.up()
 
     def up(self) -> None:
@@ -83,8 +84,18 @@ class ToggledProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def down(self) -> None:
+        import socket
+
         listener, self.listener = self.listener, None
         listener.close()
+        with self.lock:
+            carried, self.open = self.open, []
+        for sock in carried:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
 
     def _accept(self, listener) -> None:
         import socket
@@ -96,6 +107,8 @@ class ToggledProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,15 +113,34 @@ def s3_config():
                   connect_timeout=d.S3_CONNECT_TIMEOUT_SECONDS, read_timeout=d.S3_READ_TIMEOUT_SECONDS)
 
 
+# what boto3 reads from the environment when it builds a client: a change of any of them builds a new one
+_CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                       "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                       "PIONEER_S3_MAX_ATTEMPTS")
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def s3_client() -> Any:
+    """One S3 client per process and environment. boto3 clients are thread-safe and keep a connection pool; building
+    one costs tens of milliseconds and a new connection, which an operator reconciling every few seconds would pay
+    each time. Credentials that expire (web identity, assumed roles) are refreshed by the client itself."""
+    import boto3
+
+    key = tuple(os.environ.get(name) for name in _CLIENT_ENVIRONMENT)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client("s3", config=s3_config())
+        return _clients[key]
+
+
 class S3Store:
     """Artifacts under ``s3://bucket/prefix``."""
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None):
-        import boto3
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client or boto3.client("s3", config=s3_config())
+        self.client = client or s3_client()
 
     def __repr__(self) -> str:
         return f"S3Store('s3://{self.bucket}/{self.prefix}')"
