@@ -31,10 +31,11 @@ tools: $(BIN)/.installed
 	  || echo "warning: PostgreSQL unavailable; the PostgreSQL trace-store tests will be skipped"
 
 # two pytest workers (pytest-xdist), one file each at a time: the suite spends much of its time waiting on
-# trainer processes, Kopf and servers, so two files overlap well even on 2 cores
+# trainer processes, Kopf and servers, so two files overlap well even on 2 cores; the slowest files go first
+# (tests/conftest.py SLOWEST_FILES)
 test: $(BIN)/.installed tools
 	$(BIN)/ruff check operator tests
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 crds: $(BIN)/.installed
 	$(BIN)/pioneer crds --out crds

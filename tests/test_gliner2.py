@@ -123,7 +123,8 @@ def _served(python, tmp_path, artifacts, name, texts):
 
     proc, url = start_server(python, tmp_path, artifacts, name)
     try:
-        return [httpx.post(f"{url}/predict", json={"input": t}, timeout=60).json() for t in texts]
+        with httpx.Client(timeout=60) as http:
+            return [http.post(f"{url}/predict", json={"input": t}).json() for t in texts]
     finally:
         proc.terminate()
         proc.wait(15)
@@ -168,7 +169,7 @@ def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_s
     doc = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "names"},
            "spec": {"task": {"description": "find people and places", "type": "ner"},
                     "data": {"sources": [{"path": "names.conll"}], "evaluation": {"size": 30}},
-                    "hyperparameters": {**GLINER2_HP, "epochs": 8},
+                    "hyperparameters": {**GLINER2_HP, "epochs": 6},
                     "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
                     "gate": {"tau": 0.05}, "deployedModel": "names", "artifacts": {"uri": str(tmp_path / "art")}}}
     assert main(["run", str(write_spec(doc)), "--quiet"]) == 0

@@ -45,7 +45,7 @@ def test_a_deployed_gliner2_tagger_is_repaired_from_its_judged_traces_under_the_
 
     repair = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "repair"},
               "spec": {"mode": "production", "task": task, "data": {"sources": [{"traces": "traces.db"}]},
-                       "hyperparameters": {**GLINER2_HP, "epochs": 8}, "gate": {"tau": 0.5, "epsilon": 90},
+                       "hyperparameters": {**GLINER2_HP, "epochs": 6}, "gate": {"tau": 0.5, "epsilon": 90},
                        "search": {"maxAttempts": 1, "configurationsPerIteration": 1}, "deployedModel": "tagger"}}
     assert main(["run", str(write_spec(repair, "repair.yaml")), "--quiet"]) == 0
     art = tmp_path / "pioneer-artifacts" / "repair"

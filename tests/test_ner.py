@@ -188,7 +188,8 @@ def test_cold_start_ner_end_to_end_with_threshold_sweep_and_report(write_spec, t
     scored = [json.loads(x) for x in (attempt / "output" / "predictions.jsonl").read_text().splitlines()]
     proc, url = start_server(python, tmp_path, tmp_path / "art", "names")
     try:
-        served = [httpx.post(f"{url}/predict", json={"input": r["text"]}, timeout=60).json() for r in scored]
+        with httpx.Client(timeout=60) as http:
+            served = [http.post(f"{url}/predict", json={"input": r["text"]}).json() for r in scored]
     finally:
         proc.terminate()
         proc.wait(15)

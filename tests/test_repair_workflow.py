@@ -89,8 +89,8 @@ def test_serve_correct_judge_repair_and_regate_with_the_cli_only(served, capsys)
     # traffic from 8 concurrent clients (micro-batched): every 2xx answer is exactly one trace
     traffic = home_assistant_intents(40, LABELS, seed=11)[:90]
     before = _count(db, capsys)
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda ex: httpx.post(f"{url}/predict", json={"input": ex.text}, timeout=60), traffic))
+    with httpx.Client(timeout=60) as http, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ex: http.post(f"{url}/predict", json={"input": ex.text}), traffic))
     assert all(a.status_code == 200 for a in answers)
     assert _count(db, capsys) == before + len(traffic)
     got = [a.json() for a in answers]
