@@ -13,6 +13,17 @@ from pioneer.data.sources import load_source
 from pioneer.store import S3Store, open_store, read_json, write_json
 
 
+def test_stores_share_one_client_per_environment_and_a_changed_endpoint_gets_its_own(bucket, monkeypatch):
+    a, b = open_store(f"s3://{bucket}/a"), open_store(f"s3://{bucket}/b")
+    assert a.client is b.client  # an operator reconciling every few seconds builds no new client, and reuses its connections
+    write_json(a, "x.json", {"n": 1})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # another endpoint (nothing listens there)
+    c = open_store(f"s3://{bucket}/a")
+    assert c.client is not a.client and c.client.meta.endpoint_url == "http://127.0.0.1:9"
+    monkeypatch.undo()
+    assert open_store(f"s3://{bucket}/a").client is a.client and read_json(a, "x.json") == {"n": 1}
+
+
 def test_store_round_trip_list_and_delete(bucket, tmp_path):
     store = open_store(f"s3://{bucket}/runs/a")
     assert isinstance(store, S3Store)
