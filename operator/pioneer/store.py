@@ -115,8 +115,9 @@ def s3_config():
 
 # what boto3 reads from the environment when it builds a client: a change of any of them builds a new one
 _CLIENT_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                       "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                       "PIONEER_S3_MAX_ATTEMPTS")
+                       "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+                       "AWS_CA_BUNDLE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                       "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "PIONEER_S3_MAX_ATTEMPTS")
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
 
