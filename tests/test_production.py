@@ -291,3 +291,10 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
     assert asked == [2]
     assert fast["embeddings"]["space"] == bounded["embeddings"]["space"] + "|bfloat16"
     assert fast["embeddings"]["computed"] > 0  # the float32 vectors already in the trace store are not served for it
+
+    # production.triage.embeddings: static embeds with a table distilled from the base model, vectors of their own
+    # space, and on this clear-cut traffic it sets aside what the encoder does
+    static = run(production={"triage": {"embeddings": "static"}}, name="-static")
+    space = read_json(static, PREPARATION_KEY)["triage"]["embeddings"]
+    assert space["space"].startswith("minilm|model2vec-distilled") and space["computed"] > 0
+    assert {r["id"]: r["action"] for r in read_jsonl(static, EXCLUDED_KEY)} == {r["id"]: r["action"] for r in read_jsonl(plain, EXCLUDED_KEY)}

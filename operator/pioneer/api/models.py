@@ -325,7 +325,19 @@ class TriagePolicy(ApiModel):
         "What the base model computes triage embeddings in. bfloat16 is about 3x faster on a CPU with native bfloat16 "
         "(AMX or AVX-512 BF16) and on most GPUs, with vectors whose cosine similarity to float32's is above 0.9997, but "
         "about 8x slower on a CPU without it (AVX2 only); float32 is exact. Vectors are cached per precision: a change of "
-        "precision embeds again and draws a new reference."))
+        "precision embeds again and draws a new reference. Applies to embeddings: encoder only."))
+    embeddings: Literal["encoder", "static"] = Field(default=d.TRIAGE_EMBEDDINGS, description=(
+        "How traces are embedded for the triage's checks. encoder: the base model's mean-pooled hidden states (about "
+        "450 texts/s on two CPU cores for MiniLM). static: a model2vec table distilled from the base model once (about "
+        "20 s for MiniLM, kept in the models cache), a lookup and a mean per text (tens of thousands of texts/s), for "
+        "logs of millions of traces; it separates off-task traffic less sharply (README has both measured). Vectors and "
+        "the pinned reference are kept per choice."))
+
+    @model_validator(mode="after")
+    def _precision_is_the_encoders(self):
+        if self.embeddings == "static" and self.embedding_precision != d.TRIAGE_EMBEDDING_PRECISION:
+            raise ValueError("embeddingPrecision applies to embeddings: encoder; a static embedding is a float32 table")
+        return self
 
 
 class Production(ApiModel):

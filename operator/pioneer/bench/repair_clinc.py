@@ -200,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     intents = INTENT_SETS[args.intents]
     per_intent = args.train_per_intent
     deploy_spec, repair_spec = specs(intents)
+    if args.triage_embeddings != "encoder":
+        repair_spec["spec"]["production"] = {"triage": {"embeddings": args.triage_embeddings}}
     keep = set(intents)
     pool = [(t, y) for t, y in data["train"] + data["val"] if y in keep]
     fresh = [(t, y) for t, y in data["test"] if y in keep]
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     summary, after = repair_summary(repair, status, registry, "clinc30", failures_before, len(rows))
     heldout_after, _ = _accuracy(after.model_uri, fresh)
     result = {
-        "benchmark": "repair-clinc150", "intent_set": args.intents, "intents": len(intents),
+        "benchmark": "repair-clinc150", "intent_set": args.intents, "intents": len(intents), "triage_embeddings": args.triage_embeddings,
         "deployed_train_per_intent": per_intent, **summary,
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
         **filter_scores(repair, rows, poisoned, summary["best_model"]),

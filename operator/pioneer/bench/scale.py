@@ -45,7 +45,8 @@ def parent_spec(intents: list[str]) -> dict:
                  "artifacts": {"uri": "artifacts"}, "deployedModel": DEPLOYED}}
 
 
-def repair_spec(intents: list[str], db: str, name: str, embedding_precision: str = "float32", fit_processes: int = 1) -> dict:
+def repair_spec(intents: list[str], db: str, name: str, embedding_precision: str = "float32", fit_processes: int = 1,
+                embeddings: str = "encoder") -> dict:
     from pioneer.api.validation import parse_resource
 
     return parse_resource({
@@ -53,7 +54,8 @@ def repair_spec(intents: list[str], db: str, name: str, embedding_precision: str
         "spec": {"mode": "production", "task": {"description": "Route an assistant request to its intent.", "metric": "accuracy",
                                                 "labels": intents},
                  "data": {"sources": [{"traces": db}]}, "production": {"triage": {"embeddingPrecision": embedding_precision,
-                                                                                      "fitProcesses": fit_processes}},
+                                                                                      "fitProcesses": fit_processes,
+                                                                                      "embeddings": embeddings}},
                  "artifacts": {"uri": "artifacts"}, "deployedModel": DEPLOYED}}).spec
 
 
@@ -160,7 +162,7 @@ def measure(n: int, work: Path, corpus: list[tuple[str, str]], intents: list[str
         sampler = TreeRss()
         sampler.start()
         t = time.monotonic()
-        result = prepare(repair_spec(intents, str(db), name, args["embedding_precision"], args["fit_processes"]), store, deployed, f"DeployedModel {DEPLOYED}")
+        result = prepare(repair_spec(intents, str(db), name, args["embedding_precision"], args["fit_processes"], args["embeddings"]), store, deployed, f"DeployedModel {DEPLOYED}")
         seconds = time.monotonic() - t
         tree_peaks.append(sampler.stop())
         return seconds, result.record
@@ -253,10 +255,18 @@ def run(args: argparse.Namespace) -> int:
         print("scale: the parent was not promoted", file=sys.stderr)
         return 1
     child_args = {"seed": args.seed, "failure_share": args.failure_share, "poison": args.poison, "postgres_url": args.postgres_url,
-                  "embedding_precision": args.embedding_precision, "fit_processes": args.fit_processes}
+                  "embedding_precision": args.embedding_precision, "fit_processes": args.fit_processes, "embeddings": args.triage_embeddings}
     result: dict[str, Any] = {"benchmark": "scale", "corpus": len(corpus), "intents": len(intents), "failure_share": args.failure_share,
                               "poison": args.poison,
-                              "embedding_precision": args.embedding_precision, "fit_processes": args.fit_processes, "runs": {}}
+                              "embedding_precision": args.embedding_precision, "fit_processes": args.fit_processes,
+                              "triage_embeddings": args.triage_embeddings, "runs": {}}
+    if args.triage_embeddings == "static":  # distilled once here, so no N's preparation is timed with it
+        from pioneer import defaults
+        from pioneer.data.static_embeddings import distill
+
+        t = time.monotonic()
+        distill(defaults.BASE_MODEL, log=lambda m: print(f"scale: {m}", file=sys.stderr))
+        result["static_distillation_seconds"] = round(time.monotonic() - t, 1)
     ctx = multiprocessing.get_context("spawn")
     for n in args.traces:
         print(f"scale: N = {n:,}", file=sys.stderr)

@@ -74,14 +74,19 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
-def _embedder(base_model: str, engine: sa.Engine, precision: str):
-    """The base model's sentence embeddings for triage, each distinct text computed once and kept in the trace store
-    (the next repair reads them); None (character n-grams) when the model cannot be loaded."""
+def _embedder(base_model: str, engine: sa.Engine, policy):
+    """The triage's sentence embeddings from the base model (``policy.embeddings``: its encoder, or a static table
+    distilled from it), each distinct text computed once and kept in the trace store (the next repair reads them);
+    None (character n-grams) when the model cannot be loaded."""
     from pioneer.data.embeddings import encoder_embedder, memoized
     from pioneer.traces.embedding_cache import EmbeddingCache
 
     try:
-        return memoized(encoder_embedder(base_model, precision=precision), EmbeddingCache(engine))
+        if policy.embeddings == "static":
+            from pioneer.data.static_embeddings import static_embedder
+
+            return memoized(static_embedder(base_model), EmbeddingCache(engine))
+        return memoized(encoder_embedder(base_model, precision=policy.embedding_precision), EmbeddingCache(engine))
     except (OSError, ValueError):
         return None
 
@@ -191,7 +196,7 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
 
         cache = TriageCache(engine)
         deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri), fields=("output", "ranked"))
-        embed = _embedder(spec.hyperparameters.base_model, engine, spec.production.triage.embedding_precision) if parent_train or passing else None
+        embed = _embedder(spec.hyperparameters.base_model, engine, spec.production.triage) if parent_train or passing else None
         seed, bound = spec.search.seed, spec.production.triage.reference_max
         key = reference_key(current.model_sha256, seed, bound, embed.space, SCORES_VERSION) if embed is not None and current.model_sha256 else None
         tri = triage(failures, passing, labels, seed, reference=[(ex.text, ex.label) for ex in parent_train],
