@@ -29,7 +29,9 @@ INJECTION = re.compile(
     r"|\b(with\s+no|without(\s+any)?)\s+(restrictions|rules|filters|guidelines)\b|\bhave\s+no\s+(rules|restrictions)\b",
     re.IGNORECASE,
 )
-_VOWELS = set("aeiouAEIOU")
+_WORD_CHARACTER = re.compile(r"\w")
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+_NO_VOWEL_WORD = re.compile(r"(?<![A-Za-z])[B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{4,}(?![A-Za-z])")  # a [A-Za-z]+ word of 4+ letters, no vowel
 
 
 def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
@@ -39,14 +41,14 @@ def input_flags(text: str, digits_are_content: bool = False) -> list[str]:
     tables and datelines such as "BEIJING 1996-08-27", which are not noise).
     """
     stripped = (text or "").strip()
-    if not re.search(r"\w", stripped):
+    if not _WORD_CHARACTER.search(stripped):
         return ["empty"]
     flags = []
     if INJECTION.search(stripped):
         flags.append("injection")
-    words = re.findall(r"[A-Za-z]+", stripped)
-    letters = sum(len(w) for w in words) + (sum(c.isdigit() for c in stripped) if digits_are_content else 0)
-    if len(stripped) >= 8 and (letters / len(stripped) < 0.4 or (words and sum(1 for w in words if not set(w) & _VOWELS and len(w) > 3) / len(words) > 0.5)):
+    words = _LATIN_WORD.findall(stripped)
+    letters = len("".join(words)) + (sum(c.isdigit() for c in stripped) if digits_are_content else 0)
+    if len(stripped) >= 8 and (letters / len(stripped) < 0.4 or (words and len(_NO_VOWEL_WORD.findall(stripped)) / len(words) > 0.5)):
         flags.append("gibberish")
     return flags
 
@@ -399,8 +401,12 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     nf = len(failures)
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
     reasons: dict[int, dict[str, Any]] = {}  # trace index -> {reason, evidence[, p_value, adjusted_p, level]}
+    flags_of: dict[str, list[str]] = {}  # a log repeats its inputs: each distinct text is checked once
     for i, t in enumerate(traces):
-        if flags := input_flags(t["text"]):
+        flags = flags_of.get(t["text"])
+        if flags is None:
+            flags = flags_of[t["text"]] = input_flags(t["text"])
+        if flags:
             reasons[i] = {"reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"}
         elif i < nf and t.get("corrected") not in labels:
             reasons[i] = {"reason": "off-task-correction", "evidence": f"corrected output {t.get('corrected')!r} is not a task label"}

@@ -102,7 +102,7 @@ class TriageCache:
     def _read(self, query) -> list:
         try:
             with self.engine.connect() as conn:
-                return list(conn.execute(query))
+                return conn.execute(query).fetchall()
         except sa.exc.SQLAlchemyError:  # no table (a read-only store that never had one): nothing cached
             return []
 
