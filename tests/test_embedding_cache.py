@@ -102,6 +102,26 @@ def test_the_deployed_models_answers_are_asked_once_per_model_and_text(tmp_path)
     assert asked[-1] == ["x"]
 
 
+def test_stored_scores_are_served_per_reference_text_and_label_whether_few_or_most_are_asked(tmp_path):
+    import math
+
+    from pioneer.traces.triage_cache import TriageCache
+
+    engine = trace_store.connect(tmp_path / "t.db")
+    stored = [(f"request {i}", "lights_on", i / 100, 0.5, "lights_on", float("nan") if i == 3 else 0.9) for i in range(40)]
+    TriageCache(engine).put_scores("ref-a", stored)
+    TriageCache(engine).put_scores("ref-b", [("request 1", "lights_on", 0.0, 0.0, None, 0.0)])
+    # most of what the reference holds is asked for (a repair after a few new traces): read in one range scan
+    most = [(t, y) for t, y, *_ in stored[:30]] + [("request 1", "weather"), ("never scored", "lights_on")]
+    found = TriageCache(engine).scores("ref-a", most)
+    assert set(found) == set(most[:30])  # another label of a stored text, or a new text, is not served
+    assert found[("request 7", "lights_on")] == (0.07, 0.5, "lights_on", 0.9) and math.isnan(found[("request 3", "lights_on")][3])
+    # a few of many (looked up by key) give the same answers; another reference's scores are its own
+    few = TriageCache(engine).scores("ref-a", [("request 7", "lights_on"), ("request 1", "weather")])
+    assert few == {("request 7", "lights_on"): found[("request 7", "lights_on")]}
+    assert TriageCache(engine).scores("ref-b", [("request 1", "lights_on")]) == {("request 1", "lights_on"): (0.0, 0.0, None, 0.0)}
+
+
 def test_a_stored_answer_without_a_field_the_caller_needs_is_asked_again_and_replaced(tmp_path):
     from pioneer.traces.triage_cache import TriageCache
 

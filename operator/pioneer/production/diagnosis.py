@@ -23,10 +23,14 @@ from pioneer.layout import now
 from pioneer.production.conformal import adjusted, by_group, min_p, p_values, reference_by_group
 
 INJECTION = re.compile(
+    # the lookahead names every alternative's first letter: a position that starts none of them fails at once, which
+    # halves the scan of a million-trace log (a test checks that each alternative starts with one of these letters)
+    r"(?=[adfghijsuwy])(?:"
     r"(ignore|disregard|forget)\s+(all\s+|any\s+|your\s+)?(the\s+)?(previous|prior|above|earlier)\s+(instructions|prompts?|rules)"
     r"|system\s+prompt|you\s+are\s+now\s+(in\s+)?(dan|developer\s+mode)|jailbreak|act\s+as\s+an?\s+unrestricted"
     r"|\b(developer|god)\s+mode\b|\bunrestricted\s+(ai|assistant|model)\b"
-    r"|\b(with\s+no|without(\s+any)?)\s+(restrictions|rules|filters|guidelines)\b|\bhave\s+no\s+(rules|restrictions)\b",
+    r"|\b(with\s+no|without(\s+any)?)\s+(restrictions|rules|filters|guidelines)\b|\bhave\s+no\s+(rules|restrictions)\b"
+    r")",
     re.IGNORECASE,
 )
 _WORD_CHARACTER = re.compile(r"\w")

@@ -126,10 +126,16 @@ class TriageCache:
         by_key: dict[tuple[str, str], tuple[str, str]] = {(text_key(t), lab): (t, lab) for t, lab in pairs}
         found: dict[tuple[str, str], tuple] = {}
         keys = list({k for k, _ in by_key})
-        for part in _chunks(keys, self.chunk):
-            for r in self._read(sa.select(scores).where(scores.c.digest == digest, scores.c.text_sha256.in_(part))):
-                if (pair := by_key.get((r.text_sha256, r.label))) is not None:
-                    found[pair] = (_nan(r.domain), _nan(r.margin), r.best, _nan(r.quality))
+        columns = (scores.c.text_sha256, scores.c.label, scores.c.domain, scores.c.margin, scores.c.best, scores.c.quality)
+        stored = self._read(sa.select(sa.func.count()).select_from(scores).where(scores.c.digest == digest))
+        if stored and stored[0][0] <= 2 * len(keys):  # most of what this reference scored is asked for: one range scan
+            queries = [sa.select(*columns).where(scores.c.digest == digest)]
+        else:  # a few texts of many: look them up
+            queries = [sa.select(*columns).where(scores.c.digest == digest, scores.c.text_sha256.in_(part)) for part in _chunks(keys, self.chunk)]
+        for query in queries:
+            for key_text, label, domain, margin, best, quality in self._read(query):
+                if (pair := by_key.get((key_text, label))) is not None:
+                    found[pair] = (_nan(domain), _nan(margin), best, _nan(quality))
         self.counts["scores_reused"] += len(found)
         return found
 
