@@ -43,3 +43,8 @@ def test_tampering_with_the_frozen_eval_set_is_detected(tmp_path):
     path.write_text(path.read_text().replace("HassTurnOn", "HassTurnOff", 1))
     with pytest.raises(EvalSetTampered, match="changed since it was frozen"):
         prepare(spec, store)
+
+
+def test_example_rows_in_bulk_are_the_rows_each_example_writes():
+    pairs = [("turn on the lights", "lights_on"), ("what's the weather", "weather"), ("turn on the lights", "lights_off"), ("", "x")]
+    assert Example.rows(pairs, role="passing") == [Example(t, y, role="passing").to_row() for t, y in pairs]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import sqlite3
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 import smart_home
 from pioneer import defaults as d
@@ -102,6 +104,19 @@ def test_top_k_similarity_in_blocks_equals_one_dense_product():
     np.testing.assert_allclose(top_k_similar(queries, keys, 3, block=64), dense_mean_top_k(queries @ keys.T, 3), atol=1e-5)
 
 
+def test_top_k_similarity_over_distinct_keys_with_their_counts_equals_it_over_every_copy():
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        keys = np.round(rng.standard_normal((int(rng.integers(1, 12)), 4)), 1).astype(np.float32)  # rounded: ties
+        if trial % 7 == 0:
+            keys[0, 0] = np.nan  # a key no query can measure against
+        counts = rng.integers(1, 4, size=len(keys))
+        queries = np.round(rng.standard_normal((9, 4)), 1).astype(np.float32)
+        for k in (1, 3, 5, 40):
+            np.testing.assert_allclose(top_k_similar(queries, keys, k, counts=counts),
+                                       top_k_similar(queries, np.repeat(keys, counts, axis=0), k), atol=1e-6)
+
+
 def traffic(seed: int = 0) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     rows = smart_home.sample(40, seed=seed)
@@ -175,8 +190,22 @@ def test_the_preparation_streams_judged_traces_in_chunks_and_reads_each_once(tmp
              "verdict": "fail" if i % 3 == 0 else "pass"} for i in range(100)] + [{"id": "u", "input": "unjudged", "prediction": "a"}]
     trace_store.add(engine, rows)
     monkeypatch.setattr(d, "TRACE_READ_CHUNK", 7)
-    failures, passing, judged = _judged_traces(engine, None, lambda text, label: label in {"a", "b"})
+    fetched: list[int] = []  # rows per fetch from the database driver
+
+    class CountingCursor(sqlite3.Cursor):
+        def fetchmany(self, *size):
+            rows = super().fetchmany(*size)
+            fetched.append(len(rows))
+            return rows
+
+    class CountingConnection(sqlite3.Connection):
+        def cursor(self, factory=CountingCursor):
+            return super().cursor(factory)
+
+    reader = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(tmp_path / "t.db", factory=CountingConnection))
+    failures, passing, judged = _judged_traces(reader, None, lambda text, label: label in {"a", "b"})
     assert judged == 100 and len(failures) == 34 and len(passing) == 66
+    assert sum(fetched) == 100 and max(fetched) == 7 and len(fetched) <= 100 // 7 + 2  # 7 rows a fetch, not one
     assert [f["id"] for f in failures] == [f"t{i:03d}" for i in range(0, 100, 3)]
     assert failures[0] == {"id": "t000", "text": "text 0", "prediction": "b", "corrected": "b"}
 

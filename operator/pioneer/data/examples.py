@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,14 @@ class Example:
         if self.meta:
             row["meta"] = dict(self.meta)
         return row
+
+    @staticmethod
+    def rows(pairs: Iterable[tuple[str, str]], role: str) -> list[dict[str, Any]]:
+        """``Example(text, label, role=role).to_row()`` of each (text, label) pair, without building the examples, each
+        distinct text hashed once (a preparation writes a row per passing trace, and a log repeats its inputs)."""
+        ids: dict[str, str] = {}
+        return [{"text": text, "label": label, "id": ids.get(text) or ids.setdefault(text, example_id(text)), "role": role}
+                for text, label in pairs]
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Example:

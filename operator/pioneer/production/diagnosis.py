@@ -65,29 +65,43 @@ MIN_REFERENCE = 20  # trusted examples needed before the embedding checks run
 BLOCK_ROWS = 512  # similarity rows computed at a time (memory is BLOCK_ROWS x reference size, never N x N)
 
 
-def _top_k_mean(sims: np.ndarray, k: int) -> np.ndarray:
-    """Row-wise mean of the k largest finite values (fewer when a row has fewer); NaN for a row with none."""
+def _top_k_mean(sims: np.ndarray, k: int, counts: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise mean of the k largest finite values (fewer when a row has fewer); NaN for a row with none.
+    ``counts[j]`` (default 1) is how many copies column j stands for: the k largest are taken with repetition."""
     if sims.shape[1] == 0:
         return np.full(sims.shape[0], np.nan)
-    k = min(k, sims.shape[1])
+    if counts is None:
+        k = min(k, sims.shape[1])
+        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+    else:
+        # the k largest copies are copies of the k largest columns; NaN ranks above every number, as in np.partition
+        columns = min(k, sims.shape[1])
+        k = min(k, int(counts.sum()))
+        picked = np.argpartition(sims, sims.shape[1] - columns, axis=1)[:, -columns:]
+        values = np.take_along_axis(sims, picked, axis=1)
+        order = np.argsort(values, axis=1)[:, ::-1]  # largest first (NaN sorts last: first here)
+        values, copies = np.take_along_axis(values, order, axis=1), counts[np.take_along_axis(picked, order, axis=1)]
+        slot_of = (np.cumsum(copies, axis=1)[:, :, None] <= np.arange(k)[None, None, :]).sum(axis=1)  # copy s -> its column
+        top = np.take_along_axis(values, slot_of, axis=1)
     # sorted: the mean does not depend on the columns' order (the same neighbours give the same float, bit for bit)
-    top = np.sort(np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:], axis=1)
+    top = np.sort(top, axis=1)
     finite = np.isfinite(top)
     with np.errstate(invalid="ignore"):
         return np.where(finite.any(axis=1), np.where(finite, top, 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1), np.nan)
 
 
 def top_k_similar(queries: np.ndarray, keys: np.ndarray, k: int, exclude: Callable[[int, int], list[list[int]]] | None = None,
-                  block: int = BLOCK_ROWS) -> np.ndarray:
+                  block: int = BLOCK_ROWS, counts: np.ndarray | None = None) -> np.ndarray:
     """Mean similarity of each query to its k most similar keys, exact, ``block`` queries at a time (memory is block x
-    keys, never queries x keys). ``exclude(start, stop)`` lists, per query of the block, the keys it may not count."""
+    keys, never queries x keys). ``exclude(start, stop)`` lists, per query of the block, the keys it may not count;
+    ``counts[j]`` says key j stands for that many identical keys (a log repeats its inputs: each is compared once)."""
     out = np.full(len(queries), np.nan)
     for start in range(0, len(queries), block):
         sims = np.asarray(queries[start:start + block], dtype=np.float32) @ keys.T
         if exclude is not None:
             for row, cols in enumerate(exclude(start, start + len(sims))):
                 sims[row, cols] = -np.inf
-        out[start:start + len(sims)] = _top_k_mean(sims, k)
+        out[start:start + len(sims)] = _top_k_mean(sims, k, counts)
     return out
 
 
@@ -297,18 +311,23 @@ def _trace_quality(ref_texts: list[str], ref_labels: list[str], texts: list[str]
     return quality, how
 
 
-SCORES_VERSION = f"conformal-bh/knn-k{d.TRIAGE_SUPPORT_K}/char-wb-2-4-lr-c5-5fold"  # cached scores of another version never mix
+DETECTORS_VERSION = "detectors-2"  # bump when input_flags decides differently: a stored score says its text passed these detectors
+SCORES_VERSION = f"conformal-bh/knn-k{d.TRIAGE_SUPPORT_K}/char-wb-2-4-lr-c5-5fold/{DETECTORS_VERSION}"  # cached scores of another version never mix
 
 
-def _pinned_reference(cache: Any, key: str | None, passing_now: dict[str, str], record: dict[str, Any]) -> dict[str, Any] | None:
+def _pinned_reference(cache: Any, key: str | None, passing: list[dict[str, Any]], answers: list[str],
+                      record: dict[str, Any]) -> dict[str, Any] | None:
     """The reference an earlier preparation pinned for this parent, while every verified member still passes with the same
-    answer; None (and why, in ``record``) otherwise."""
+    answer (``answers[j]`` is ``passing[j]``'s); None (and why, in ``record``) otherwise. A member passed the input
+    detectors when it was drawn, and the key holds their version: its text passes them still."""
     if cache is None or not key:
         return None
     pin = cache.pinned(key)
     if pin is None:
         record["reuse"] = {"reference": "drawn now and pinned for the next preparation of this parent"}
         return None
+    wanted = {trace for _, _, trace in pin["members"] if trace is not None}
+    passing_now = {t["id"]: answer for t, answer in zip(passing, answers) if t["id"] in wanted}
     stale = sum(1 for _, label, trace in pin["members"] if trace is not None and passing_now.get(trace) != label)
     if stale:
         record["reuse"] = {"reference": f"drawn again: {stale} verified member(s) of the pinned reference no longer pass with the same answer"}
@@ -397,40 +416,54 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     embedding space), the reference drawn the first time is pinned and reused while every verified member still
     passes with the same answer, and each trace's scores against it are computed once: a later preparation scores only
     its new traces (and fits the label-quality model only when there are new failures). BH always runs on all of them.
+    A text scored against the pinned reference passed the input detectors then (``DETECTORS_VERSION`` is part of the
+    key), so the detectors run only on the texts it has not scored (``calibration["detectors"]`` counts both).
     """
+    from pioneer.traces.triage_cache import StoredScores, digest_of
+
     out = Triage()
     out.calibration = {"level": fdr, "procedure": "conformal p-values, Benjamini-Hochberg"}
-    parent_members = [(t, y, None) for t, y in (reference or []) if y in labels]
+    label_set = set(labels)
+    parent_members = [(t, y, None) for t, y in (reference or []) if y in label_set]
     traces = failures + passing
     nf = len(failures)
+    texts = [t["text"] for t in traces]
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
+    pin = _pinned_reference(cache, cache_key, passing, checked[nf:], out.calibration)
+    digest = None
+    known = StoredScores.none()  # the scores of (text, checked label) pairs against this reference, stored by an earlier preparation
+    if pin is not None:
+        digest = digest_of([list(m) for m in pin["members"]], SCORES_VERSION)
+        known = cache.scores(digest, [(texts[i], checked[i]) for i in range(len(traces)) if checked[i] in label_set])
     reasons: dict[int, dict[str, Any]] = {}  # trace index -> {reason, evidence[, p_value, adjusted_p, level]}
-    flags_of: dict[str, list[str]] = {}  # a log repeats its inputs: each distinct text is checked once
-    for i, t in enumerate(traces):
-        flags = flags_of.get(t["text"])
+    # a log repeats its inputs: each distinct text is checked once, and a text scored against this reference before
+    # passed these detectors then (their version is in the reference's key)
+    flags_of: dict[str, list[str]] = dict.fromkeys(known.texts(), [])  # shared, never changed
+    passed_before = len(flags_of)
+    for i, text in enumerate(texts):
+        flags = flags_of.get(text)
         if flags is None:
-            flags = flags_of[t["text"]] = input_flags(t["text"])
+            flags = flags_of[text] = input_flags(text)
         if flags:
             reasons[i] = {"reason": "adversarial-or-malformed-input", "evidence": f"input detectors: {flags}"}
-        elif i < nf and t.get("corrected") not in labels:
-            reasons[i] = {"reason": "off-task-correction", "evidence": f"corrected output {t.get('corrected')!r} is not a task label"}
+        elif i < nf and checked[i] not in label_set:
+            reasons[i] = {"reason": "off-task-correction", "evidence": f"corrected output {traces[i].get('corrected')!r} is not a task label"}
+    out.calibration["detectors"] = {"version": DETECTORS_VERSION, "texts_checked": len(flags_of) - passed_before,
+                                    "texts_passed_before": passed_before}
     tested = [i for i in range(len(traces)) if i not in reasons]
     tested_fail = [i for i in tested if i < nf]
     tested_pass = [i for i in tested if i >= nf]
-    # the trusted reference: the parent's training data and the passing traces the detectors let through (verified
-    # answers of the same traffic, so the checks compare failures with what this deployment really sees)
-    verified = [(traces[i]["text"], checked[i], traces[i]["id"]) for i in tested_pass if checked[i] in labels]
-    pin = _pinned_reference(cache, cache_key, {traces[i]["id"]: checked[i] for i in tested_pass}, out.calibration)
     if pin is not None:
         members, parent_reference = [tuple(m) for m in pin["members"]], pin["parent_examples"]
     else:
+        # the trusted reference: the parent's training data and the passing traces the detectors let through (verified
+        # answers of the same traffic, so the checks compare failures with what this deployment really sees)
+        verified = [(texts[i], checked[i], traces[i]["id"]) for i in tested_pass if checked[i] in label_set]
         members, parent_reference = bounded_reference(parent_members, verified, reference_max, seed, out.calibration)
+        if cache is not None and cache_key:
+            digest = digest_of([list(m) for m in members], SCORES_VERSION)
+            known = cache.scores(digest, [(texts[i], checked[i]) for i in tested])
     reference = [(t, y) for t, y, _ in members]
-    digest = None
-    if cache is not None and cache_key:
-        from pioneer.traces.triage_cache import digest_of
-
-        digest = digest_of([list(m) for m in members], SCORES_VERSION)
     # what calibrates which family: never a trusted copy of a trace under test (a text an earlier revision trained on
     # would vouch for itself), and for passing traces the parent's examples alone where there are enough
     fail_texts = {traces[i]["text"] for i in tested_fail}
@@ -446,13 +479,14 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     domain = np.full(len(traces), np.nan)
     margin = np.full(len(traces), np.nan)
     best: list[str | None] = [None] * len(traces)
-    texts = [t["text"] for t in traces]
     quality = np.full(len(traces), np.nan)
-    known = cache.scores(digest, [(texts[i], checked[i]) for i in tested]) if digest else {}
-    for i in tested:
-        if (pair := (texts[i], checked[i])) in known:
-            domain[i], margin[i], best[i], quality[i] = known[pair]
-    todo = [i for i in tested if (texts[i], checked[i]) not in known]
+    stored = [known.row.get((texts[i], checked[i]), -1) for i in tested]
+    todo = [i for i, row in zip(tested, stored) if row < 0]
+    if hit := [i for i, row in zip(tested, stored) if row >= 0]:
+        rows = np.array([row for row in stored if row >= 0])
+        domain[hit], margin[hit], quality[hit] = known.domain[rows], known.margin[rows], known.quality[rows]
+        for i, row in zip(hit, rows.tolist()):
+            best[i] = known.best[row]
     if len(reference) >= MIN_REFERENCE and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
@@ -463,7 +497,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                                own=own)
         # a pair stored from a passing trace holds its domain only: a failure with that text and label is scored again
         classes = set(checker.classes)
-        todo = sorted(set(todo) | {i for i in tested_fail if np.isnan(margin[i]) and checked[i] in classes})
+        todo = sorted(set(todo) | {i for i in np.flatnonzero(np.isnan(margin[:nf])).tolist() if i not in reasons and checked[i] in classes})
         _score(checker, todo, texts, checked, nf, domain, margin, best)
         # passing traces are calibrated on the parent's examples alone (they are under test here, and a poisoned
         # one that passed would make others like it look ordinary); failures below, on the whole reference
@@ -561,9 +595,10 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
             f"confident learning (cleanlab self-confidence {quality[i]:.3f} on out-of-fold TF-IDF probabilities) "
             f"doubts {label!r} more than for {p_quality[i]:.1%} of the trusted and verified examples ({how})")}
 
-    for i in tested:
-        if np.isfinite(adjusted_p[i]) and adjusted_p[i] <= fdr:
-            reasons[i] = describe(i)
+    with np.errstate(invalid="ignore"):
+        discovered = np.flatnonzero(adjusted_p <= fdr).tolist()  # NaN (a trace no check tested) is never at or below
+    for i in discovered:
+        reasons[i] = describe(i)
     if checker is not None:
         # the neighbourhood is calibrated on the parent's in-scope examples: its out-of-scope ones are off-task traffic
         in_scope = parent_only & fc & np.array([y != out_of_scope_label for _, y in reference], dtype=bool)
@@ -642,15 +677,19 @@ def _off_task_neighbourhood(reasons: dict[int, dict[str, Any]], texts: list[str]
         seeds = [i for i, r in flagged.items() if r["reason"] in OFF_TASK_REASONS]
         if len(seeds) < d.TRIAGE_NEIGHBOURHOOD_MIN:
             break
-        seed_vectors = checker.embed([texts[i] for i in seeds])
-        ref_score = checker.reference_domain[calibration] - top_k_similar(checker.vectors(calibration), seed_vectors, k)
+        # off-task traffic repeats itself (templates, the same injection resent): each distinct seed text is one key,
+        # counted as often as it was seen
+        seed_counts = Counter(texts[i] for i in seeds)
+        seed_vectors = checker.embed(list(seed_counts))
+        copies = np.fromiter(seed_counts.values(), dtype=np.int64, count=len(seed_counts))
+        ref_score = checker.reference_domain[calibration] - top_k_similar(checker.vectors(calibration), seed_vectors, k, counts=copies)
         new: dict[int, dict[str, Any]] = {}
         family = [i for i in range(nf) if i not in flagged or flagged[i]["reason"] == "unsupported-correction"]
         if not family:
             break
         distinct = list(dict.fromkeys(texts[i] for i in family))  # each distinct input compared once
         position = {t: j for j, t in enumerate(distinct)}
-        off = top_k_similar(checker.embed(distinct), seed_vectors, k)[[position[texts[i]] for i in family]]
+        off = top_k_similar(checker.embed(distinct), seed_vectors, k, counts=copies)[[position[texts[i]] for i in family]]
         near = domain[family]
         p = p_values(ref_score, near - off)
         adj = adjusted(p)

@@ -102,8 +102,8 @@ def _judged_traces(engine: sa.Engine, model_id: str | None, fits) -> tuple[list[
     query = sa.text("SELECT id, input, prediction, corrected, verdict FROM effective_traces WHERE verdict IS NOT NULL"
                     + trace_store.model_filter(model_id) + " ORDER BY id")
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=d.TRACE_READ_CHUNK).execute(query, trace_store.model_params(model_id))
-        for part in result.partitions():
+        result = conn.execution_options(stream_results=True, yield_per=d.TRACE_READ_CHUNK).execute(query, trace_store.model_params(model_id))
+        for part in result.partitions(d.TRACE_READ_CHUNK):  # the size named: without it, SQLite's cursor hands out one row at a time
             judged += len(part)
             for trace_id, text, prediction, corrected, verdict in part:
                 prediction = shared.setdefault(prediction, prediction) if prediction is not None else None
@@ -165,8 +165,9 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
         labels = parent_labels(current.model_uri, spec.task.labels)
         if ner:  # the parent's head holds BIO tags; the task's labels are their entity types
             labels = list(dict.fromkeys(t[2:] for t in labels if t[:2] in ("B-", "I-")))
+    label_set = set(labels)
     fits = ((lambda text, label: alignment_problem(text.split(" "), label.split(" "), labels) is None) if ner
-            else (lambda text, label: label in labels))
+            else (lambda text, label: label in label_set))
 
     source = next(src for src in spec.data.sources if src.traces)
     db_ref = source.traces
@@ -270,16 +271,17 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
     write_jsonl(store, FAILURES_KEY, [ex.to_row() for ex in failure_set])
     # passing traces are judge-verified training data, except the regression set: the gate's check stays unseen
     held = {ex.meta["trace"] for ex in regression}
-    write_jsonl(store, PASSING_KEY, [Example(p["text"], p["prediction"], role="passing").to_row() for p in passing if p["id"] not in held])
+    write_jsonl(store, PASSING_KEY, Example.rows(((p["text"], p["prediction"]) for p in passing if p["id"] not in held), role="passing"))
     write_jsonl(store, PARENT_TRAIN_KEY, [ex.to_row() for ex in parent_train])
     write_json(store, TAXONOMY_KEY, {"clusters": clusters, "external": tri.external[:200]})
     write_jsonl(store, EXCLUDED_KEY, tri.excluded(out_of_scope if routed else None))
-    store.write_bytes(REGRESSION_KEY, serialize(regression))
+    regression_bytes = serialize(regression)
+    store.write_bytes(REGRESSION_KEY, regression_bytes)
     store.write_bytes(CROSS_KEY, serialize(cross))
     write_json(store, PREPARATION_KEY, record)
     store.write_bytes(EVAL_KEY, eval_bytes)
     pool = len(passing) + len(parent_train)
     write_json(store, EVAL_MANIFEST, {"sha256": digest, "labels": labels, "size": len(failure_set), "pool_size": pool,
                                       "slices": dict(Counter(ex.role for ex in failure_set)), "frozen_at": now(),
-                                      "regression_sha256": sha256(serialize(regression))})
+                                      "regression_sha256": sha256(regression_bytes)})
     return Prepared(labels, store.uri(EVAL_KEY), digest, pool, record)

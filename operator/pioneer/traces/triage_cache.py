@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from pioneer import defaults as d
@@ -78,8 +79,51 @@ def reference_key(parent_sha256: str, seed: int, bound: int, space: str, method:
     return hashlib.sha256(json.dumps([parent_sha256, seed, bound, space, method]).encode()).hexdigest()
 
 
+def _floats(values: tuple) -> np.ndarray:
+    return np.array(values, dtype=float)  # SQL NULL (None) -> NaN
+
+
+class StoredScores:
+    """Scores read back from ``triage_scores``, as columns: ``row[(text, label)]`` is the pair's position in ``domain``,
+    ``margin``, ``quality`` (NaN where none was stored) and ``best``."""
+
+    def __init__(self, row: dict[tuple[str, str], int], domain: np.ndarray, margin: np.ndarray, best: list[str | None],
+                 quality: np.ndarray):
+        self.row, self.domain, self.margin, self.best, self.quality = row, domain, margin, best, quality
+
+    @classmethod
+    def of(cls, rows: list, by_key: dict[tuple[str, str], tuple[str, str]]) -> StoredScores:
+        """From (text sha256, label, domain, margin, best, quality) rows, keeping those ``by_key`` maps to an asked pair."""
+        pairs = [by_key.get((h, label)) for h, label, *_ in rows]
+        kept = [j for j, pair in enumerate(pairs) if pair is not None]
+        columns = list(zip(*[rows[j] for j in kept])) or [()] * 6
+        return cls({pairs[j]: n for n, j in enumerate(kept)}, _floats(columns[2]), _floats(columns[3]), list(columns[4]),
+                   _floats(columns[5]))
+
+    @classmethod
+    def none(cls) -> StoredScores:
+        return cls({}, np.empty(0), np.empty(0), [], np.empty(0))
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, pair: tuple[str, str]) -> bool:
+        return pair in self.row
+
+    def __iter__(self):
+        return iter(self.row)
+
+    def __getitem__(self, pair: tuple[str, str]) -> tuple[float, float, str | None, float]:
+        """(domain, margin, best, quality) of one pair."""
+        n = self.row[pair]
+        return float(self.domain[n]), float(self.margin[n]), self.best[n], float(self.quality[n])
+
+    def texts(self) -> list[str]:
+        return [t for t, _ in self.row]
+
+
 class TriageCache:
-    """The three tables of one trace store (any SQLAlchemy engine); counts what it served and stored."""
+    """The tables of one trace store (any SQLAlchemy engine); counts what it served and stored."""
 
     def __init__(self, engine: sa.Engine, chunk: int = d.EMBEDDING_CACHE_CHUNK):
         self.engine, self.chunk = engine, chunk
@@ -121,21 +165,23 @@ class TriageCache:
         self._write(do)
 
     # --- per-trace scores ------------------------------------------------------------------------------------------
-    def scores(self, digest: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple]:
-        """{(text, label): (domain, margin, best, quality)} of the pairs scored against this reference before."""
-        by_key: dict[tuple[str, str], tuple[str, str]] = {(text_key(t), lab): (t, lab) for t, lab in pairs}
-        found: dict[tuple[str, str], tuple] = {}
-        keys = list({k for k, _ in by_key})
+    def scores(self, digest: str, pairs: list[tuple[str, str]]) -> StoredScores:
+        """The scores of the pairs (text, label) that were scored against this reference before."""
+        hashed: dict[str, str] = {}  # a log repeats its inputs: each distinct text is hashed once
+        by_key: dict[tuple[str, str], tuple[str, str]] = {}
+        for t, lab in pairs:
+            if (h := hashed.get(t)) is None:
+                h = hashed[t] = text_key(t)
+            by_key[(h, lab)] = (t, lab)
+        keys = list(hashed.values())
         columns = (scores.c.text_sha256, scores.c.label, scores.c.domain, scores.c.margin, scores.c.best, scores.c.quality)
         stored = self._read(sa.select(sa.func.count()).select_from(scores).where(scores.c.digest == digest))
         if stored and stored[0][0] <= 2 * len(keys):  # most of what this reference scored is asked for: one range scan
             queries = [sa.select(*columns).where(scores.c.digest == digest)]
         else:  # a few texts of many: look them up
             queries = [sa.select(*columns).where(scores.c.digest == digest, scores.c.text_sha256.in_(part)) for part in _chunks(keys, self.chunk)]
-        for query in queries:
-            for key_text, label, domain, margin, best, quality in self._read(query):
-                if (pair := by_key.get((key_text, label))) is not None:
-                    found[pair] = (_nan(domain), _nan(margin), best, _nan(quality))
+        rows = [row for query in queries for row in self._read(query)]
+        found = StoredScores.of(rows, by_key)
         self.counts["scores_reused"] += len(found)
         return found
 
