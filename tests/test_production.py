@@ -337,3 +337,32 @@ def test_preparation_puts_off_task_traces_in_the_failure_set_as_the_out_of_scope
     space = read_json(static, PREPARATION_KEY)["triage"]["embeddings"]
     assert space["space"].startswith("minilm|model2vec-distilled") and space["computed"] > 0
     assert {r["id"]: r["action"] for r in read_jsonl(static, EXCLUDED_KEY)} == {r["id"]: r["action"] for r in read_jsonl(plain, EXCLUDED_KEY)}
+
+    # hybrid: the encoder for failing traces, the same distilled table for the passing traces' screen, each recorded
+    hybrid = read_json(run(production={"triage": {"embeddings": "hybrid"}}, name="-hybrid"), PREPARATION_KEY)["triage"]["embeddings"]
+    assert hybrid["space"] == bounded["embeddings"]["space"] and hybrid["passing"]["space"] == space["space"]
+    assert hybrid["distinct"] > 0 and hybrid["passing"]["distinct"] > 0
+    assert (hybrid["choice"], hybrid["why"]) == ("hybrid", "embeddings: hybrid (the spec)")
+    # the default, auto, is the encoder for a log this small, and says so
+    assert (bounded["embeddings"]["choice"], bounded["embeddings"]["why"]) == ("encoder", "embeddings: auto, 1 passing traces <= 50,000: encoder")
+    assert "passing" not in bounded["embeddings"]
+
+    # where no static table can be distilled from the base model, hybrid embeds the passing traces with the encoder and says why
+    from pioneer.data import static_embeddings
+
+    def cannot(model):
+        raise OSError(f"no vocabulary to distil in {model}")
+
+    monkeypatch.setattr(static_embeddings, "static_embedder", cannot)
+    fallback = read_json(run(production={"triage": {"embeddings": "hybrid"}}, name="-no-table"), PREPARATION_KEY)["triage"]["embeddings"]
+    assert fallback["static_table"] == "not distilled (no vocabulary to distil in minilm): the encoder embeds the passing traces too"
+    assert fallback["space"] == bounded["embeddings"]["space"] and "passing" not in fallback
+
+
+def test_auto_embeddings_are_the_encoder_for_a_few_passing_traces_and_hybrid_for_a_log():
+    from pioneer import defaults as d
+    from pioneer.production.prepare import embeddings_choice
+
+    assert embeddings_choice("auto", d.TRIAGE_HYBRID_ABOVE) == ("encoder", "embeddings: auto, 50,000 passing traces <= 50,000: encoder")
+    assert embeddings_choice("auto", d.TRIAGE_HYBRID_ABOVE + 1) == ("hybrid", "embeddings: auto, 50,001 passing traces > 50,000: hybrid")
+    assert [embeddings_choice(asked, 10**6)[0] for asked in ("encoder", "static", "hybrid")] == ["encoder", "static", "hybrid"]

@@ -325,13 +325,16 @@ class TriagePolicy(ApiModel):
         "What the base model computes triage embeddings in. bfloat16 is about 3x faster on a CPU with native bfloat16 "
         "(AMX or AVX-512 BF16) and on most GPUs, with vectors whose cosine similarity to float32's is above 0.9997, but "
         "about 8x slower on a CPU without it (AVX2 only); float32 is exact. Vectors are cached per precision: a change of "
-        "precision embeds again and draws a new reference. Applies to embeddings: encoder only."))
-    embeddings: Literal["encoder", "static"] = Field(default=d.TRIAGE_EMBEDDINGS, description=(
+        "precision embeds again and draws a new reference. Applies to the encoder (embeddings: encoder, and the failures of hybrid and auto)."))
+    embeddings: Literal["auto", "encoder", "static", "hybrid"] = Field(default=d.TRIAGE_EMBEDDINGS, description=(
         "How traces are embedded for the triage's checks. encoder: the base model's mean-pooled hidden states (about "
         "450 texts/s on two CPU cores for MiniLM). static: a model2vec table distilled from the base model once (about "
         "20 s for MiniLM, kept in the models cache), a lookup and a mean per text (tens of thousands of texts/s), for "
-        "logs of millions of traces; it separates off-task traffic less sharply (README has both measured). Vectors and "
-        "the pinned reference are kept per choice."))
+        "logs of millions of traces; it separates off-task traffic less sharply (README has both measured). hybrid: "
+        "the encoder for failing traces and the static table for the passing traces' domain screen (most of a log, and "
+        "the one check they get; measured to decide a poisoned repair as the encoder does). auto: encoder up to "
+        f"{d.TRIAGE_HYBRID_ABOVE:,} passing traces, hybrid above (the preparation records which and why). Vectors and the "
+        "pinned reference are kept per choice."))
 
     @model_validator(mode="after")
     def _precision_is_the_encoders(self):

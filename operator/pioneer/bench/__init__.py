@@ -67,8 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "intent pairs by the base model's embeddings (listed in the README), the churn regime")
     p.add_argument("--train-per-intent", type=int, default=repair_clinc.DEPLOYED_PER_INTENT,
                    help="training examples per intent of the deployed model (default 30; 10 makes a weaker parent)")
-    p.add_argument("--triage-embeddings", choices=["encoder", "static"], default="encoder",
-                   help="the repair's production.triage.embeddings (static: a model2vec table distilled from the base model)")
+    p.add_argument("--triage-embeddings", choices=["auto", "encoder", "static", "hybrid"], default="auto",
+                   help="the repair's production.triage.embeddings (default auto, the spec's default: the encoder at this size)")
     p = sub.add_parser("repair-conll", help="production repair of an over-predicting CoNLL-2003 tagger from ~3,000 judged traces; "
                                              "entity F1 on the test file before/after")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")
@@ -118,9 +118,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the repairs' production.triage.embeddingPrecision (bfloat16 pays only on a CPU or GPU with native bfloat16)")
     p.add_argument("--fit-processes", type=int, default=1,
                    help="the repairs' production.triage.fitProcesses (each process holds one label-quality fit in memory)")
-    p.add_argument("--triage-embeddings", choices=["encoder", "static"], default="encoder",
-                   help="the repairs' production.triage.embeddings (static: a model2vec table distilled from the base model, "
-                        "distilled before the first N is timed)")
+    p.add_argument("--triage-embeddings", choices=["auto", "encoder", "static", "hybrid"], default="auto",
+                   help="the repairs' production.triage.embeddings (default auto, the spec's default: hybrid above 50,000 passing "
+                        "traces; the static table is distilled before the first N is timed)")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("adaptft", help="AdaptFT-Bench: three noisy stages (15/25/40%% poison), agent vs. naive retraining")
     p.add_argument("--scenario", default="clinc150", help=f"one of {sorted(adaptft.SCENARIOS)}")

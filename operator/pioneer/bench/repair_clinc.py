@@ -200,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
     intents = INTENT_SETS[args.intents]
     per_intent = args.train_per_intent
     deploy_spec, repair_spec = specs(intents)
-    if args.triage_embeddings != "encoder":
-        repair_spec["spec"]["production"] = {"triage": {"embeddings": args.triage_embeddings}}
+    repair_spec["spec"]["production"] = {"triage": {"embeddings": args.triage_embeddings}}
     keep = set(intents)
     pool = [(t, y) for t, y in data["train"] + data["val"] if y in keep]
     fresh = [(t, y) for t, y in data["test"] if y in keep]

@@ -46,7 +46,7 @@ def parent_spec(intents: list[str]) -> dict:
 
 
 def repair_spec(intents: list[str], db: str, name: str, embedding_precision: str = "float32", fit_processes: int = 1,
-                embeddings: str = "encoder") -> dict:
+                embeddings: str = "auto") -> dict:
     from pioneer.api.validation import parse_resource
 
     return parse_resource({
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                               "poison": args.poison,
                               "embedding_precision": args.embedding_precision, "fit_processes": args.fit_processes,
                               "triage_embeddings": args.triage_embeddings, "runs": {}}
-    if args.triage_embeddings == "static":  # distilled once here, so no N's preparation is timed with it
+    if args.triage_embeddings != "encoder":  # distilled once here, so no N's preparation is timed with it
         from pioneer import defaults
         from pioneer.data.static_embeddings import distill
 

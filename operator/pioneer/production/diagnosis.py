@@ -336,6 +336,25 @@ def _pinned_reference(cache: Any, key: str | None, passing: list[dict[str, Any]]
     return pin
 
 
+def _digests(members: list, two_spaces: bool) -> tuple[str, str]:
+    """The digests the scores against this reference are stored under: (failures', passing traces'), one where both
+    roles share a space."""
+    from pioneer.traces.triage_cache import digest_of
+
+    rows = [list(m) for m in members]
+    digest = digest_of(rows, SCORES_VERSION)
+    return digest, (digest_of(rows, f"{SCORES_VERSION}|passing-space") if two_spaces else digest)
+
+
+def _stored(cache: Any, digest: str, digest_passing: str, failing: list[tuple[str, str]],
+            passing: list[tuple[str, str]]) -> tuple[Any, Any]:
+    """The stored scores of the failures' and the passing traces' (text, label) pairs: (failures', passing traces')."""
+    if digest_passing == digest:
+        known = cache.scores(digest, failing + passing)
+        return known, known
+    return cache.scores(digest, failing), cache.scores(digest_passing, passing)
+
+
 def bounded_reference(parent: list[tuple], verified: list[tuple], bound: int, seed: int,
                       record: dict[str, Any]) -> tuple[list[tuple], int]:
     """The trusted reference: the parent's examples, then the verified passing traces; above ``bound`` a seeded uniform
@@ -381,7 +400,7 @@ def _score(checker: LabelSupport, todo: list[int], texts: list[str], checked: li
 def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels: list[str], seed: int = 0,
            confident_learning: bool = True, reference: list[tuple[str, str]] | None = None,
            embed: Callable[[list[str]], np.ndarray] | None = None, out_of_scope_label: str | None = None,
-           fdr: float = d.TRIAGE_FDR, ranked: Callable[[list[str]], list[list[str]]] | None = None,
+           embed_passing: Callable[[list[str]], np.ndarray] | None = None, fdr: float = d.TRIAGE_FDR, ranked: Callable[[list[str]], list[list[str]]] | None = None,
            reference_max: int = d.TRIAGE_REFERENCE_MAX, cache: Any = None, cache_key: str | None = None,
            fit_processes: int = d.TRIAGE_FIT_PROCESSES) -> Triage:
     """Split failing traces ({id, text, prediction, corrected}) into fixable and external, with evidence, and
@@ -418,8 +437,12 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     its new traces (and fits the label-quality model only when there are new failures). BH always runs on all of them.
     A text scored against the pinned reference passed the input detectors then (``DETECTORS_VERSION`` is part of the
     key), so the detectors run only on the texts it has not scored (``calibration["detectors"]`` counts both).
+
+    ``embed_passing`` (default ``embed``) is the space of the passing traces' domain check, with the reference embedded
+    in it too: a log is mostly passing traces, which need only that check, so a cheaper space there (a static table)
+    bounds the cost of a million traces while failures keep ``embed``. Scores of the two roles are stored apart.
     """
-    from pioneer.traces.triage_cache import StoredScores, digest_of
+    from pioneer.traces.triage_cache import StoredScores
 
     out = Triage()
     out.calibration = {"level": fdr, "procedure": "conformal p-values, Benjamini-Hochberg"}
@@ -429,16 +452,20 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     nf = len(failures)
     texts = [t["text"] for t in traces]
     checked = [f.get("corrected") or "" for f in failures] + [p.get("prediction") or "" for p in passing]
+    two_spaces = embed is not None and embed_passing is not None and embed_passing is not embed
     pin = _pinned_reference(cache, cache_key, passing, checked[nf:], out.calibration)
-    digest = None
-    known = StoredScores.none()  # the scores of (text, checked label) pairs against this reference, stored by an earlier preparation
+    digest = digest_passing = None
+    # the scores of (text, checked label) pairs against this reference, stored by an earlier preparation: the failures'
+    # (known) and the passing traces' (known_passing, the same where both roles share one space)
+    known = known_passing = StoredScores.none()
     if pin is not None:
-        digest = digest_of([list(m) for m in pin["members"]], SCORES_VERSION)
-        known = cache.scores(digest, [(texts[i], checked[i]) for i in range(len(traces)) if checked[i] in label_set])
+        digest, digest_passing = _digests(pin["members"], two_spaces)
+        pairs = [(texts[i], checked[i]) if checked[i] in label_set else None for i in range(len(traces))]
+        known, known_passing = _stored(cache, digest, digest_passing, [p for p in pairs[:nf] if p], [p for p in pairs[nf:] if p])
     reasons: dict[int, dict[str, Any]] = {}  # trace index -> {reason, evidence[, p_value, adjusted_p, level]}
     # a log repeats its inputs: each distinct text is checked once, and a text scored against this reference before
     # passed these detectors then (their version is in the reference's key)
-    flags_of: dict[str, list[str]] = dict.fromkeys(known.texts(), [])  # shared, never changed
+    flags_of: dict[str, list[str]] = dict.fromkeys(known.texts() + known_passing.texts(), [])  # shared, never changed
     passed_before = len(flags_of)
     for i, text in enumerate(texts):
         flags = flags_of.get(text)
@@ -461,8 +488,9 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
         verified = [(texts[i], checked[i], traces[i]["id"]) for i in tested_pass if checked[i] in label_set]
         members, parent_reference = bounded_reference(parent_members, verified, reference_max, seed, out.calibration)
         if cache is not None and cache_key:
-            digest = digest_of([list(m) for m in members], SCORES_VERSION)
-            known = cache.scores(digest, [(texts[i], checked[i]) for i in tested])
+            digest, digest_passing = _digests(members, two_spaces)
+            known, known_passing = _stored(cache, digest, digest_passing, [(texts[i], checked[i]) for i in tested_fail],
+                                           [(texts[i], checked[i]) for i in tested_pass])
     reference = [(t, y) for t, y, _ in members]
     # what calibrates which family: never a trusted copy of a trace under test (a text an earlier revision trained on
     # would vouch for itself), and for passing traces the parent's examples alone where there are enough
@@ -480,28 +508,37 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     margin = np.full(len(traces), np.nan)
     best: list[str | None] = [None] * len(traces)
     quality = np.full(len(traces), np.nan)
-    stored = [known.row.get((texts[i], checked[i]), -1) for i in tested]
-    todo = [i for i, row in zip(tested, stored) if row < 0]
-    if hit := [i for i, row in zip(tested, stored) if row >= 0]:
-        rows = np.array([row for row in stored if row >= 0])
-        domain[hit], margin[hit], quality[hit] = known.domain[rows], known.margin[rows], known.quality[rows]
-        for i, row in zip(hit, rows.tolist()):
-            best[i] = known.best[row]
+    todo: list[int] = []
+    for scores, role in ((known, tested_fail), (known_passing, tested_pass)):
+        stored = [scores.row.get((texts[i], checked[i]), -1) for i in role]
+        todo += [i for i, row in zip(role, stored) if row < 0]
+        if hit := [i for i, row in zip(role, stored) if row >= 0]:
+            rows = np.array([row for row in stored if row >= 0])
+            domain[hit], margin[hit], quality[hit] = scores.domain[rows], scores.margin[rows], scores.quality[rows]
+            for i, row in zip(hit, rows.tolist()):
+                best[i] = scores.best[row]
     if len(reference) >= MIN_REFERENCE and len({y for _, y in reference}) >= 2:
         from pioneer.data.embeddings import tfidf_embedder
 
-        own = None
+        own = own_passing = None
         if pin is not None:  # the pinned reference's own scores: not computed again
             own = tuple(np.array(pin["scores"][k], dtype=float) for k in ("domain", "margin"))  # JSON null -> NaN
-        checker = LabelSupport(embed or tfidf_embedder([t for t, _ in reference]), [t for t, _ in reference], [y for _, y in reference],
-                               own=own)
+            if two_spaces:
+                own_passing = (np.array(pin["scores"]["passing_domain"], dtype=float), np.full(len(reference), np.nan))
+        ref_texts, ref_labels = [t for t, _ in reference], [y for _, y in reference]
+        checker = LabelSupport(embed or tfidf_embedder(ref_texts), ref_texts, ref_labels, own=own)
+        screen = LabelSupport(embed_passing, ref_texts, ref_labels, own=own_passing) if two_spaces else checker
         # a pair stored from a passing trace holds its domain only: a failure with that text and label is scored again
         classes = set(checker.classes)
         todo = sorted(set(todo) | {i for i in np.flatnonzero(np.isnan(margin[:nf])).tolist() if i not in reasons and checked[i] in classes})
-        _score(checker, todo, texts, checked, nf, domain, margin, best)
+        if two_spaces:
+            _score(checker, [i for i in todo if i < nf], texts, checked, nf, domain, margin, best)
+            _score(screen, [i for i in todo if i >= nf], texts, checked, nf, domain, margin, best)
+        else:
+            _score(checker, todo, texts, checked, nf, domain, margin, best)
         # passing traces are calibrated on the parent's examples alone (they are under test here, and a poisoned
         # one that passed would make others like it look ordinary); failures below, on the whole reference
-        p_domain = p_values(checker.reference_domain[parent_only], domain)
+        p_domain = p_values(screen.reference_domain[parent_only], domain)
 
     p_quality = np.full(len(traces), np.nan)
     quality_reference: np.ndarray | None = None  # the trusted examples' own label quality
@@ -520,12 +557,15 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                                                              (lambda fit: cache.fitted(digest, fit)) if digest else None, prefitted)
             todo = sorted(set(todo) | set(ask))
     if digest:
-        cache.put_scores(digest, [(texts[i], checked[i], domain[i], margin[i], best[i], quality[i]) for i in todo])
+        for into, role in ((digest, [i for i in todo if i < nf]), (digest_passing, [i for i in todo if i >= nf])) if two_spaces else ((digest, todo),):
+            cache.put_scores(into, [(texts[i], checked[i], domain[i], margin[i], best[i], quality[i]) for i in role])
         if pin is None and checker is not None:
             cache.pin(cache_key, digest, [list(m) for m in members], parent_reference,
                       {"domain": checker.reference_domain.tolist(), "margin": checker.reference_margin.tolist(),
-                       "quality": [] if quality_reference is None else quality_reference.tolist()}, now())
-        out.calibration["reuse"] = {**out.calibration.get("reuse", {}), "scored": len(todo), "reused": len(known),
+                       "quality": [] if quality_reference is None else quality_reference.tolist(),
+                       **({"passing_domain": screen.reference_domain.tolist()} if two_spaces else {})}, now())
+        reused = len(known) + (len(known_passing) if two_spaces else 0)
+        out.calibration["reuse"] = {**out.calibration.get("reuse", {}), "scored": len(todo), "reused": reused,
                                     "label_quality_model": quality_model or "not needed (no new failure to score)", **cache.record()}
 
     # one p-value per failing trace: its checks' smallest, calibrated on the trusted examples' own smallest. Failures

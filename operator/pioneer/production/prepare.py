@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -74,21 +75,42 @@ def parent_labels(model_uri: str, fallback: list[str] | None) -> list[str]:
         raise DataError(f"cannot read the label set of the deployed model at {model_uri}") from None
 
 
-def _embedder(base_model: str, engine: sa.Engine, policy):
-    """The triage's sentence embeddings from the base model (``policy.embeddings``: its encoder, or a static table
-    distilled from it), each distinct text computed once and kept in the trace store (the next repair reads them);
-    None (character n-grams) when the model cannot be loaded."""
+def embeddings_choice(asked: str, passing: int) -> tuple[str, str]:
+    """(the embeddings a triage of ``passing`` passing traces uses, why) for ``production.triage.embeddings`` ``asked``:
+    auto is the encoder while the passing traces are few enough to embed in minutes, and hybrid above (the encoder for
+    failures, the static table for the passing traces' domain screen)."""
+    if asked != "auto":
+        return asked, f"embeddings: {asked} (the spec)"
+    if passing > d.TRIAGE_HYBRID_ABOVE:
+        return "hybrid", f"embeddings: auto, {passing:,} passing traces > {d.TRIAGE_HYBRID_ABOVE:,}: hybrid"
+    return "encoder", f"embeddings: auto, {passing:,} passing traces <= {d.TRIAGE_HYBRID_ABOVE:,}: encoder"
+
+
+def _embedders(base_model: str, engine: sa.Engine, policy, choice: str, record: dict[str, Any]) -> tuple[Any, Any]:
+    """The triage's sentence embeddings from the base model, (failing traces', passing traces'), per ``choice``: its
+    encoder for both, a static table distilled from it for both, or the encoder for failures and the table for passing
+    traces (hybrid; the encoder for both, recorded in ``record``, where no table can be distilled from the model). Each
+    distinct text is computed once per space and kept in the trace store (the next repair reads them); (None, None)
+    (character n-grams) when the model cannot be loaded."""
     from pioneer.data.embeddings import encoder_embedder, memoized
     from pioneer.traces.embedding_cache import EmbeddingCache
 
     try:
-        if policy.embeddings == "static":
+        encoder = static = None
+        if choice in ("encoder", "hybrid"):
+            encoder = memoized(encoder_embedder(base_model, precision=policy.embedding_precision), EmbeddingCache(engine))
+        if choice in ("static", "hybrid"):
             from pioneer.data.static_embeddings import static_embedder
 
-            return memoized(static_embedder(base_model), EmbeddingCache(engine))
-        return memoized(encoder_embedder(base_model, precision=policy.embedding_precision), EmbeddingCache(engine))
+            try:
+                static = memoized(static_embedder(base_model), EmbeddingCache(engine))
+            except (OSError, ValueError) as exc:
+                if encoder is None:
+                    raise
+                record["static_table"] = f"not distilled ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): the encoder embeds the passing traces too"
     except (OSError, ValueError):
-        return None
+        return None, None
+    return (encoder or static), (static or encoder)
 
 
 def _judged_traces(engine: sa.Engine, model_id: str | None, fits) -> tuple[list[dict], list[dict], int]:
@@ -197,16 +219,23 @@ def prepare(spec: ModelAdaptationSpec, store: ArtifactStore, deployed: DeployedM
 
         cache = TriageCache(engine)
         deployed_model = cache.memoized_answers(current.model_sha256, _deployed_model(current.model_uri), fields=("output", "ranked"))
-        embed = _embedder(spec.hyperparameters.base_model, engine, spec.production.triage) if parent_train or passing else None
+        choice, why = embeddings_choice(spec.production.triage.embeddings, len(passing))
+        chosen: dict[str, Any] = {"choice": choice, "why": why}
+        embed, embed_passing = (_embedders(spec.hyperparameters.base_model, engine, spec.production.triage, choice, chosen)
+                                if parent_train or passing else (None, None))
         seed, bound = spec.search.seed, spec.production.triage.reference_max
-        key = reference_key(current.model_sha256, seed, bound, embed.space, SCORES_VERSION) if embed is not None and current.model_sha256 else None
+        space = None if embed is None else embed.space if embed_passing is embed else f"{embed.space} + passing: {embed_passing.space}"
+        key = reference_key(current.model_sha256, seed, bound, space, SCORES_VERSION) if space and current.model_sha256 else None
         tri = triage(failures, passing, labels, seed, reference=[(ex.text, ex.label) for ex in parent_train],
-                     embed=embed,
+                     embed=embed, embed_passing=embed_passing,
                      out_of_scope_label=spec.task.out_of_scope_label, fdr=spec.production.triage.fdr, reference_max=bound,
                      ranked=lambda texts: [a["ranked"] for a in deployed_model(texts)], cache=cache if key else None, cache_key=key,
                      fit_processes=spec.production.triage.fit_processes)
         if embed is not None:
-            tri.calibration["embeddings"] = {"space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
+            tri.calibration["embeddings"] = {**chosen, "space": embed.space, **embed.counts, "trace_store_cache": embed.cache_record()}
+            if embed_passing is not embed:
+                tri.calibration["embeddings"]["passing"] = {"space": embed_passing.space, **embed_passing.counts,
+                                                            "trace_store_cache": embed_passing.cache_record()}
         if spec.production.triage.llm:
             disagreements = _llm_review(spec, store, tri, labels)
         clusters = confirm(taxonomy(tri), tri.fixable, lambda texts: [a["output"] for a in deployed_model(texts)])
