@@ -557,7 +557,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                                                              (lambda fit: cache.fitted(digest, fit)) if digest else None, prefitted)
             todo = sorted(set(todo) | set(ask))
     if digest:
-        for into, role in ((digest, [i for i in todo if i < nf]), (digest_passing, [i for i in todo if i >= nf])) if two_spaces else ((digest, todo),):
+        for into, role in ((digest, [i for i in todo if i < nf]), (digest_passing, [i for i in todo if i >= nf])):  # one digest in one space
             cache.put_scores(into, [(texts[i], checked[i], domain[i], margin[i], best[i], quality[i]) for i in role])
         if pin is None and checker is not None:
             cache.pin(cache_key, digest, [list(m) for m in members], parent_reference,
