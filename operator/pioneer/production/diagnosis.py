@@ -124,6 +124,7 @@ class LabelSupport:
     labels: list[str]
     k: int = d.TRIAGE_SUPPORT_K
     own: tuple[np.ndarray, np.ndarray] | None = None  # the reference's (domain, margin) from an earlier run (pinned)
+    domain_only: bool = False  # a space that screens passing traces: the reference's margins are never read (NaN)
 
     def __post_init__(self) -> None:
         matrix = np.asarray(self.embed(self.texts), dtype=np.float32)  # in the reference's order: only while scoring it below
@@ -142,6 +143,9 @@ class LabelSupport:
             self._positions.setdefault(t, []).append(int(where[j]))
         if self.own is not None:
             self.reference_domain, self.reference_margin = self.own
+        elif self.domain_only:
+            self.reference_domain = self.supports(matrix, self.texts, per_label_rows=np.zeros(len(matrix), dtype=bool))[1]
+            self.reference_margin = np.full(len(matrix), np.nan)
         else:
             per_label, self.reference_domain = self.supports(matrix, self.texts)
             self.reference_margin = self.margins(per_label, self.labels)
@@ -527,7 +531,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                 own_passing = (np.array(pin["scores"]["passing_domain"], dtype=float), np.full(len(reference), np.nan))
         ref_texts, ref_labels = [t for t, _ in reference], [y for _, y in reference]
         checker = LabelSupport(embed or tfidf_embedder(ref_texts), ref_texts, ref_labels, own=own)
-        screen = LabelSupport(embed_passing, ref_texts, ref_labels, own=own_passing) if two_spaces else checker
+        screen = LabelSupport(embed_passing, ref_texts, ref_labels, own=own_passing, domain_only=True) if two_spaces else checker
         # a pair stored from a passing trace holds its domain only: a failure with that text and label is scored again
         classes = set(checker.classes)
         todo = sorted(set(todo) | {i for i in np.flatnonzero(np.isnan(margin[:nf])).tolist() if i not in reasons and checked[i] in classes})

@@ -97,13 +97,14 @@ def _embedders(base_model: str, engine: sa.Engine, policy, choice: str, record: 
 
     try:
         encoder = static = None
+        store = EmbeddingCache(engine)  # one per store: each space keys its own rows
         if choice in ("encoder", "hybrid"):
-            encoder = memoized(encoder_embedder(base_model, precision=policy.embedding_precision), EmbeddingCache(engine))
+            encoder = memoized(encoder_embedder(base_model, precision=policy.embedding_precision), store)
         if choice in ("static", "hybrid"):
             from pioneer.data.static_embeddings import static_embedder
 
             try:
-                static = memoized(static_embedder(base_model), EmbeddingCache(engine))
+                static = memoized(static_embedder(base_model), store)
             except (OSError, ValueError) as exc:
                 if encoder is None:
                     raise
