@@ -222,23 +222,3 @@ def test_a_borderline_label_doubt_is_taken_back_when_the_deployed_model_ranks_th
         taken += sorted(back)
         kept_flags += len(borderline & flipped)
     assert taken and kept_flags, (taken, kept_flags)  # both sides happen: clean doubts taken back, flipped labels kept flagged
-
-
-def test_the_margin_that_defines_the_hard_group_never_makes_an_input_just_above_the_bar_unusual():
-    """The margin sets the groups (a failure as hard as the trusted examples' lowest fifth is compared with those
-    alone). Above the bar, a rank within the group would put an input just above the bar at the very bottom: it is
-    compared with every trusted example instead, so its p-value is at least the tail's share."""
-    import numpy as np
-
-    from pioneer.production.conformal import by_tail, reference_by_tail
-
-    reference = np.arange(100, dtype=float)  # margins 0..99; the tail: the lowest fifth
-    tail_ref = reference <= 19
-    scores = np.array([19.5, 20.5, 3.0, 99.5])
-    p = by_tail(reference, tail_ref, scores, scores <= 19.5)
-    assert p[0] == pytest.approx(21 / 21)  # in the tail, and its least unusual member
-    assert p[1] == pytest.approx(22 / 101) and p[1] >= 0.2  # just above the bar: against everyone, never significant
-    assert p[2] == pytest.approx(5 / 21)  # in the tail: ranked among the tail alone
-    assert p[3] == pytest.approx(1.0)
-    own = reference_by_tail(reference, tail_ref)
-    assert own[20] == pytest.approx(21 / 100) and own[0] == pytest.approx(1 / 20)  # leave-one-out, the same two ways

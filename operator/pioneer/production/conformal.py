@@ -73,27 +73,3 @@ def reference_by_group(reference: np.ndarray, groups: np.ndarray) -> np.ndarray:
         mine = groups == g
         out[mine] = reference_p_values(reference[mine])
     return out
-
-
-def by_tail(reference: np.ndarray, reference_tail: np.ndarray, scores: np.ndarray, tail: np.ndarray) -> np.ndarray:
-    """Mondrian p-values for the score that defines the groups, ``tail`` marking scores at or below a bar: a trace in
-    the tail is compared with the reference's tail alone, a trace above the bar with the whole reference.
-
-    Above the bar the score's distribution is cut off at the bar, so a rank within that group would make the traces
-    just above it the most unusual of all (a well-supported input flagged as unsupported). Against the whole reference
-    their p-value is at least the tail's share of it. Under the null this stays valid: in the tail the rank is uniform
-    given the tail, and above the bar no p-value falls below the tail's share."""
-    reference, scores = np.asarray(reference, dtype=float), np.asarray(scores, dtype=float)
-    out = p_values(reference, scores)
-    if tail.any():
-        out[tail] = p_values(reference[reference_tail], scores[tail])
-    return out
-
-
-def reference_by_tail(reference: np.ndarray, tail: np.ndarray) -> np.ndarray:
-    """:func:`reference_p_values` as :func:`by_tail` computes them: within the tail, and against the whole reference above it."""
-    reference = np.asarray(reference, dtype=float)
-    out = reference_p_values(reference)
-    if tail.any():
-        out[tail] = reference_p_values(reference[tail])
-    return out

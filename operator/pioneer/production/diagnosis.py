@@ -20,7 +20,7 @@ import numpy as np
 
 from pioneer import defaults as d
 from pioneer.layout import now
-from pioneer.production.conformal import adjusted, by_group, by_tail, min_p, p_values, reference_by_group, reference_by_tail
+from pioneer.production.conformal import adjusted, by_group, min_p, p_values, reference_by_group
 
 INJECTION = re.compile(
     # the lookahead names every alternative's first letter: a position that starts none of them fails at once, which
@@ -588,9 +588,8 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
     if checker is not None:
         ref_domain, ref_margin = checker.reference_domain[fc], checker.reference_margin[fc]
         p_domain[tested_fail] = by_group(ref_domain, g_ref, domain[tested_fail], g)
-        # the margin defines the groups: above the bar it is compared with every trusted example (never unusual there)
-        p_margin[tested_fail] = by_tail(ref_margin, g_ref, margin[tested_fail], g)
-        ref_cols += [reference_by_group(ref_domain, g_ref), reference_by_tail(ref_margin, g_ref)]
+        p_margin[tested_fail] = by_group(ref_margin, g_ref, margin[tested_fail], g)
+        ref_cols += [reference_by_group(ref_domain, g_ref), reference_by_group(ref_margin, g_ref)]
         cols += [p_domain[tested_fail], p_margin[tested_fail]]
     if quality_reference is not None:
         p_quality[tested_fail] = by_group(quality_reference[fc], g_ref, quality[tested_fail], g)
@@ -637,7 +636,7 @@ def triage(failures: list[dict[str, Any]], passing: list[dict[str, Any]], labels
                        f"{margin[i]:+.3f} against the best other label ({best[i]!r})")
             return {"reason": "unsupported-correction", **stats, "evidence": (
                 f"the {checker.k} nearest trusted examples of {label!r} support the input {against}: {p_margin[i]:.1%} of "
-                f"the trusted examples{' as hard as this input' if hard[i] else ''} are as unlike their own label ({how})")}
+                f"the trusted examples {'as hard as this input' if hard[i] else 'above the hard bar'} are as unlike their own label ({how})")}
         return {"reason": "suspected-label-error", **stats, "evidence": (
             f"confident learning (cleanlab self-confidence {quality[i]:.3f} on out-of-fold TF-IDF probabilities) "
             f"doubts {label!r} more than for {p_quality[i]:.1%} of the trusted and verified examples ({how})")}
