@@ -101,6 +101,20 @@ def test_spans_become_word_tags_at_the_threshold_and_overlaps_go_to_the_more_con
     assert tags_from_spans(text, [], 0.5) == (["O"] * 5, 1.0)
 
 
+def test_texts_are_scored_shortest_first_and_answered_in_the_callers_order():
+    from pioneer.trainer.gliner2_ner import candidate_spans
+
+    class Extractor:  # answers each text with one span covering it, and remembers the order it was asked in
+        def batch_extract_entities(self, texts, types, **_):
+            self.asked = list(texts)
+            return [{"entities": {"PER": [{"start": 0, "end": len(t), "confidence": 0.9}]}} for t in texts]
+
+    texts = ["a much longer sentence here", "hi", "medium one"]
+    model = Extractor()
+    assert candidate_spans(model, texts, ["PER"], 32, 0.1) == [[(0, len(t), "PER", 0.9)] for t in texts]
+    assert model.asked == ["hi", "medium one", "a much longer sentence here"]
+
+
 # --------------------------------------------------------------------------- tiny real models
 
 

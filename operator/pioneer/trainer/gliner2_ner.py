@@ -75,12 +75,19 @@ def tags_from_spans(text: str, spans: list[Span], threshold: float) -> tuple[lis
 
 
 def candidate_spans(model, texts: list[str], entity_types: list[str], max_length: int, floor: float) -> list[list[Span]]:
-    """Every span the extractor scores at or above ``floor``, per text (one pass; thresholds are applied after)."""
-    results = model.batch_extract_entities(texts, entity_types, batch_size=INFERENCE_BATCH, threshold=floor,
-                                           include_confidence=True, include_spans=True, max_len=max_length,
-                                           overlap_policy="allow")
+    """Every span the extractor scores at or above ``floor``, per text (one pass; thresholds are applied after).
+
+    The texts go to the extractor shortest first, so a batch pads to a length close to its own texts' (it scores
+    every span up to its longest text), and the answers come back in the caller's order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    results = model.batch_extract_entities([texts[i] for i in order], entity_types, batch_size=INFERENCE_BATCH,
+                                           threshold=floor, include_confidence=True, include_spans=True,
+                                           max_len=max_length, overlap_policy="allow")
+    in_order: list[Any] = [None] * len(texts)
+    for i, res in zip(order, results):
+        in_order[i] = res
     out = []
-    for res in results:
+    for res in in_order:
         spans: list[Span] = []
         for entity, found in (res.get("entities") or {}).items():
             for item in found or []:
