@@ -190,7 +190,7 @@ def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_s
     attempt = tmp_path / "art" / "names" / "attempts" / "names-i1-a"
     metrics = json.loads((attempt / "output" / "metrics.json").read_text())
     training = metrics["training"]
-    assert training["backend"] == "gliner2" and training["initialised"] == "built from config on minilm"
+    assert training["backend"] == "gliner2" and training["initialised"] == "built from config on minilm (span)"
     assert training["trainer"] == "gliner2.training.ExtractorTrainer" and training["steps"] > 0
     assert metrics["metric"] == "entityF1" and metrics["score"] > 0.8
     assert {"false_positives", "false_negatives", "per_label"} <= set(metrics)

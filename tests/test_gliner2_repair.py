@@ -54,7 +54,7 @@ def test_a_deployed_gliner2_tagger_is_repaired_from_its_judged_traces_under_the_
     baseline = json.loads((art / "attempts" / "repair-baseline" / "output" / "metrics.json").read_text())
     assert baseline["training"]["backend"] == "gliner2" and baseline["threshold_fixed"] is True  # the parent, scored as deployed
     candidate = json.loads((art / "attempts" / "repair-i1-a" / "output" / "metrics.json").read_text())
-    assert candidate["training"]["initialised"] == "built from config on minilm"  # retrained from the base model, not the parent
+    assert candidate["training"]["initialised"] == "built from config on minilm (span)"  # retrained from the base model, not the parent
     after = deploy.load(registry, "tagger")
     assert candidate["score"] > baseline["score"], (candidate["score"], baseline["score"])
     assert after.last_verdict.passed and after.current_revision == 2, after.last_verdict

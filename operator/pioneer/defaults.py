@@ -23,6 +23,7 @@ UCT_C0 = 0.5  # initial exploration coefficient; c(t) = C0 / sqrt(1 + iteration)
 BASE_MODEL = "minilm"
 BACKEND = "transformers"  # hyperparameters.backend: transformers, or gliner2 (the optional 'gliner' extra)
 GLINER2_TASK_LEARNING_RATE = 1e-3  # hyperparameters.taskLearningRate: gliner2's span and classification heads
+GLINER2_ARCHITECTURE = "span"  # hyperparameters.gliner2Architecture: the extractor built from config on an encoder
 
 # Hyperparameters of the first configuration (the planner derives the others).
 LEARNING_RATE = 5e-5

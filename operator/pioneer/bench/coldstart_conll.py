@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from pioneer import defaults as d
 from pioneer.bench.common import cpu_seconds, fresh_workdir, run_adaptation, search_summary
 
 SPEC = """
@@ -33,7 +34,7 @@ spec:
     evaluation: {{size: 1000}}
     curation: {{maxTrainExamples: 14000, hardNegativeShare: 0.2}}
   hyperparameters: {{backend: {backend}, learningRate: {learning_rate}, taskLearningRate: {task_learning_rate}, epochs: {epochs},
-                    maxLength: 128, batchSize: {batch_size}}}
+                    maxLength: 128, batchSize: {batch_size}, gliner2Architecture: {gliner2_architecture}}}
   gate: {{tau: 0.95}}
   search: {{maxAttempts: {max_attempts}, parallelism: {parallelism}, configurationsPerIteration: {parallelism}, seed: {seed}}}
   artifacts: {{uri: {artifacts}}}
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     test = read_split(folder, "test")
     start = {k: v if getattr(args, k, None) is None else getattr(args, k) for k, v in STARTS[args.backend].items()}
     spec_text = SPEC.format(train=json.dumps(str((folder / "train.txt").resolve())), artifacts=json.dumps(str(work / "artifacts")),
-                            seed=args.seed, backend=args.backend, task_learning_rate=args.task_learning_rate, **start)
+                            seed=args.seed, backend=args.backend, task_learning_rate=args.task_learning_rate,
+                            gliner2_architecture=args.gliner2_architecture or d.GLINER2_ARCHITECTURE, **start)
     runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-conll", "backend": args.backend, "start": start, "data": str(folder), "test_sentences": len(test),

@@ -60,7 +60,7 @@ def train_attempt(rows: list[dict[str, Any]], spec, workdir: Path, on_progress=N
         raise ValueError(f"strategy {strategy.preserving()} needs the transformers backend (it reads a sequence-classification "
                          "parent's logits and weights); backend gliner2 trains gold, hard negatives and replay only")
     g2.require()
-    model, origin = g2.load(hp.base_model, spec.pipeline.data.seed)
+    model, origin = g2.load(hp.base_model, spec.pipeline.data.seed, hp.gliner2_architecture)
     facts: dict[str, Any] = {"backend": "gliner2", "initialised": origin, "n_train": len(rows), "method": hp.method}
     if hp.epochs == 0 or not rows:
         facts.update(device=g2.device_of(model), steps=0, train_seconds=0.0, final_loss=None)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pioneer import defaults as d
 from pioneer.api.models import Hyperparameters
 from pioneer.trainer.base_models import ModelNotFound, resolve
 
@@ -54,11 +55,12 @@ def _is_hub_id(ref: str) -> bool:
     return ref.count("/") == 1 and not ref.startswith(("/", ".", "s3://")) and not Path(ref).expanduser().exists()
 
 
-def load(ref: str, seed: int) -> tuple[Any, str]:
-    """(model, how it was obtained: 'pretrained' or 'built from config on <encoder>') for a base-model reference.
+def load(ref: str, seed: int, architecture: str = d.GLINER2_ARCHITECTURE) -> tuple[Any, str]:
+    """(model, how it was obtained: 'pretrained' or 'built from config on <encoder> (<architecture>)') for a base-model reference.
 
     ``seed`` fixes the initial weights of heads built from config (and of the special-token embeddings), so an
-    attempt, and the untrained baseline it is compared with, are reproducible."""
+    attempt, and the untrained baseline it is compared with, are reproducible. ``architecture`` (span or boundary)
+    is the extractor built on an encoder; a checkpoint keeps its own."""
     require()
     import torch
 
@@ -75,7 +77,8 @@ def load(ref: str, seed: int) -> tuple[Any, str]:
     folder = resolve(ref)
     if is_checkpoint(folder):
         return AutoExtractor.from_pretrained(folder), "pretrained"
-    return AutoExtractor.from_config(ExtractorConfig(model_name=folder)), f"built from config on {ref}"
+    return (AutoExtractor.from_config(ExtractorConfig(model_name=folder, architecture=architecture)),
+            f"built from config on {ref} ({architecture})")
 
 
 def device_of(model) -> str:
