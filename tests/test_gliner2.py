@@ -172,6 +172,26 @@ def test_lora_steps_encoder_adapters_at_the_learning_rate_and_the_heads_in_full_
         assert groups["encoder"]["parameters"] == encoder
 
 
+def test_the_boundary_architecture_is_built_from_config_trained_saved_and_reloaded_as_itself(tmp_path):
+    from gliner2.auto import AutoExtractor
+    from gliner2.training import InputExample
+
+    from pioneer.api.models import Hyperparameters
+    from pioneer.trainer import gliner2_model as g2
+
+    hp = Hyperparameters(**{**GLINER2_HP, "gliner2Architecture": "boundary", "epochs": 1})
+    model, origin = g2.load("minilm", seed=0, architecture=hp.gliner2_architecture)
+    assert origin == "built from config on minilm (boundary)"
+    examples = [InputExample(text=f"{p} lives in {c}", entities={"PER": [p], "LOC": [c]})
+                for p, c in zip(PEOPLE[:8], CITIES[:8])]
+    trained, facts = g2.train(model, examples, hp, seed=0, workdir=tmp_path)
+    assert facts["steps"] == 1
+    g2.save(trained, tmp_path / "model")
+    assert AutoExtractor.from_pretrained(str(tmp_path / "model")).architecture == "boundary"
+    # a checkpoint keeps the architecture it was saved with, whatever the spec asks of a model built from config
+    assert g2.load(str(tmp_path / "model"), seed=0, architecture="span")[0].architecture == "boundary"
+
+
 @pytest.mark.slow
 def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_spec, tmp_path, python):
     from gliner2.auto import AutoExtractor
