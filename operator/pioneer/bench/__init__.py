@@ -35,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["transformers", "gliner2"], default="transformers",
                    help="hyperparameters.backend of the spec; gliner2 starts from an extractor built from config on MiniLM")
     p.add_argument("--max-attempts", type=int, default=None, help="default: 2 (transformers), 1 (gliner2: one run fits the 45-minute budget)")
-    p.add_argument("--epochs", type=float, default=None, help="epochs of the spec's starting configuration (default: 3)")
+    p.add_argument("--epochs", type=float, default=None, help="epochs of the spec's starting configuration (default: 3 transformers, 3.8 gliner2)")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="(encoder) learning rate of the spec's starting configuration (default: 2e-4 transformers, 5e-5 gliner2)")
     p.add_argument("--task-learning-rate", type=float, default=3e-3, help="gliner2: learning rate of the span head")
