@@ -71,6 +71,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="training examples per intent of the deployed model (default 30; 10 makes a weaker parent)")
     p.add_argument("--triage-embeddings", choices=["auto", "encoder", "static", "hybrid"], default="auto",
                    help="the repair's production.triage.embeddings (default auto, the spec's default: the encoder at this size)")
+    p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,
+                   help="also retrain naively (every logged answer, no triage, no curriculum) and score it on the same sets "
+                        "(--no-baselines: the agent only, about half the time; the JSON says so)")
     p = sub.add_parser("repair-conll", help="production repair of an over-predicting CoNLL-2003 tagger from ~3,000 judged traces; "
                                              "entity F1 on the test file before/after")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")

@@ -248,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         "heldout_size": len(fresh), "heldout_accuracy_before": round(heldout_before, 4), "heldout_accuracy_after": round(heldout_after, 4),
         **filter_scores(repair, rows, poisoned, summary["best_model"]),
     }
-    result["baselines"] = {"naive_retrain": naive_retrain(repair, work, deployed_train, rows, fresh)}
+    result["baselines"] = ({"naive_retrain": naive_retrain(repair, work, deployed_train, rows, fresh)} if args.baselines
+                           else {"skipped": "--no-baselines"})
     result["wall_seconds"] = round(time.monotonic() - started, 1)
     result["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -256,5 +257,6 @@ def run(args: argparse.Namespace) -> int:
                                              "fixed_rate_of_all_failures", "set_aside", "regression_set_size", "regressions",
                                              "cross_checkpoint_regressions", "promoted", "heldout_accuracy_before", "heldout_accuracy_after",
                                              "filter_precision", "filter_recall", "clean_failures_fixed_rate", "wall_seconds") if k in result},
-                      "naive_retrain": {k: result["baselines"]["naive_retrain"][k] for k in ("regressions", "heldout_accuracy", "within_tau_and_epsilon")}}))
+                      **({"naive_retrain": {k: result["baselines"]["naive_retrain"][k] for k in ("regressions", "heldout_accuracy", "within_tau_and_epsilon")}}
+                         if "naive_retrain" in result["baselines"] else {})}))
     return 0
