@@ -193,7 +193,8 @@ def test_the_boundary_architecture_is_built_from_config_trained_saved_and_reload
 
 
 @pytest.mark.slow
-def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_spec, tmp_path, python):
+@pytest.mark.parametrize(("architecture", "extractor"), [("span", "SpanExtractor"), ("boundary", "BoundaryExtractor")])
+def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(architecture, extractor, write_spec, tmp_path, python):
     from gliner2.auto import AutoExtractor
 
     from pioneer import inference
@@ -203,21 +204,21 @@ def test_a_gliner2_tagger_is_trained_saved_reloaded_and_served_as_scored(write_s
     doc = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "names"},
            "spec": {"task": {"description": "find people and places", "type": "ner"},
                     "data": {"sources": [{"path": "names.conll"}], "evaluation": {"size": 30}},
-                    "hyperparameters": {**GLINER2_HP, "epochs": 6},
+                    "hyperparameters": {**GLINER2_HP, "epochs": 6, "gliner2Architecture": architecture},
                     "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
                     "gate": {"tau": 0.05}, "deployedModel": "names", "artifacts": {"uri": str(tmp_path / "art")}}}
     assert main(["run", str(write_spec(doc)), "--quiet"]) == 0
     attempt = tmp_path / "art" / "names" / "attempts" / "names-i1-a"
     metrics = json.loads((attempt / "output" / "metrics.json").read_text())
     training = metrics["training"]
-    assert training["backend"] == "gliner2" and training["initialised"] == "built from config on minilm (span)"
+    assert training["backend"] == "gliner2" and training["initialised"] == f"built from config on minilm ({architecture})"
     assert training["trainer"] == "gliner2.training.ExtractorTrainer" and training["steps"] > 0
     assert metrics["metric"] == "entityF1" and metrics["score"] > 0.8
     assert {"false_positives", "false_negatives", "per_label"} <= set(metrics)
     chosen = next(c for c in metrics["threshold_curve"] if c["threshold"] == metrics["threshold"])
     assert chosen["f1"] == max(c["f1"] for c in metrics["threshold_curve"])  # the sweep keeps the best threshold
     model_dir = attempt / "output" / "model"
-    assert type(AutoExtractor.from_pretrained(str(model_dir))).__name__ == "SpanExtractor"
+    assert type(AutoExtractor.from_pretrained(str(model_dir))).__name__ == extractor
     saved = json.loads((model_dir / "pioneer-model.json").read_text())
     assert saved["backend"] == "gliner2" and json.loads((model_dir / "pioneer_ner.json").read_text())["threshold"] == metrics["threshold"]
     assert inference.load(model_dir).threshold == metrics["threshold"]
