@@ -74,6 +74,17 @@ def test_chain_of_thought_for_a_classifier_is_refused_with_the_reason(api, tmp_p
     assert all(n.pipeline.strategy.supervision == "direct" for n in plan.create)
 
 
+def test_the_gliner2_architecture_is_offered_and_refused_where_the_pipeline_does_not_train_gliner2(api, tmp_path):
+    api.script = [("tool", {"attempts": [
+        {"modification": "boundary head", "rationale": "r", "changes": {"hyperparameters": {"gliner2Architecture": "boundary"}}},
+        {"modification": "longer", "rationale": "r", "changes": {"hyperparameters": {"epochs": 5}}}]})]
+    plan, _ = plan_with(api, tmp_path)
+    refused = plan.create[0].evidence["llm"]["refused"]
+    assert [r["reason"] for r in refused] == ["hyperparameters.gliner2Architecture applies to the gliner2 backend only (this pipeline trains transformers)"]
+    hp = api.requests[0]["tools"][0]["input_schema"]["properties"]["attempts"]["items"]["properties"]["changes"]["properties"]["hyperparameters"]
+    assert hp["properties"]["gliner2Architecture"]["enum"] == ["span", "boundary"] and hp["properties"]["gliner2Architecture"]["description"]
+
+
 def test_a_recorded_decision_is_not_asked_again(api, tmp_path):
     api.script = [("tool", {"attempts": [{"modification": "m", "rationale": "r", "changes": {"data": {"hardNegativeShare": 0.5}}}]})]
     attempts = first_iteration()

@@ -28,7 +28,7 @@ CHANGEABLE = {
     "data": ("maxExamples", "hardNegativeShare", "maxLabelRatio", "lengthMatching", "nearDuplicateSimilarity",
              "augmentPerPattern", "replayShare", "entityMaxRepeats"),
     "hyperparameters": ("baseModel", "method", "learningRate", "epochs", "batchSize", "maxLength", "loraRank",
-                        "weightDecay", "warmupRatio", "decisionThreshold", "backend", "taskLearningRate"),
+                        "weightDecay", "warmupRatio", "decisionThreshold", "backend", "taskLearningRate", "gliner2Architecture"),
     "strategy": ("supervision", "distillation", "distillationTemperature", "confidenceReplay", "interpolation"),
 }
 SECTIONS = {"data": DataRecipe, "hyperparameters": Hyperparameters, "strategy": Strategy}
@@ -139,11 +139,13 @@ PRESERVATION_FIELDS = ("distillation", "distillationTemperature", "confidenceRep
 
 def _strategy_refusal(changes: dict[str, Any], spec: ModelAdaptationSpec, parent: Pipeline) -> str | None:
     """chainOfThought supervision is for generation. The preservation objectives need a deployed parent and a transformers
-    classifier head: production repairs of transformers classifiers only."""
+    classifier head: production repairs of transformers classifiers only. The gliner2 architecture is a gliner2 choice."""
     if (changes.get("strategy") or {}).get("supervision") == "chainOfThought" and spec.task.type != "generation":
         return f"strategy.supervision chainOfThought applies to generation tasks (this task is {spec.task.type})"
     asked = sorted(set(changes.get("strategy") or {}) & set(PRESERVATION_FIELDS))
     backend = (changes.get("hyperparameters") or {}).get("backend", parent.hyperparameters.backend)
+    if "gliner2Architecture" in (changes.get("hyperparameters") or {}) and backend != "gliner2":
+        return f"hyperparameters.gliner2Architecture applies to the gliner2 backend only (this pipeline trains {backend})"
     if asked and (spec.mode != "production" or spec.task.type != "classification" or backend != "transformers"):
         return f"strategy {asked}: preservation objectives apply to production repairs of transformers classifiers only"
     return None
