@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from pioneer import defaults as d
 from pioneer.bench import adaptft, coldstart_arc, coldstart_conll, coldstart_sms, repair_clinc, repair_conll, scale, serve_load, trainer_overhead
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -28,6 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-attempts", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["transformers", "gliner2"], default="transformers", help="hyperparameters.backend of the spec")
+    p.add_argument("--gliner2-architecture", choices=["span", "boundary"], default=d.GLINER2_ARCHITECTURE,
+                   help="gliner2: the extractor built from config on MiniLM (hyperparameters.gliner2Architecture; default: the spec default)")
     p = sub.add_parser("coldstart-conll", help="cold-start NER on CoNLL-2003; entity F1 on the held-out test file")
     p.add_argument("--data-dir", default="../shared/datasets", help="folder holding conll2003/train.txt and test.txt")
     p.add_argument("--out", required=True, help="JSON file for the results")

@@ -102,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows({"Label": r["Label"], "SMS": r["SMS"]} for r in train)
     spec_text = SPEC.format(train=json.dumps(str(train_file)), artifacts=json.dumps(str(work / "artifacts")),
                             max_attempts=args.max_attempts, seed=args.seed, backend=args.backend,
-                            backend_extra=", taskLearningRate: 3.0e-3" if args.backend == "gliner2" else "")
+                            backend_extra=(f", taskLearningRate: 3.0e-3, gliner2Architecture: {args.gliner2_architecture}"
+                                           if args.backend == "gliner2" else ""))
     runner, status, baseline, best = run_adaptation(spec_text, work)
     result = {
         "benchmark": "coldstart-sms",
-        "backend": args.backend,
+        "backend": args.backend, **({"gliner2_architecture": args.gliner2_architecture} if args.backend == "gliner2" else {}),
         "data": str(data),
         "split": {"seed": args.seed, "train": len(train), "test": len(test), "test_spam": sum(r["Label"] == "spam" for r in test)},
         "baseline_score": None,
