@@ -27,7 +27,7 @@ def test_a_gliner2_classifier_trains_through_its_classification_head(write_spec,
            "spec": {"task": {"description": "flag spam", "type": "classification", "labels": ["ham", "spam"], "metric": "f1",
                              "positiveLabel": "spam"},
                     "data": {"sources": [{"path": "sms.jsonl"}], "evaluation": {"size": 30}},
-                    "hyperparameters": {**GLINER2_HP, "epochs": 4},
+                    "hyperparameters": {**GLINER2_HP, "epochs": 8},
                     "search": {"maxAttempts": 1, "parallelism": 1, "configurationsPerIteration": 1},
                     "gate": {"tau": 0.05}, "deployedModel": "sms", "artifacts": {"uri": str(tmp_path / "art")}}}
     assert main(["run", str(write_spec(doc)), "--quiet"]) == 0

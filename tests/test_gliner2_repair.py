@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from pioneer import defaults as d
 from test_gliner2 import GLINER2_HP, _names_conll
 from test_ner import CITIES, PEOPLE, sentence
 
@@ -25,7 +26,7 @@ def test_a_deployed_gliner2_tagger_is_repaired_from_its_judged_traces_under_the_
     task = {"description": "find people and places", "type": "ner"}
     v1 = {"apiVersion": "pioneer.dev/v1alpha1", "kind": "ModelAdaptation", "metadata": {"name": "v1"},
           "spec": {"task": task, "data": {"sources": [{"path": "v1.conll"}], "evaluation": {"size": 12}},
-                   "hyperparameters": {**GLINER2_HP, "epochs": 2},  # an undertrained tagger: it confuses people and places
+                   "hyperparameters": {**GLINER2_HP, "epochs": 2, "gliner2Architecture": "span"},  # an undertrained tagger: it confuses people and places
                    "gate": {"tau": 0.01}, "search": {"maxAttempts": 1, "configurationsPerIteration": 1}, "deployedModel": "tagger"}}
     assert main(["run", str(write_spec(v1, "v1.yaml")), "--quiet"]) == 0
     registry = LocalStore(tmp_path / "pioneer-artifacts")
@@ -54,7 +55,7 @@ def test_a_deployed_gliner2_tagger_is_repaired_from_its_judged_traces_under_the_
     baseline = json.loads((art / "attempts" / "repair-baseline" / "output" / "metrics.json").read_text())
     assert baseline["training"]["backend"] == "gliner2" and baseline["threshold_fixed"] is True  # the parent, scored as deployed
     candidate = json.loads((art / "attempts" / "repair-i1-a" / "output" / "metrics.json").read_text())
-    assert candidate["training"]["initialised"] == "built from config on minilm (span)"  # retrained from the base model, not the parent
+    assert candidate["training"]["initialised"] == f"built from config on minilm ({d.GLINER2_ARCHITECTURE})"  # retrained from the base model, not the parent
     after = deploy.load(registry, "tagger")
     assert candidate["score"] > baseline["score"], (candidate["score"], baseline["score"])
     assert after.last_verdict.passed and after.current_revision == 2, after.last_verdict

@@ -415,8 +415,8 @@ class Hyperparameters(ApiModel):
         "gliner2: learning rate of the span and classification heads (learningRate is the encoder's); a head built "
         "from config starts untrained and learns faster than the encoder."))
     gliner2_architecture: Literal["span", "boundary"] = Field(default=d.GLINER2_ARCHITECTURE, description=(
-        "gliner2: the extractor built from config on an encoder: span (scores every span up to a width) or boundary "
-        "(gliner2's start/end boundary head, trained on batches of similar length). A GLiNER2 checkpoint keeps the "
+        "gliner2: the extractor built from config on an encoder: boundary (gliner2's start/end boundary head, trained on "
+        "batches of similar length) or span (scores every span up to a width). A GLiNER2 checkpoint keeps the "
         "architecture it was saved with."))
     ner_backend: NerBackend | None = Field(default=None, description=(
         "Deprecated: the earlier name of backend. tokenClassification means backend transformers; gliner (GLiNER v1) is "

@@ -43,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="(encoder) learning rate of the spec's starting configuration (default: 2e-4 transformers, 5e-5 gliner2)")
     p.add_argument("--task-learning-rate", type=float, default=3e-3, help="gliner2: learning rate of the span head")
     p.add_argument("--gliner2-architecture", choices=["span", "boundary"], default=None,
-                   help="gliner2: the extractor built from config on MiniLM (hyperparameters.gliner2Architecture; default boundary)")
+                   help="gliner2: the extractor built from config on MiniLM (hyperparameters.gliner2Architecture; default boundary, the spec default)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size of the spec's starting configuration (default: 32 transformers, 16 gliner2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True,

@@ -50,7 +50,7 @@ spec:
 STARTS = {"transformers": {"max_attempts": 2, "epochs": 3, "learning_rate": 2e-4, "parallelism": 2, "batch_size": 32,
                            "gliner2_architecture": d.GLINER2_ARCHITECTURE},
           "gliner2": {"max_attempts": 1, "epochs": 3.8, "learning_rate": 5e-5, "parallelism": 1, "batch_size": 16,
-                      "gliner2_architecture": "boundary"}}
+                      "gliner2_architecture": d.GLINER2_ARCHITECTURE}}
 
 
 def tag_sentences(model_dir: str, sentences: list[tuple[list[str], list[str]]]) -> tuple[list[str], float]:

@@ -110,7 +110,8 @@ def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
     config starts random: low-rank updates of a frozen random head barely learn; measured on 90 toy spam/ham
     texts, F1 0.64 with adapters on the heads). The learning rates mean the same as in a full fine-tune: the
     encoder's adapters step at ``learningRate``, the heads at ``taskLearningRate`` (gliner2 alone would step
-    everything at the task rate).
+    everything at the task rate). A full fine-tune groups the same way: gliner2's own grouping puts every parameter
+    with "encoder" in its name at the encoder's rate, the boundary head's candidate and boundary encoders included.
     """
     import dataclasses
 
@@ -143,14 +144,15 @@ def train(model, examples: list, hp: Hyperparameters, seed: int, workdir: Path,
                     if not _in_encoder(name):
                         param.requires_grad = True
 
-        def _create_optimizer(self):
-            if not self.config.use_lora:
-                return super()._create_optimizer()
+        def _create_optimizer(self):  # gliner2 groups by "encoder" anywhere in a name, so the boundary head's own
+            # candidate_encoder and boundary_encoder would step at the encoder's rate; the encoder is the module named so
             trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             groups = [{"params": [p for n, p in trainable if _in_encoder(n)], "lr": hp.learning_rate},
                       {"params": [p for n, p in trainable if not _in_encoder(n)], "lr": hp.task_learning_rate}]
+            fused = self.device.type == "cuda" and self.config.fused_optimizer  # as gliner2 steps: fused on a GPU
             return AdamW([{**g, "weight_decay": hp.weight_decay} for g in groups if g["params"]],
-                         betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon)
+                         betas=(self.config.adam_beta1, self.config.adam_beta2), eps=self.config.adam_epsilon,
+                         **({"fused": True} if fused else {"foreach": True}))
 
         def _log_metrics(self, metrics, prefix: str = ""):  # gliner2's logging hook: our progress file rides on it
             super()._log_metrics(metrics, prefix)
