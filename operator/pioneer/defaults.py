@@ -23,7 +23,8 @@ UCT_C0 = 0.5  # initial exploration coefficient; c(t) = C0 / sqrt(1 + iteration)
 BASE_MODEL = "minilm"
 BACKEND = "transformers"  # hyperparameters.backend: transformers, or gliner2 (the optional 'gliner' extra)
 GLINER2_TASK_LEARNING_RATE = 1e-3  # hyperparameters.taskLearningRate: gliner2's span and classification heads
-GLINER2_ARCHITECTURE = "boundary"  # hyperparameters.gliner2Architecture: the extractor built from config on an encoder (boundary beat span on CoNLL-2003, 0.854 vs 0.826, and SMS spam, 0.940 vs 0.930)
+GLINER2_ARCHITECTURE = "boundary"  # hyperparameters.gliner2Architecture: the extractor built from config on an encoder
+# (measured on MiniLM: boundary over span on CoNLL-2003, test F1 0.852 vs 0.826, and on SMS spam, 0.940 vs 0.930)
 
 # Hyperparameters of the first configuration (the planner derives the others).
 LEARNING_RATE = 5e-5
