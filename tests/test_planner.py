@@ -338,6 +338,18 @@ def test_a_repair_whose_regressions_stop_falling_for_two_iterations_ends_with_th
     assert done.best == "t-i3-b"  # chosen as always, the best within epsilon first; the gate then refuses it below tau
 
 
+def test_when_no_candidate_is_within_epsilon_the_one_that_broke_the_fewest_is_gated_and_named():
+    spec = production_spec(max_attempts=2)
+    attempts: list = []
+    plan = reconcile("t", spec, [], pool_size=500)
+    plan = run_repair_iteration(spec, attempts, plan, [(0.0, 0), (0.9991, 6), (0.9966, 3)])
+    done = plan.complete
+    assert done is not None and done.reason == "BudgetExhausted"
+    assert done.best == "t-i1-b"  # 3 regressions: the nearest miss, not the higher score with 6
+    below_tau = run_repair_iteration(spec, [], reconcile("t", spec, [], pool_size=500), [(0.0, 0), (0.99, 6), (0.5, 3)])
+    assert below_tau.complete.best == "t-i1-a"  # a candidate under tau is no nearer a pass, however few it broke
+
+
 @pytest.mark.parametrize("iteration_3", [[(0.99, 4), (0.99, 9)], [(0.5, 0), (0.6, 0)]],
                          ids=["fewer regressions than before", "no candidate reached tau"])
 def test_a_repair_that_still_gets_closer_or_has_nothing_within_tau_is_not_stalled(iteration_3):

@@ -135,7 +135,7 @@ def _plan(adaptation: str, spec: ModelAdaptationSpec, attempts: list[TrainingAtt
 
     production = spec.mode == "production"
     safe = [a for a in graph.scored if not production or _within_epsilon(a, gate.epsilon)]
-    best = graph.best(safe) or graph.best()
+    best = graph.best(safe) or (closest_to_passing(graph.scored, gate.tau) if production else None) or graph.best()
     # the budget counts trainings: a twin that reused an earlier attempt's output trained nothing (at most as many
     # twins as trainings, so a planner that keeps proposing twins still ends)
     n_trained, twins = len(graph.distinct_trainings), len(graph.trained) - len(graph.distinct_trainings)
@@ -263,6 +263,15 @@ def fewest_regressions(attempts: list[TrainingAttempt], tau: float) -> int | Non
     counts = [max(a.status.regressions or 0, a.status.cross_checkpoint_regressions or 0)
               for a in attempts if a.status is not None and a.status.score is not None and a.status.score >= tau]
     return min(counts) if counts else None
+
+
+def closest_to_passing(attempts: list[TrainingAttempt], tau: float) -> TrainingAttempt | None:
+    """Production, when no candidate is within epsilon: the one reaching ``tau`` that broke the fewest previously passing
+    traces (the worse of the two gate sets), then the higher score, so the refusal names the nearest miss and its
+    count; None when none reaches tau."""
+    pool = [a for a in attempts if a.status is not None and score(a) is not None and score(a) >= tau]
+    return min(pool, key=lambda a: (max(a.status.regressions or 0, a.status.cross_checkpoint_regressions or 0), -score(a),
+                                    a.spec.iteration, a.metadata.name), default=None)
 
 
 def _regressions_stalled(graph: Graph, tau: float, epsilon: int, latest: int) -> dict[str, Any] | None:
