@@ -57,31 +57,35 @@ def test_claude_proposes_the_next_iteration_and_an_invalid_proposal_is_refused_w
     assert "Claude proposed 1 attempt(s), refused 1" in events[0]
     # the request: one tool whose schema comes from the pipeline model, forced, and the evidence quoted as data
     body = api.requests[0]
-    tool = body["tools"][0]
     assert body["tool_choice"] == {"type": "tool", "name": "propose_attempts"}
-    hp = tool["input_schema"]["properties"]["attempts"]["items"]["properties"]["changes"]["properties"]["hyperparameters"]
+    hp = hyperparameters_schema(body)
     assert hp["properties"]["learningRate"]["exclusiveMaximum"] == 1 and "baseModel" in hp["properties"]
     assert "<untrusted-data>" in body["messages"][0]["content"] and '"t-i1-a"' in body["messages"][0]["content"]
 
 
-def test_chain_of_thought_for_a_classifier_is_refused_with_the_reason(api, tmp_path):
+def refused_beside_a_valid_proposal(api, tmp_path, changes):
+    """Claude proposes ``changes`` and a plain longer training: the plan, and the reasons the first was refused."""
     api.script = [("tool", {"attempts": [
-        {"modification": "reason first", "rationale": "r", "changes": {"strategy": {"supervision": "chainOfThought"}}},
+        {"modification": "proposed", "rationale": "r", "changes": changes},
         {"modification": "longer", "rationale": "r", "changes": {"hyperparameters": {"epochs": 5}}}]})]
     plan, _ = plan_with(api, tmp_path)
-    refused = plan.create[0].evidence["llm"]["refused"]
-    assert [r["reason"] for r in refused] == ["strategy.supervision chainOfThought applies to generation tasks (this task is classification)"]
+    return plan, [r["reason"] for r in plan.create[0].evidence["llm"]["refused"]]
+
+
+def hyperparameters_schema(body):
+    return body["tools"][0]["input_schema"]["properties"]["attempts"]["items"]["properties"]["changes"]["properties"]["hyperparameters"]
+
+
+def test_chain_of_thought_for_a_classifier_is_refused_with_the_reason(api, tmp_path):
+    plan, refused = refused_beside_a_valid_proposal(api, tmp_path, {"strategy": {"supervision": "chainOfThought"}})
+    assert refused == ["strategy.supervision chainOfThought applies to generation tasks (this task is classification)"]
     assert all(n.pipeline.strategy.supervision == "direct" for n in plan.create)
 
 
 def test_the_gliner2_architecture_is_offered_and_refused_where_the_pipeline_does_not_train_gliner2(api, tmp_path):
-    api.script = [("tool", {"attempts": [
-        {"modification": "boundary head", "rationale": "r", "changes": {"hyperparameters": {"gliner2Architecture": "boundary"}}},
-        {"modification": "longer", "rationale": "r", "changes": {"hyperparameters": {"epochs": 5}}}]})]
-    plan, _ = plan_with(api, tmp_path)
-    refused = plan.create[0].evidence["llm"]["refused"]
-    assert [r["reason"] for r in refused] == ["hyperparameters.gliner2Architecture applies to the gliner2 backend only (this pipeline trains transformers)"]
-    hp = api.requests[0]["tools"][0]["input_schema"]["properties"]["attempts"]["items"]["properties"]["changes"]["properties"]["hyperparameters"]
+    _, refused = refused_beside_a_valid_proposal(api, tmp_path, {"hyperparameters": {"gliner2Architecture": "boundary"}})
+    assert refused == ["hyperparameters.gliner2Architecture applies to the gliner2 backend only (this pipeline trains transformers)"]
+    hp = hyperparameters_schema(api.requests[0])
     assert hp["properties"]["gliner2Architecture"]["enum"] == ["span", "boundary"] and hp["properties"]["gliner2Architecture"]["description"]
 
 
